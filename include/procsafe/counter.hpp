@@ -1,0 +1,288 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/detail/config.hpp>
+#include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/robust_mutex.hpp>
+
+#include <atomic>
+#include <concepts>
+#include <functional>
+#include <type_traits>
+
+namespace procsafe {
+
+/// Synchronization policy: every operation is one lock-free atomic
+/// instruction on the value (std::atomic_ref<T>).
+struct atomic_sync {};
+/// Synchronization policy: every operation runs under a process-shared mutex
+/// that survives the death of its owner (robust on POSIX).
+struct mutex_sync {};
+
+/// A value type an atomic counter can hold: an integer (not bool) or a
+/// floating-point type.
+template <class T>
+concept atomic_counter_value =
+    (std::integral<T> && !std::same_as<std::remove_cv_t<T>, bool>) || std::floating_point<T>;
+
+/// A value type a mutex counter can hold: anything trivially copyable (it is
+/// copied byte for byte between processes). Arithmetic needs + and - too.
+template <class T>
+concept mutex_counter_value = std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>;
+
+template <class T>
+concept addable = requires(const T a, const T b) {
+    { a + b } -> std::convertible_to<T>;
+    { a - b } -> std::convertible_to<T>;
+};
+
+/// A counter shared by every process that maps its segment.
+///
+/// Place it with segment::construct / find / find_or_construct; each process
+/// gets a reference to the same object. `Sync` is atomic_sync (lock-free) or
+/// mutex_sync (a robust process-shared lock). The object fills whole 128-byte
+/// lines, so two counters never share a cache line. It holds no pointer, and
+/// is neither copyable nor movable: its address is its identity.
+template <class T, class Sync>
+class counter {
+    static_assert(std::is_same_v<Sync, atomic_sync> || std::is_same_v<Sync, mutex_sync>,
+                  "procsafe::counter: Sync must be procsafe::atomic_sync or procsafe::mutex_sync");
+};
+
+/// Lock-free counter: every operation is one atomic instruction.
+///
+/// Memory ordering: like std::atomic, every operation defaults to seq_cst.
+/// Crash behaviour: an update is one instruction, so a process killed at any
+/// point has either made its update or not; nothing is ever torn or locked.
+///
+/// ```
+/// auto seg = procsafe::segment::create("jobs", 1 << 20);
+/// auto& done = seg.construct<procsafe::atomic_counter<std::int64_t>>("done");
+/// for (int i = 0; i < 4; ++i)
+///     if (fork() == 0) {
+///         for (int k = 0; k < 1000; ++k) ++done;
+///         _exit(0);
+///     }
+/// while (wait(nullptr) > 0) {}
+/// std::printf("%lld\n", (long long)done.value());  // 4000, every time
+/// ```
+template <class T>
+class alignas(cache_line) counter<T, atomic_sync> {
+    static_assert(atomic_counter_value<T>,
+                  "procsafe::atomic_counter<T>: T must be an integer (not bool) or floating-point type");
+    static_assert(std::atomic_ref<T>::is_always_lock_free,
+                  "procsafe::atomic_counter<T>: std::atomic_ref<T> is not always lock-free here; "
+                  "its fallback lock table is private to each process, so it cannot be shared. "
+                  "Use mutex_counter<T>.");
+
+public:
+    using value_type = T;
+    using sync_type = atomic_sync;
+
+    explicit counter(T initial = T{}) noexcept : value_(initial) {}
+    counter(const counter&) = delete;
+    counter& operator=(const counter&) = delete;
+
+    /// Adds n; returns the new value.  Process-safe. Lock-free. Never allocates.
+    T increment(T n = T{1}) noexcept { return static_cast<T>(ref().fetch_add(n) + n); }
+    /// Subtracts n; returns the new value.  Process-safe. Lock-free. Never allocates.
+    T decrement(T n = T{1}) noexcept { return static_cast<T>(ref().fetch_sub(n) - n); }
+
+    // mimic: std::atomic<T>::fetch_add
+    /// Adds n; returns the value before.  Process-safe. Lock-free. Never allocates.
+    T fetch_add(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
+        return ref().fetch_add(n, order);
+    }
+    // mimic: std::atomic<T>::fetch_sub
+    /// Subtracts n; returns the value before.  Process-safe. Lock-free. Never allocates.
+    T fetch_sub(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
+        return ref().fetch_sub(n, order);
+    }
+    // mimic: std::atomic<T>::exchange
+    /// Stores v; returns the value before.  Process-safe. Lock-free. Never allocates.
+    T exchange(T v, std::memory_order order = std::memory_order_seq_cst) noexcept {
+        return ref().exchange(v, order);
+    }
+    // mimic: std::atomic<T>::compare_exchange_strong
+    /// If the value equals expected, stores desired and returns true; otherwise
+    /// loads the value into expected and returns false.
+    /// Process-safe. Lock-free. Never allocates.
+    bool compare_exchange(T& expected, T desired,
+                          std::memory_order order = std::memory_order_seq_cst) noexcept {
+        return ref().compare_exchange_strong(expected, desired, order);
+    }
+    /// The current value.  Process-safe. Lock-free. Never allocates.
+    T value(std::memory_order order = std::memory_order_seq_cst) const noexcept {
+        return ref().load(order);
+    }
+    /// Stores v.  Process-safe. Lock-free. Never allocates.
+    void store(T v, std::memory_order order = std::memory_order_seq_cst) noexcept { ref().store(v, order); }
+    /// Stores zero.  Process-safe. Lock-free. Never allocates.
+    void reset() noexcept { store(T{}); }
+
+    T operator++() noexcept { return increment(); }                // new value
+    T operator--() noexcept { return decrement(); }                // new value
+    T operator++(int) noexcept { return fetch_add(T{1}); }         // old value, as std::atomic
+    T operator--(int) noexcept { return fetch_sub(T{1}); }         // old value, as std::atomic
+    T operator+=(T n) noexcept { return increment(n); }            // new value
+    T operator-=(T n) noexcept { return decrement(n); }            // new value
+
+private:
+    std::atomic_ref<T> ref() const noexcept { return std::atomic_ref<T>(value_); }
+
+    // Aligned for atomic_ref (required_alignment) and alone on its line.
+    alignas(std::atomic_ref<T>::required_alignment) mutable T value_;
+};
+
+/// Counter under a robust process-shared mutex: any trivially copyable T.
+///
+/// Memory ordering: every operation is a critical section (acquire/release).
+/// Crash behaviour: the value is double-buffered and an update is committed by
+/// one 4-byte store, so a process killed while holding the lock leaves the last
+/// completed update; the next locker recovers the mutex (POSIX: EOWNERDEAD and
+/// pthread_mutex_consistent) and recoveries() counts it. An exception thrown by
+/// the function given to with_lock rolls the update back.
+///
+/// ```
+/// struct stats { std::int64_t requests, bytes; };
+/// auto seg = procsafe::segment::open("server");
+/// auto& s = seg.find_or_construct<procsafe::mutex_counter<stats>>("stats");
+/// s.with_lock([&](stats& v) {     // one compound update, atomic as a whole
+///     v.requests += 1;
+///     v.bytes += 512;
+/// });
+/// stats now = s.value();          // a consistent copy
+/// ```
+template <class T>
+class alignas(cache_line) counter<T, mutex_sync> {
+    static_assert(mutex_counter_value<T>,
+                  "procsafe::mutex_counter<T>: T must be trivially copyable and default constructible "
+                  "(it is shared byte for byte between processes)");
+
+public:
+    using value_type = T;
+    using sync_type = mutex_sync;
+
+    explicit counter(T initial = T{}) noexcept(std::is_nothrow_copy_constructible_v<T>)
+        : slots_{initial, initial} {}
+    counter(const counter&) = delete;
+    counter& operator=(const counter&) = delete;
+
+    /// Runs f(T&) under the lock on the value and returns what f returns; the
+    /// change is committed when f returns, and rolled back if f throws.
+    /// The analogue of Python's `with value.get_lock():`.
+    /// Process-safe. Blocks. Never allocates.
+    /// Requires: f does not call this counter (the lock is not recursive).
+    template <class F>
+    decltype(auto) with_lock(F&& f) {
+        detail::robust_lock<detail::robust_mutex> guard(mutex_);
+        const std::uint32_t cur = current_.load(std::memory_order_relaxed);
+        T& next = slots_[cur ^ 1u];
+        next = slots_[cur];
+        if constexpr (std::is_void_v<std::invoke_result_t<F, T&>>) {
+            std::invoke(std::forward<F>(f), next);
+            current_.store(cur ^ 1u, std::memory_order_release);
+        } else {
+            decltype(auto) result = std::invoke(std::forward<F>(f), next);
+            current_.store(cur ^ 1u, std::memory_order_release);
+            return result;
+        }
+    }
+
+    /// Adds n; returns the new value.  Process-safe. Blocks. Never allocates.
+    T increment(T n) requires addable<T> {
+        return with_lock([&](T& v) { return v = static_cast<T>(v + n); });
+    }
+    /// Subtracts n; returns the new value.  Process-safe. Blocks. Never allocates.
+    T decrement(T n) requires addable<T> {
+        return with_lock([&](T& v) { return v = static_cast<T>(v - n); });
+    }
+    /// Adds one (arithmetic T only: a struct has no "one").
+    T increment() requires std::is_arithmetic_v<T> { return increment(T{1}); }
+    /// Subtracts one (arithmetic T only).
+    T decrement() requires std::is_arithmetic_v<T> { return decrement(T{1}); }
+    // mimic: std::atomic<T>::fetch_add
+    /// Adds n; returns the value before.  Process-safe. Blocks. Never allocates.
+    T fetch_add(T n) requires addable<T> {
+        return with_lock([&](T& v) { T old = v; v = static_cast<T>(v + n); return old; });
+    }
+    // mimic: std::atomic<T>::fetch_sub
+    /// Subtracts n; returns the value before.  Process-safe. Blocks. Never allocates.
+    T fetch_sub(T n) requires addable<T> {
+        return with_lock([&](T& v) { T old = v; v = static_cast<T>(v - n); return old; });
+    }
+    // mimic: std::atomic<T>::exchange
+    /// Stores v; returns the value before.  Process-safe. Blocks. Never allocates.
+    T exchange(T nv) {
+        return with_lock([&](T& v) { T old = v; v = nv; return old; });
+    }
+    // mimic: std::atomic<T>::compare_exchange_strong
+    /// If the value equals expected, stores desired and returns true; otherwise
+    /// copies the value into expected and returns false.
+    /// Process-safe. Blocks. Never allocates.
+    bool compare_exchange(T& expected, T desired) requires std::equality_comparable<T> {
+        return with_lock([&](T& v) {
+            if (v == expected) {
+                v = desired;
+                return true;
+            }
+            expected = v;
+            return false;
+        });
+    }
+    /// A consistent copy of the value.  Process-safe. Blocks (takes the lock). Never allocates.
+    T value() const {
+        detail::robust_lock<detail::robust_mutex> guard(mutex_);
+        return slots_[current_.load(std::memory_order_relaxed)];
+    }
+    /// Stores v.  Process-safe. Blocks. Never allocates.
+    void store(T nv) {
+        with_lock([&](T& v) { v = nv; });
+    }
+    /// Stores T{}.  Process-safe. Blocks. Never allocates.
+    void reset() { store(T{}); }
+
+    T operator++() requires std::is_arithmetic_v<T> { return increment(); }        // new value
+    T operator--() requires std::is_arithmetic_v<T> { return decrement(); }        // new value
+    T operator++(int) requires std::is_arithmetic_v<T> { return fetch_add(T{1}); }  // old value
+    T operator--(int) requires std::is_arithmetic_v<T> { return fetch_sub(T{1}); }  // old value
+    T operator+=(T n) requires addable<T> { return increment(n); }  // new value
+    T operator-=(T n) requires addable<T> { return decrement(n); }  // new value
+
+    /// How many times a process found the lock's owner dead and recovered it.
+    /// The value is then the last update that owner completed.
+    /// Process-safe. Lock-free. Never allocates.
+    std::uint32_t recoveries() const noexcept { return mutex_.recoveries(); }
+
+private:
+    mutable detail::robust_mutex mutex_;
+    std::atomic<std::uint32_t> current_{0};  // which slot holds the committed value
+    T slots_[2];
+};
+
+/// Lock-free counter of T (integer or floating point).
+template <class T>
+using atomic_counter = counter<T, atomic_sync>;
+/// Counter of any trivially copyable T under a robust process-shared mutex.
+template <class T>
+using mutex_counter = counter<T, mutex_sync>;
+
+namespace detail {
+template <class T>
+struct object_traits<counter<T, atomic_sync>> {
+    static constexpr type_facts facts() {
+        return value_facts<T>(object_kind::atomic_counter, sizeof(counter<T, atomic_sync>),
+                              alignof(counter<T, atomic_sync>));
+    }
+};
+template <class T>
+struct object_traits<counter<T, mutex_sync>> {
+    static constexpr type_facts facts() {
+        return value_facts<T>(object_kind::mutex_counter, sizeof(counter<T, mutex_sync>),
+                              alignof(counter<T, mutex_sync>));
+    }
+};
+}  // namespace detail
+
+}  // namespace procsafe

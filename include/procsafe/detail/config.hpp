@@ -1,0 +1,31 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(_WIN32)
+#define PROCSAFE_WINDOWS 1
+#else
+#define PROCSAFE_POSIX 1
+#endif
+
+namespace procsafe {
+
+/// The line size every procsafe object is padded and aligned to.
+/// 128, not 64: Intel's adjacent-line prefetcher pulls 64-byte lines in pairs,
+/// so two hot counters 64 bytes apart still slow each other down (folly and
+/// crossbeam pad to 128 for the same reason). Not
+/// std::hardware_destructive_interference_size: it is 64 in GCC 12, missing in
+/// clang 14, and would make the layout depend on the compiler.
+inline constexpr std::size_t cache_line = 128;
+
+namespace detail {
+
+/// Bumped whenever the bytes a segment or an object puts in shared memory
+/// change meaning; a segment made by another layout is refused on open.
+inline constexpr std::uint32_t layout_version = 1;
+
+}  // namespace detail
+}  // namespace procsafe

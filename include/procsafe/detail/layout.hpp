@@ -1,0 +1,122 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/detail/config.hpp>
+
+#include <atomic>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+// What procsafe writes into shared memory besides the objects themselves: the
+// segment header and the header in front of every object. Both are read by
+// processes that may be another build of the program, so every field has a
+// fixed width and the whole layout is versioned (detail::layout_version).
+
+namespace procsafe::detail {
+
+enum class object_kind : std::uint16_t {
+    user = 1,  // any other type placed with segment::construct
+    atomic_counter = 2,
+    mutex_counter = 3,
+};
+
+enum class value_category : std::uint16_t {
+    none = 0,
+    signed_integer = 1,
+    unsigned_integer = 2,
+    floating_point = 3,
+    trivially_copyable = 4,  // a user struct: told apart by size and alignment only
+};
+
+/// The facts find<C>() compares before it hands out a reference.
+struct type_facts {
+    object_kind kind;
+    value_category category;
+    std::uint32_t value_size;
+    std::uint32_t value_align;
+    std::uint32_t object_size;
+    std::uint32_t object_align;
+    std::uint32_t reserved;
+    std::uint64_t type_hash;  // for object_kind::user only: hash of the compiler's type name
+
+    friend constexpr bool operator==(const type_facts&, const type_facts&) = default;
+};
+static_assert(sizeof(type_facts) == 32, "type_facts is part of the shared layout");
+
+template <class T>
+constexpr value_category category_of() {
+    if constexpr (std::is_floating_point_v<T>) return value_category::floating_point;
+    else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return value_category::signed_integer;
+    else if constexpr (std::is_integral_v<T>) return value_category::unsigned_integer;
+    else return value_category::trivially_copyable;
+}
+
+constexpr std::uint64_t fnv1a(std::string_view s) {
+    std::uint64_t h = 14695981039346656037ull;
+    for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    return h;
+}
+
+template <class T>
+constexpr std::string_view type_name() {
+    return __PRETTY_FUNCTION__;  // the whole signature names T: enough to hash
+}
+
+template <class T>
+constexpr type_facts value_facts(object_kind kind, std::uint32_t object_size,
+                                 std::uint32_t object_align) {
+    return {kind, category_of<T>(), sizeof(T), alignof(T), object_size, object_align, 0, 0};
+}
+
+/// How a type describes itself to the segment. procsafe's objects specialize
+/// it; any other type is "user" and is told apart by a hash of its name (which
+/// differs between compilers: share user types only between builds of one
+/// compiler).
+template <class C>
+struct object_traits {
+    static constexpr type_facts facts() {
+        return {object_kind::user, value_category::none, 0, 0, sizeof(C), alignof(C), 0,
+                fnv1a(type_name<C>())};
+    }
+};
+
+inline std::string describe(const type_facts& f) {
+    std::string kind;
+    switch (f.kind) {
+        case object_kind::atomic_counter: kind = "atomic_counter"; break;
+        case object_kind::mutex_counter: kind = "mutex_counter"; break;
+        case object_kind::user: return "user type (" + std::to_string(f.object_size) + " bytes)";
+        default: return "unknown kind " + std::to_string(static_cast<unsigned>(f.kind));
+    }
+    std::string value;
+    switch (f.category) {
+        case value_category::signed_integer: value = "int" + std::to_string(f.value_size * 8); break;
+        case value_category::unsigned_integer: value = "uint" + std::to_string(f.value_size * 8); break;
+        case value_category::floating_point: value = "float" + std::to_string(f.value_size * 8); break;
+        default: value = "struct of " + std::to_string(f.value_size) + " bytes"; break;
+    }
+    return kind + "<" + value + ">";
+}
+
+inline constexpr std::uint64_t segment_magic = 0x31'54'4E'53'43'4F'52'50ull;  // "PROCSNT1"
+inline constexpr std::uint32_t object_magic = 0x424F5350u;                     // "PSOB"
+
+enum object_state : std::uint32_t { state_empty = 0, state_constructing = 1, state_ready = 2 };
+
+/// In front of every object, in the same cache line as nothing hot: the object
+/// itself starts on the next 128-byte boundary.
+struct object_header {
+    std::atomic<std::uint32_t> state;  // object_state; zero when Boost hands the block out
+    std::uint32_t magic;
+    std::uint32_t layout;
+    std::uint32_t constructor_pid;
+    type_facts facts;
+};
+static_assert(sizeof(object_header) <= 64, "the object header must fit before the object");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+}  // namespace procsafe::detail

@@ -1,0 +1,126 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/detail/config.hpp>
+#include <procsafe/error.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#if defined(PROCSAFE_POSIX)
+#include <pthread.h>
+#endif
+
+namespace procsafe::detail {
+
+#if defined(PROCSAFE_POSIX)
+
+/// A process-shared, robust pthread mutex that recovers from a dead owner.
+///
+/// Boost 1.74's interprocess_mutex is not robust: a process killed while
+/// holding it blocks every other process forever. This one is
+/// PTHREAD_MUTEX_ROBUST: the next locker gets EOWNERDEAD, calls
+/// pthread_mutex_consistent and counts the recovery.
+///
+/// A robust mutex alone still strands waiters when several processes die at
+/// once: the kernel wakes one waiter when an owner dies, and if that waiter is
+/// killed before it takes the lock the others sleep on. So a contended lock
+/// waits in short timed slices and retries by itself.
+///
+/// Lives in shared memory; holds no pointer. Never destroyed (the segment's
+/// removal frees it): another process may still be using it.
+class robust_mutex {
+public:
+    /// How long a blocked locker sleeps before it looks again by itself.
+    static constexpr long retry_slice_ns = 20'000'000;  // 20 ms
+
+    robust_mutex() {
+        pthread_mutexattr_t attr;
+        int rc = pthread_mutexattr_init(&attr);
+        if (rc == 0) rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        if (rc == 0) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        if (rc == 0) rc = pthread_mutex_init(&mutex_, &attr);
+        pthread_mutexattr_destroy(&attr);
+        if (rc != 0) fail("pthread_mutex_init", rc);
+    }
+    robust_mutex(const robust_mutex&) = delete;
+    robust_mutex& operator=(const robust_mutex&) = delete;
+
+    /// Takes the lock. Returns true when the previous owner died holding it
+    /// (the caller decides whether what it guarded is still consistent).
+    /// Process-safe. Blocks; never forever on a dead owner.
+    /// Throws: procsafe::error (system_error) if the mutex is unusable.
+    bool lock() {
+        int rc = pthread_mutex_trylock(&mutex_);
+        if (rc == EBUSY) rc = lock_slow();
+        return settle(rc);
+    }
+
+    /// Tries once. Returns false if another owner holds it; sets recovered
+    /// when the previous owner died holding it.
+    bool try_lock(bool& recovered) {
+        const int rc = pthread_mutex_trylock(&mutex_);
+        if (rc == EBUSY) return false;
+        recovered = settle(rc);
+        return true;
+    }
+
+    void unlock() noexcept { pthread_mutex_unlock(&mutex_); }
+
+    /// How many times a locker found the owner dead and recovered the mutex.
+    std::uint32_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
+
+private:
+    int lock_slow() noexcept {
+        for (;;) {
+            timespec deadline{};
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_nsec += retry_slice_ns;
+            if (deadline.tv_nsec >= 1'000'000'000) {
+                deadline.tv_sec += 1;
+                deadline.tv_nsec -= 1'000'000'000;
+            }
+            const int rc = pthread_mutex_timedlock(&mutex_, &deadline);
+            if (rc != ETIMEDOUT) return rc;
+        }
+    }
+
+    bool settle(int rc) {
+        if (rc == 0) return false;
+        if (rc == EOWNERDEAD) {
+            pthread_mutex_consistent(&mutex_);
+            recoveries_.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        }
+        fail("pthread_mutex_lock", rc);
+    }
+
+    [[noreturn]] static void fail(const char* what, int rc) {
+        throw error(errc::system_error, {}, {}, std::string(what) + ": " + std::strerror(rc));
+    }
+
+    pthread_mutex_t mutex_;
+    std::atomic<std::uint32_t> recoveries_{0};
+};
+
+#endif  // PROCSAFE_POSIX
+
+/// Scoped lock for robust_mutex; remembers whether the lock was recovered.
+template <class Mutex>
+class robust_lock {
+public:
+    explicit robust_lock(Mutex& m) : m_(m), recovered_(m.lock()) {}
+    ~robust_lock() { m_.unlock(); }
+    robust_lock(const robust_lock&) = delete;
+    robust_lock& operator=(const robust_lock&) = delete;
+    bool recovered() const noexcept { return recovered_; }
+
+private:
+    Mutex& m_;
+    bool recovered_;
+};
+
+}  // namespace procsafe::detail

@@ -1,0 +1,9 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The only include you need.
+#include <procsafe/counter.hpp>
+#include <procsafe/error.hpp>
+#include <procsafe/segment.hpp>
+#include <procsafe/version.hpp>
