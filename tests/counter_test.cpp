@@ -79,7 +79,7 @@ TEMPLATE_TEST_CASE("counter conformance: layout", "[counter]", PROCSAFE_COUNTER_
     // procsafe must place every counter on a 128-byte boundary itself.
     std::vector<std::uintptr_t> lines;
     for (int i = 0; i < 32; ++i) {
-        auto& c = seg.construct<TestType>("c" + std::to_string(i));
+        auto& c = seg.construct<TestType>(procsafe_test::numbered("c", i));
         const auto addr = reinterpret_cast<std::uintptr_t>(&c);
         REQUIRE(addr % procsafe::cache_line == 0);
         lines.push_back(addr / procsafe::cache_line);

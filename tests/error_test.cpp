@@ -4,6 +4,7 @@
 // segment and the object.
 #include "catch.hpp"
 #include "support/process.hpp"
+#include "support/values.hpp"
 
 #include <procsafe/procsafe.hpp>
 
@@ -191,11 +192,11 @@ TEST_CASE("out_of_space: a segment too small for the object", "[error]") {
     std::string msg;
     for (int i = 0; i < 1000 && msg.empty(); ++i) {
         try {
-            auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c" + std::to_string(i), i);
+            auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("c", i), i);
             made.push_back(&c);
         } catch (const procsafe::error& e) {
             REQUIRE(e.code() == errc::out_of_space);
-            REQUIRE(e.object_name() == "c" + std::to_string(i));
+            REQUIRE(e.object_name() == procsafe_test::numbered("c", i));
             msg = e.what();
         }
     }
@@ -204,7 +205,7 @@ TEST_CASE("out_of_space: a segment too small for the object", "[error]") {
     // What was there before is intact and still counts.
     for (std::size_t i = 0; i < made.size(); ++i) {
         REQUIRE(made[i]->increment() == static_cast<std::int64_t>(i) + 1);
-        REQUIRE(&seg.find<procsafe::atomic_counter<std::int64_t>>("c" + std::to_string(i)) == made[i]);
+        REQUIRE(&seg.find<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("c", i)) == made[i]);
     }
 }
 

@@ -104,3 +104,26 @@ TEMPLATE_TEST_CASE("spawn: 4 spawned processes open the segment by name, 4 x 100
     REQUIRE(join_children(pids) == processes);
     REQUIRE(c.value() == processes * 100'000);
 }
+
+TEST_CASE("a process that dies holding a mutex counter's lock: the next locker recovers", "[multiprocess][crash]") {
+    auto seg = procsafe::segment::anonymous(64 * 1024);
+    auto& c = seg.construct<procsafe::mutex_counter<std::int64_t>>("counter", 10);
+    auto& reached = seg.construct<procsafe::atomic_counter<int>>("reached");
+    // The child dies inside with_lock, after changing the value but before
+    // the update is committed: the lock is held by a dead process.
+    const auto pids = fork_children(1, [&](int) {
+        c.increment();  // 11, committed
+        c.with_lock([&](std::int64_t& v) {
+            v = 999;  // never committed
+            reached.increment();
+            ::_exit(0);
+        });
+        return 1;
+    });
+    REQUIRE(join_children(pids) == 1);
+    REQUIRE(reached.value() == 1);
+    REQUIRE(c.recoveries() == 0);
+    REQUIRE(c.increment() == 12);  // the last completed update was 11
+    REQUIRE(c.recoveries() == 1);
+    REQUIRE(c.value() == 12);
+}

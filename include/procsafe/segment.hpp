@@ -379,7 +379,13 @@ private:
         std::swap(timeout_, o.timeout_);
     }
 
-    static std::string os_name(std::string_view name) { return "/" + std::string(name); }
+    static std::string os_name(std::string_view name) {
+        // Not "/" + std::string(name): GCC 12 at -O3 warns (-Wrestrict, a
+        // false positive, GCC bug 105329) and users may build with -Werror.
+        std::string os(1, '/');
+        os.append(name);
+        return os;
+    }
 
     static std::size_t checked_size(std::string_view name, std::size_t bytes) {
         const std::size_t page = detail::page_size();

@@ -5,6 +5,7 @@
 #include <procsafe/counter.hpp>
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 namespace procsafe_test {
@@ -25,4 +26,14 @@ T val(long long n) {
     else return T{n, static_cast<std::int32_t>(n)};
 }
 
+}  // namespace procsafe_test
+
+namespace procsafe_test {
+/// "c0", "c1", ... (not "c" + std::to_string(i): GCC 12 at -O3 warns on it,
+/// a -Wrestrict false positive, GCC bug 105329).
+inline std::string numbered(const char* prefix, int i) {
+    std::string s(prefix);
+    s += std::to_string(i);
+    return s;
+}
 }  // namespace procsafe_test

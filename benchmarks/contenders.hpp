@@ -1,0 +1,160 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The contenders of procsafe-bench: procsafe's counters, and the raw
+// primitives they wrap, all in the same kind of shared memory.
+
+#include <procsafe/bench/harness.hpp>
+
+#include <boost/interprocess/sync/interprocess_mutex.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <pthread.h>
+
+namespace contenders {
+
+/// One 128-byte line holding one value.
+struct alignas(procsafe::cache_line) line {
+    std::int64_t value = 0;
+};
+
+inline std::int64_t load(std::int64_t& v) { return std::atomic_ref<std::int64_t>(v).load(std::memory_order_relaxed); }
+
+template <class Counter>
+auto procsafe_counter() {
+    return [](procsafe::segment& seg, int) {
+        struct ops {
+            Counter* c;
+            void increment() { c->increment(); }
+            std::int64_t read() { return c->value(); }
+            std::int64_t total() { return c->value(); }
+        };
+        return ops{&seg.construct<Counter>("counter")};
+    };
+}
+
+/// std::atomic_ref<int64_t>::fetch_add on one line: what atomic_counter wraps.
+inline auto raw_fetch_add() {
+    return [](procsafe::segment& seg, int) {
+        struct ops {
+            std::int64_t* v;
+            void increment() { std::atomic_ref<std::int64_t>(*v).fetch_add(1); }
+            std::int64_t read() { return std::atomic_ref<std::int64_t>(*v).load(); }
+            std::int64_t total() { return read(); }
+        };
+        return ops{&seg.construct<line>("line").value};
+    };
+}
+
+/// A process-shared pthread mutex around a plain value (robust or not).
+struct pthread_locked {
+    pthread_mutex_t mutex;
+    std::int64_t value = 0;
+    explicit pthread_locked(bool robust) {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        if (robust) pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_init(&mutex, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+};
+
+inline auto raw_pthread_mutex(bool robust) {
+    return [robust](procsafe::segment& seg, int) {
+        struct ops {
+            pthread_locked* m;
+            void increment() {
+                pthread_mutex_lock(&m->mutex);
+                ++m->value;
+                pthread_mutex_unlock(&m->mutex);
+            }
+            std::int64_t read() {
+                pthread_mutex_lock(&m->mutex);
+                const std::int64_t v = m->value;
+                pthread_mutex_unlock(&m->mutex);
+                return v;
+            }
+            std::int64_t total() { return read(); }
+        };
+        return ops{&seg.construct<pthread_locked>(robust ? "robust" : "plain", robust)};
+    };
+}
+
+struct boost_locked {
+    boost::interprocess::interprocess_mutex mutex;
+    std::int64_t value = 0;
+};
+
+inline auto boost_interprocess_mutex() {
+    return [](procsafe::segment& seg, int) {
+        struct ops {
+            boost_locked* m;
+            void increment() {
+                m->mutex.lock();
+                ++m->value;
+                m->mutex.unlock();
+            }
+            std::int64_t read() {
+                m->mutex.lock();
+                const std::int64_t v = m->value;
+                m->mutex.unlock();
+                return v;
+            }
+            std::int64_t total() { return read(); }
+        };
+        return ops{&seg.construct<boost_locked>("boost")};
+    };
+}
+
+struct slot_array {
+    line lines[procsafe::bench::detail::max_processes];
+};
+
+/// One line per process: fetch_add (lock xadd) on the process's own line, or
+/// (single_writer) a relaxed load + store, since nobody else writes it. A read
+/// sums every line, as a sharded counter's would.
+inline auto per_process_slot(bool single_writer) {
+    return [single_writer](procsafe::segment& seg, int processes) {
+        struct ops {
+            line* slots;
+            int count;
+            bool single_writer;
+            std::int64_t* mine = nullptr;
+            void start(int process) { mine = &slots[process].value; }
+            void increment() {
+                std::atomic_ref<std::int64_t> v(*mine);
+                if (single_writer) v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+                else v.fetch_add(1, std::memory_order_relaxed);
+            }
+            std::int64_t read() {
+                std::int64_t sum = 0;
+                for (int i = 0; i < count; ++i) sum += load(slots[i].value);
+                return sum;
+            }
+            std::int64_t total() { return read(); }
+        };
+        auto& all = seg.construct<slot_array>("slots");
+        return ops{all.lines, processes, single_writer};
+    };
+}
+
+/// The racy read-then-write, measured for its lost-update rate only.
+inline auto racy() {
+    return [](procsafe::segment& seg, int) {
+        struct ops {
+            std::int64_t* v;
+            void increment() {
+                std::atomic_ref<std::int64_t> r(*v);
+                r.store(r.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            }
+            std::int64_t read() { return load(*v); }
+            std::int64_t total() { return read(); }
+        };
+        return ops{&seg.construct<line>("racy").value};
+    };
+}
+
+}  // namespace contenders

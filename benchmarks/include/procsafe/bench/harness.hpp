@@ -1,0 +1,461 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// procsafe::bench: a multi-process benchmark harness you can link.
+//
+// A contender is a setup function that places its shared state in a fresh
+// anonymous segment and returns an "ops" object with increment() and read()
+// (and optionally start(int process) and total()). The harness forks P
+// processes that meet at a start barrier in shared memory, each runs K
+// operations of a workload, and the time runs from the barrier's release to
+// the moment the last process finished its loop (each process stamps its
+// finish time in shared memory: process teardown is not measured). Every
+// cell is repeated R times, the repetitions interleaved across contenders so
+// that drift on a noisy machine hits all of them alike; min / median / max
+// are reported. Nothing is pinned.
+//
+// The loop is compiled per contender (ops is a template parameter), so an
+// increment costs what the contender costs, not an indirect call.
+//
+// ```
+// procsafe::bench::suite s({.processes = {1, 2, 4}});
+// s.add("my counter", [](procsafe::segment& seg, int /*processes*/) {
+//     auto* c = &seg.construct<procsafe::atomic_counter<long>>("c");
+//     struct ops {
+//         procsafe::atomic_counter<long>* c;
+//         void increment() { c->increment(); }
+//         long read() { return c->value(); }
+//         long total() { return c->value(); }  // optional: lost-update check
+//     };
+//     return ops{c};
+// });
+// s.run();
+// s.print_table(stdout);
+// ```
+
+#include <procsafe/procsafe.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/version.hpp>
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef PROCSAFE_BENCH_FLAGS
+#define PROCSAFE_BENCH_FLAGS "unknown"
+#endif
+
+namespace procsafe::bench {
+
+enum class workload { increment, mixed, read };
+
+inline const char* to_string(workload w) {
+    switch (w) {
+        case workload::increment: return "increment";
+        case workload::mixed: return "mixed 90/10";
+        case workload::read: return "read";
+    }
+    return "?";
+}
+
+struct options {
+    std::vector<int> processes{1, 2, 4, 8, 16};
+    long ops = 200'000;  ///< operations per process per run
+    int repeat = 5;
+    std::vector<workload> workloads{workload::increment, workload::mixed, workload::read};
+    bool progress = true;  ///< a progress line on stderr
+};
+
+/// Facts about the machine, printed with every table and stored in the JSON.
+struct machine {
+    std::string cpu_model;
+    int cpus = 0;  ///< CPUs this process may run on
+    std::string compiler;
+    std::string flags;
+    std::string boost;
+
+    static machine describe() {
+        machine m;
+        std::ifstream cpuinfo("/proc/cpuinfo");
+        for (std::string line; std::getline(cpuinfo, line);) {
+            if (line.rfind("model name", 0) == 0) {
+                m.cpu_model = line.substr(line.find(':') + 2);
+                break;
+            }
+        }
+        if (m.cpu_model.empty()) m.cpu_model = "unknown";
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        m.cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                               : static_cast<int>(std::thread::hardware_concurrency());
+#if defined(__clang__)
+        m.compiler = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+        m.compiler = std::string("g++ ") + __VERSION__;
+#else
+        m.compiler = "unknown";
+#endif
+        m.flags = PROCSAFE_BENCH_FLAGS;
+        m.boost = BOOST_LIB_VERSION;
+        std::replace(m.boost.begin(), m.boost.end(), '_', '.');
+        return m;
+    }
+};
+
+/// One cell: a contender under a workload at a process count, R samples.
+struct result {
+    std::string contender;
+    workload load;
+    int processes;
+    long ops;                          ///< per process
+    std::vector<double> seconds;       ///< one per repetition
+    std::vector<std::int64_t> lost;    ///< lost increments per repetition (empty: not counted)
+
+    double median_seconds() const { return pick(seconds, 1); }
+    double min_seconds() const { return pick(seconds, 0); }
+    double max_seconds() const { return pick(seconds, 2); }
+    /// Nanoseconds per operation, all processes together (wall time / total ops).
+    double ns_per_op(double s) const { return s * 1e9 / (static_cast<double>(ops) * processes); }
+    double median_ns() const { return ns_per_op(median_seconds()); }
+    double mops() const { return 1e3 / median_ns(); }
+
+private:
+    static double pick(std::vector<double> v, int which) {
+        if (v.empty()) return 0;
+        std::sort(v.begin(), v.end());
+        return which == 0 ? v.front() : which == 2 ? v.back() : v[v.size() / 2];
+    }
+};
+
+/// What the table says about a contender besides its name.
+struct contender_info {
+    std::string baseline;  ///< the raw contender it wraps: ratios are taken against it
+    std::string note;      ///< one line, printed under the table
+};
+
+namespace detail {
+
+inline double now_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+inline constexpr int max_processes = 256;
+
+/// The start barrier and the finish stamps, in the run's segment.
+struct control {
+    std::atomic<int> ready{0};
+    std::atomic<int> go{0};
+    std::atomic<int> failed{0};
+    double finished[max_processes]{};
+};
+
+template <class Ops>
+concept has_start = requires(Ops o) { o.start(0); };
+template <class Ops>
+concept has_total = requires(Ops o) { { o.total() } -> std::convertible_to<std::int64_t>; };
+
+/// The measured loop, compiled for each contender and workload.
+template <class Ops>
+std::int64_t loop(Ops& ops, workload w, long n) {
+    std::int64_t sink = 0;
+    switch (w) {
+        case workload::increment:
+            for (long i = 0; i < n; ++i) ops.increment();
+            break;
+        case workload::mixed:  // every tenth operation is a read
+            for (long i = 0; i < n; ++i) {
+                if (i % 10 == 9) sink += static_cast<std::int64_t>(ops.read());
+                else ops.increment();
+            }
+            break;
+        case workload::read:
+            for (long i = 0; i < n; ++i) sink += static_cast<std::int64_t>(ops.read());
+            break;
+    }
+    return sink;
+}
+
+inline long increments_in(workload w, long n) {
+    return w == workload::increment ? n : w == workload::mixed ? n - n / 10 : 0;
+}
+
+struct run_outcome {
+    double seconds;
+    std::optional<std::int64_t> lost;
+};
+
+template <class Setup>
+run_outcome run_once(Setup& setup, int processes, long n, workload w) {
+    auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + 256 * 1024);
+    auto ops = setup(seg, processes);
+    auto& ctl = seg.construct<control>("procsafe.bench.control");
+    std::fflush(nullptr);
+    std::vector<pid_t> pids;
+    for (int p = 0; p < processes; ++p) {
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            int rc = 0;
+            try {
+                if constexpr (has_start<decltype(ops)>) ops.start(p);
+                ctl.ready.fetch_add(1);
+                while (ctl.go.load(std::memory_order_acquire) == 0) {}
+                volatile std::int64_t sink = loop(ops, w, n);
+                (void)sink;
+                ctl.finished[p] = now_seconds();
+            } catch (...) {
+                ctl.failed.fetch_add(1);
+                rc = 1;
+            }
+            ::_exit(rc);
+        }
+        if (pid < 0) throw std::runtime_error("procsafe::bench: fork failed");
+        pids.push_back(pid);
+    }
+    while (ctl.ready.load() < processes) std::this_thread::yield();
+    const double start = now_seconds();
+    ctl.go.store(1, std::memory_order_release);
+    for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+    if (ctl.failed.load() != 0) throw std::runtime_error("procsafe::bench: a worker process failed");
+    double end = start;
+    for (int p = 0; p < processes; ++p) end = std::max(end, ctl.finished[p]);
+    run_outcome out{end - start, std::nullopt};
+    if constexpr (has_total<decltype(ops)>) {
+        out.lost = static_cast<std::int64_t>(increments_in(w, n)) * processes - static_cast<std::int64_t>(ops.total());
+    }
+    return out;
+}
+
+}  // namespace detail
+
+/// The suite: contenders, a grid of workloads x process counts, repeated.
+class suite {
+public:
+    explicit suite(options o = {}) : options_(std::move(o)) {}
+
+    /// Registers a contender. setup(segment&, int processes) places its
+    /// state in the segment and returns an ops object (copied into every
+    /// process): void increment(); integral read(); optional void start(int
+    /// process) (called in each process before the barrier) and integral
+    /// total() (the final count, for the lost-update column).
+    template <class Setup>
+    void add(std::string name, Setup setup, contender_info info = {}) {
+        contenders_.push_back({std::move(name), std::move(info),
+                               [setup](int p, long n, workload w) mutable {
+                                   return detail::run_once(setup, p, n, w);
+                               }});
+    }
+
+    /// Runs every cell options().repeat times; returns the results.
+    const std::vector<result>& run() {
+        results_.clear();
+        for (workload w : options_.workloads)
+            for (int p : options_.processes)
+                for (const auto& c : contenders_) results_.push_back({c.name, w, p, options_.ops, {}, {}});
+        const std::size_t cells = results_.size();
+        const std::size_t total = cells * static_cast<std::size_t>(options_.repeat);
+        std::size_t done = 0;
+        // Repetitions outermost: drift on a shared machine hits every contender alike.
+        for (int r = 0; r < options_.repeat; ++r) {
+            std::size_t i = 0;
+            for (workload w : options_.workloads) {
+                for (int p : options_.processes) {
+                    for (auto& c : contenders_) {
+                        if (options_.progress) {
+                            std::fprintf(stderr, "\r[%4zu/%zu] rep %d/%d %-11s P=%-3d %-32s", ++done, total, r + 1,
+                                         options_.repeat, to_string(w), p, c.name.c_str());
+                        }
+                        const auto out = c.run(p, options_.ops, w);
+                        results_[i].seconds.push_back(out.seconds);
+                        if (out.lost) results_[i].lost.push_back(*out.lost);
+                        ++i;
+                    }
+                }
+            }
+        }
+        if (options_.progress) std::fprintf(stderr, "\r%-90s\r", "");
+        return results_;
+    }
+
+    const std::vector<result>& results() const { return results_; }
+    const options& opts() const { return options_; }
+
+    /// The result for a cell, if it ran.
+    const result* find(const std::string& contender, workload w, int processes) const {
+        for (const auto& r : results_)
+            if (r.contender == contender && r.load == w && r.processes == processes) return &r;
+        return nullptr;
+    }
+
+    /// median(contender) / median(its baseline) in the same cell, if both ran.
+    std::optional<double> ratio_to_baseline(const result& r) const {
+        const std::string& base = info(r.contender).baseline;
+        if (base.empty()) return std::nullopt;
+        const result* b = find(base, r.load, r.processes);
+        if (b == nullptr || b->median_seconds() <= 0) return std::nullopt;
+        return r.median_seconds() / b->median_seconds();
+    }
+
+    const contender_info& info(const std::string& name) const {
+        static const contender_info none;
+        for (const auto& c : contenders_)
+            if (c.name == name) return c.info;
+        return none;
+    }
+
+    /// The aligned table: one block per workload, one line per contender and
+    /// process count.
+    void print_table(std::FILE* out, const machine& m = machine::describe()) const {
+        std::fprintf(out, "machine: %s, %d CPUs; %s; %s; Boost %s\n", m.cpu_model.c_str(), m.cpus,
+                     m.compiler.c_str(), m.flags.c_str(), m.boost.c_str());
+        std::fprintf(out, "%ld operations per process, median of %d runs (min..max in ns/op)%s\n\n", options_.ops,
+                     options_.repeat,
+                     std::any_of(options_.processes.begin(), options_.processes.end(),
+                                 [&](int p) { return p > m.cpus; })
+                         ? "; process counts above the CPU count are oversubscribed"
+                         : "");
+        for (workload w : options_.workloads) {
+            std::fprintf(out, "workload: %s\n", to_string(w));
+            std::fprintf(out, "%5s  %-34s %9s %20s %9s %12s  %s\n", "procs", "contender", "ns/op", "min..max",
+                         "Mops/s", "lost", "vs baseline");
+            for (const auto& r : results_) {
+                if (r.load != w) continue;
+                char range[64];
+                std::snprintf(range, sizeof range, "%.2f..%.2f", r.ns_per_op(r.min_seconds()),
+                              r.ns_per_op(r.max_seconds()));
+                std::string lost = "-";
+                if (!r.lost.empty() && increments_in(r) > 0) {
+                    std::vector<std::int64_t> l = r.lost;
+                    std::sort(l.begin(), l.end());
+                    char buf[32];
+                    std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * static_cast<double>(l[l.size() / 2]) /
+                                                                 static_cast<double>(increments_in(r)));
+                    lost = buf;
+                }
+                std::string vs;
+                if (auto q = ratio_to_baseline(r)) {
+                    char buf[96];
+                    std::snprintf(buf, sizeof buf, "%.2fx %s", *q, info(r.contender).baseline.c_str());
+                    vs = buf;
+                }
+                std::fprintf(out, "%5d  %-34s %9.2f %20s %9.1f %12s  %s\n", r.processes, r.contender.c_str(),
+                             r.median_ns(), range, r.mops(), lost.c_str(), vs.c_str());
+            }
+            std::fprintf(out, "\n");
+        }
+        bool any_note = false;
+        for (const auto& c : contenders_) {
+            if (c.info.note.empty()) continue;
+            if (!any_note) std::fprintf(out, "notes:\n");
+            any_note = true;
+            std::fprintf(out, "  %-34s %s\n", c.name.c_str(), c.info.note.c_str());
+        }
+    }
+
+    /// Every sample, as JSON, with the machine description.
+    std::string json(const machine& m = machine::describe(), const std::string& extra = {}) const {
+        std::ostringstream o;
+        o << "{\n  \"machine\": {\"cpu_model\": " << quote(m.cpu_model) << ", \"cpus\": " << m.cpus
+          << ", \"compiler\": " << quote(m.compiler) << ", \"flags\": " << quote(m.flags)
+          << ", \"boost\": " << quote(m.boost) << "},\n";
+        o << "  \"ops_per_process\": " << options_.ops << ", \"repeat\": " << options_.repeat << ",\n";
+        if (!extra.empty()) o << extra << ",\n";
+        o << "  \"results\": [";
+        for (std::size_t i = 0; i < results_.size(); ++i) {
+            const auto& r = results_[i];
+            o << (i ? ",\n" : "\n") << "    {\"contender\": " << quote(r.contender) << ", \"workload\": "
+              << quote(to_string(r.load)) << ", \"processes\": " << r.processes << ", \"median_ns_per_op\": "
+              << r.median_ns() << ", \"seconds\": [";
+            for (std::size_t k = 0; k < r.seconds.size(); ++k) o << (k ? ", " : "") << r.seconds[k];
+            o << "], \"lost\": [";
+            for (std::size_t k = 0; k < r.lost.size(); ++k) o << (k ? ", " : "") << r.lost[k];
+            o << "]";
+            if (auto q = ratio_to_baseline(r)) o << ", \"ratio_to_baseline\": " << *q;
+            o << "}";
+        }
+        o << "\n  ]\n}\n";
+        return o.str();
+    }
+
+    /// Throughput (Mops/s) against process count for one workload, one line
+    /// per contender, drawn by gnuplot into a .png or .svg. False (and a
+    /// message on stderr) when gnuplot is missing or fails.
+    bool plot(const std::string& file, workload w = workload::increment, const std::string& title = {}) const {
+        const std::string data = file + ".dat";
+        std::ofstream d(data);
+        std::vector<std::string> names;
+        for (const auto& r : results_)
+            if (r.load == w && std::find(names.begin(), names.end(), r.contender) == names.end())
+                names.push_back(r.contender);
+        for (const auto& name : names) {
+            d << "\"" << name << "\"\n";
+            for (const auto& r : results_)
+                if (r.load == w && r.contender == name) d << r.processes << " " << r.mops() << "\n";
+            d << "\n\n";
+        }
+        d.close();
+        const bool svg = file.size() > 4 && file.substr(file.size() - 4) == ".svg";
+        std::ostringstream g;
+        g << "set terminal " << (svg ? "svg size 1000,560" : "pngcairo size 1000,560") << " noenhanced\n"
+          << "set output " << quote(file) << "\n"
+          << "set title " << quote(title.empty() ? std::string("procsafe: ") + to_string(w) + " throughput" : title)
+          << "\nset xlabel 'processes'\nset ylabel 'Mops/s, all processes (log)'\nset logscale xy 2\n"
+          << "set key outside right\nset grid\n"
+          << "plot for [i=0:" << names.size() - 1 << "] " << quote(data)
+          << " index i using 1:2 with linespoints title columnheader(1)\n";
+        const std::string script = file + ".gp";
+        std::ofstream(script) << g.str();
+        const std::string cmd = "gnuplot " + shell_quote(script) + " 2>&1";
+        const int rc = std::system(cmd.c_str());
+        std::remove(script.c_str());
+        std::remove(data.c_str());
+        if (rc != 0) {
+            std::fprintf(stderr, "procsafe::bench: could not plot (is gnuplot installed? apt-get install gnuplot-nox)\n");
+            return false;
+        }
+        return true;
+    }
+
+private:
+    struct entry {
+        std::string name;
+        contender_info info;
+        std::function<detail::run_outcome(int, long, workload)> run;
+    };
+
+    static long increments_in(const result& r) {
+        return detail::increments_in(r.load, r.ops) * r.processes;
+    }
+    static std::string quote(const std::string& s) {
+        std::string q = "\"";
+        for (char c : s) {
+            if (c == '"' || c == '\\') q += '\\';
+            q += c;
+        }
+        return q + "\"";
+    }
+    static std::string shell_quote(const std::string& s) {
+        std::string q = "'";
+        for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        return q + "'";
+    }
+
+    options options_;
+    std::vector<entry> contenders_;
+    std::vector<result> results_;
+};
+
+}  // namespace procsafe::bench

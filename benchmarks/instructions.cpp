@@ -1,0 +1,33 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+// A fixed loop for callgrind: `procsafe-instructions KIND N` does N
+// operations of one kind; callgrind.cmake runs it under valgrind for 0 and N
+// operations and prints instructions per operation (repeatable, unlike time).
+#include <procsafe/procsafe.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: %s atomic|raw|mutex|value N\n", argv[0]);
+        return 2;
+    }
+    const long n = std::atol(argv[2]);
+    auto seg = procsafe::segment::anonymous(64 * 1024);
+    auto& a = seg.construct<procsafe::atomic_counter<std::int64_t>>("a");
+    auto& m = seg.construct<procsafe::mutex_counter<std::int64_t>>("m");
+    struct alignas(128) cell { std::int64_t v; };
+    auto& raw = seg.construct<cell>("raw");
+    std::int64_t sink = 0;
+    const char* kind = argv[1];
+    if (std::strcmp(kind, "atomic") == 0) for (long i = 0; i < n; ++i) sink += a.increment();
+    else if (std::strcmp(kind, "raw") == 0) for (long i = 0; i < n; ++i) sink += std::atomic_ref<std::int64_t>(raw.v).fetch_add(1) + 1;
+    else if (std::strcmp(kind, "mutex") == 0) for (long i = 0; i < n; ++i) sink += m.increment();
+    else if (std::strcmp(kind, "value") == 0) for (long i = 0; i < n; ++i) sink += a.value();
+    else return 2;
+    return sink == -1 ? 1 : 0;
+}

@@ -1,0 +1,200 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+//
+// procsafe-bench: every counter against the raw primitive it wraps and
+// against Python's multiprocessing.Value, in one run.
+//   procsafe-bench [--quick] [--processes 1,2,4] [--ops K] [--repeat R]
+//                  [--json FILE] [--plot FILE.png|.svg] [--check] [--no-python]
+#include "contenders.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* usage =
+    "usage: procsafe-bench [--quick] [--processes LIST] [--ops K] [--repeat R]\n"
+    "                      [--json FILE] [--plot FILE.png|FILE.svg] [--check] [--no-python]\n"
+    "  --quick      small counts and 1,2 processes (CI); --check then uses relaxed bounds\n"
+    "  --check      exit 1 when a performance target is missed, printing the ratios\n";
+
+const char* atomic_name = "procsafe atomic_counter<int64>";
+const char* mutex_name = "procsafe mutex_counter<int64>";
+const char* fetch_add_name = "raw atomic_ref fetch_add";
+const char* robust_name = "raw pthread mutex (robust)";
+const char* plain_name = "raw pthread mutex (not robust)";
+
+void add_contenders(procsafe::bench::suite& s) {
+    using namespace contenders;
+    s.add(atomic_name, procsafe_counter<procsafe::atomic_counter<std::int64_t>>(), {fetch_add_name, ""});
+    s.add(fetch_add_name, raw_fetch_add(), {"", "std::atomic_ref<int64_t>::fetch_add on one 128-byte line"});
+    s.add(mutex_name, procsafe_counter<procsafe::mutex_counter<std::int64_t>>(),
+          {robust_name, "robust + process-shared pthread mutex, double-buffered value"});
+    s.add(robust_name, raw_pthread_mutex(true), {"", "PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST, lock/++/unlock"});
+    s.add(plain_name, raw_pthread_mutex(false), {"", "PTHREAD_PROCESS_SHARED only: a dead owner hangs everyone"});
+    s.add("boost interprocess_mutex", boost_interprocess_mutex(), {"", "Boost 1.74: not robust"});
+    s.add("raw per-process slot fetch_add", per_process_slot(false), {"", "own line, lock xadd; read sums all lines"});
+    s.add("raw single-writer slot", per_process_slot(true), {"", "own line, load + store: the hardware's line"});
+    s.add("racy load+store (not a contender)", racy(), {"", "relaxed load then store: loses updates"});
+}
+
+/// Seed 000's safe counter, as written: 10 processes x N increments of a
+/// multiprocessing.Value under get_lock(). Prints the value and the seconds.
+std::optional<double> python_ns_per_increment(int processes, long increments, long& value) {
+    const std::string script =
+        "import time\n"
+        "from multiprocessing import Process, Value\n"
+        "def task(v, n):\n"
+        "    for _ in range(n):\n"
+        "        with v.get_lock():\n"
+        "            v.value += 1\n"
+        "if __name__ == '__main__':\n"
+        "    v = Value('i', 0)\n"
+        "    ps = [Process(target=task, args=(v, " + std::to_string(increments) + ")) for _ in range(" +
+        std::to_string(processes) + ")]\n"
+        "    t = time.perf_counter()\n"
+        "    for p in ps: p.start()\n"
+        "    for p in ps: p.join()\n"
+        "    print(v.value, time.perf_counter() - t)\n";
+    const std::string path = "/tmp/procsafe-bench-seed-" + std::to_string(::getpid()) + ".py";
+    if (std::FILE* f = std::fopen(path.c_str(), "w")) {
+        std::fputs(script.c_str(), f);
+        std::fclose(f);
+    } else {
+        return std::nullopt;
+    }
+    std::FILE* p = ::popen(("python3 " + path + " 2>/dev/null").c_str(), "r");
+    double seconds = 0;
+    const bool ok = p != nullptr && std::fscanf(p, "%ld %lf", &value, &seconds) == 2;
+    if (p != nullptr) ::pclose(p);
+    std::remove(path.c_str());
+    if (!ok) return std::nullopt;
+    return seconds * 1e9 / (static_cast<double>(processes) * static_cast<double>(increments));
+}
+
+std::vector<int> parse_list(const char* s) {
+    std::vector<int> out;
+    for (const char* p = s; *p;) {
+        char* end = nullptr;
+        const long v = std::strtol(p, &end, 10);
+        if (end == p || v < 1 || v > procsafe::bench::detail::max_processes) return {};
+        out.push_back(static_cast<int>(v));
+        p = *end == ',' ? end + 1 : end;
+        if (*end != ',' && *end != '\0') return {};
+    }
+    return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    procsafe::bench::options opt;
+    bool quick = false, check = false, python = true, ops_given = false, repeat_given = false, procs_given = false;
+    std::string json_file, plot_file;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const char* next = i + 1 < argc ? argv[i + 1] : nullptr;
+        if (a == "--quick") quick = true;
+        else if (a == "--check") check = true;
+        else if (a == "--no-python") python = false;
+        else if (a == "--json" && next) json_file = argv[++i];
+        else if (a == "--plot" && next) plot_file = argv[++i];
+        else if (a == "--ops" && next && std::atol(next) > 0) opt.ops = std::atol(argv[++i]), ops_given = true;
+        else if (a == "--repeat" && next && std::atoi(next) > 0) opt.repeat = std::atoi(argv[++i]), repeat_given = true;
+        else if (a == "--processes" && next && !parse_list(next).empty()) opt.processes = parse_list(argv[++i]), procs_given = true;
+        else if (a == "--help" || a == "-h") {
+            std::printf("%s", usage);
+            return 0;
+        } else {
+            std::fprintf(stderr, "procsafe-bench: bad argument '%s'\n%s", a.c_str(), usage);
+            return 2;
+        }
+    }
+    if (quick) {
+        if (!ops_given) opt.ops = 200'000;
+        if (!repeat_given) opt.repeat = 3;
+        if (!procs_given) opt.processes = {1, 2};
+    }
+
+    const auto m = procsafe::bench::machine::describe();
+    procsafe::bench::suite s(opt);
+    add_contenders(s);
+    s.run();
+    s.print_table(stdout, m);
+
+    // The seeds' workload: 10 processes x 100,000 increments, as Python ran it.
+    const int seed_procs = 10;
+    const long seed_ops = quick ? 20'000 : 100'000;
+    procsafe::bench::suite seeds({.processes = {seed_procs}, .ops = seed_ops, .repeat = opt.repeat,
+                                  .workloads = {procsafe::bench::workload::increment}, .progress = opt.progress});
+    seeds.add(atomic_name, contenders::procsafe_counter<procsafe::atomic_counter<std::int64_t>>());
+    seeds.add(mutex_name, contenders::procsafe_counter<procsafe::mutex_counter<std::int64_t>>());
+    seeds.run();
+    std::optional<double> py_ns;
+    long py_value = 0;
+    if (python) {
+        std::fprintf(stderr, "running Python's multiprocessing.Value + get_lock() (%d x %ld)...\n", seed_procs, seed_ops);
+        py_ns = python_ns_per_increment(seed_procs, seed_ops, py_value);
+    }
+    std::printf("\nthe seeds' workload: %d processes x %ld increments\n", seed_procs, seed_ops);
+    std::printf("%-42s %10s %10s\n", "contender", "ns/incr", "vs Python");
+    for (const auto& r : seeds.results()) {
+        std::printf("%-42s %10.2f %9.0fx\n", r.contender.c_str(), r.median_ns(), py_ns ? *py_ns / r.median_ns() : 0.0);
+    }
+    if (py_ns) {
+        std::printf("%-42s %10.1f %10s   (one run; value %ld)\n", "python3 multiprocessing.Value + get_lock()",
+                    *py_ns, "1x", py_value);
+    } else {
+        std::printf("python3 not found or failed: Python baseline skipped\n");
+    }
+
+    // The targets, as ratios of medians from this run.
+    const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 100;
+    bool ok = true;
+    std::printf("\ntargets%s:\n", quick ? " (quick mode: relaxed bounds)" : "");
+    auto target = [&](const char* what, std::optional<double> ratio, double bound, bool at_most) {
+        if (!ratio) {
+            std::printf("  %-58s not measured\n", what);
+            return;
+        }
+        const bool met = at_most ? *ratio <= bound : *ratio >= bound;
+        ok = ok && met;
+        std::printf("  %-58s %7.2f (%s %.2f) %s\n", what, *ratio, at_most ? "<=" : ">=", bound, met ? "ok" : "MISSED");
+    };
+    for (int p : {1, 2}) {
+        const auto* a = s.find(atomic_name, procsafe::bench::workload::increment, p);
+        const auto* mu = s.find(mutex_name, procsafe::bench::workload::increment, p);
+        const std::string at = std::to_string(p) + (p == 1 ? " process" : " processes");
+        target(("atomic_counter / raw fetch_add, " + at).c_str(), a ? s.ratio_to_baseline(*a) : std::nullopt,
+               bound_atomic, true);
+        target(("mutex_counter / raw robust pthread mutex, " + at).c_str(), mu ? s.ratio_to_baseline(*mu) : std::nullopt,
+               bound_mutex, true);
+    }
+    const auto* seed_atomic = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
+    target("Python / atomic_counter, seeds' workload (speed-up)",
+           py_ns && seed_atomic ? std::optional<double>(*py_ns / seed_atomic->median_ns()) : std::nullopt, bound_python,
+           false);
+
+    if (!json_file.empty()) {
+        std::string extra = "  \"seeds_workload\": {\"processes\": " + std::to_string(seed_procs) +
+                            ", \"increments\": " + std::to_string(seed_ops);
+        for (const auto& r : seeds.results())
+            extra += ", \"" + r.contender + " ns\": " + std::to_string(r.median_ns());
+        if (py_ns) extra += ", \"python ns\": " + std::to_string(*py_ns);
+        extra += "}";
+        if (std::FILE* f = std::fopen(json_file.c_str(), "w")) {
+            std::fputs(s.json(m, extra).c_str(), f);
+            std::fclose(f);
+            std::fprintf(stderr, "wrote %s\n", json_file.c_str());
+        } else {
+            std::fprintf(stderr, "procsafe-bench: cannot write %s\n", json_file.c_str());
+            return 1;
+        }
+    }
+    if (!plot_file.empty() && s.plot(plot_file)) std::fprintf(stderr, "wrote %s\n", plot_file.c_str());
+    return check && !ok ? 1 : 0;
+}
