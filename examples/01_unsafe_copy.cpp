@@ -21,7 +21,9 @@ private:
 };
 
 int main(int argc, char** argv) {
-    const auto [processes, increments] = example::parse_counts(argc, argv);
+    const example::counts counts = example::parse_counts(argc, argv);
+    const int processes = counts.processes;  // (not a structured binding: clang 14 cannot capture one)
+    const long increments = counts.increments;
 
     unsafe_counter counter;  // in the parent's private memory
     example::run_processes(processes, [&](int) {

@@ -22,7 +22,9 @@ int main(int argc, char** argv) {
         --argc;
         ++argv;
     }
-    const auto [processes, increments] = example::parse_counts(argc, argv);
+    const example::counts counts = example::parse_counts(argc, argv);
+    const int processes = counts.processes;  // (not a structured binding: clang 14 cannot capture one)
+    const long increments = counts.increments;
 
     auto seg = procsafe::segment::anonymous(4096);  // inherited by fork()
     auto& value = seg.construct<std::int64_t>("value", 0);

@@ -12,7 +12,9 @@
 #include <cstdio>
 
 int main(int argc, char** argv) {
-    const auto [processes, increments] = example::parse_counts(argc, argv);
+    const example::counts counts = example::parse_counts(argc, argv);
+    const int processes = counts.processes;  // (not a structured binding: clang 14 cannot capture one)
+    const long increments = counts.increments;
 
     auto seg = procsafe::segment::anonymous(64 * 1024);
     auto& atomic = seg.construct<procsafe::atomic_counter<std::int64_t>>("atomic");

@@ -27,7 +27,9 @@ struct locked_value {
 };
 
 int main(int argc, char** argv) {
-    auto [processes, increments] = example::parse_counts(argc, argv);
+    const example::counts counts = example::parse_counts(argc, argv);
+    const int processes = counts.processes;  // (not a structured binding: clang 14 cannot capture one)
+    long increments = counts.increments;
     if (argc <= 2) increments = 10'000;  // each step yields inside the lock: keep it short
 
     auto seg = procsafe::segment::anonymous(4096);

@@ -20,7 +20,9 @@ static void run_threads(int n, Work work) {
 }
 
 int main(int argc, char** argv) {
-    const auto [threads, increments] = example::parse_counts(argc, argv);
+    const example::counts counts = example::parse_counts(argc, argv);
+    const int threads = counts.processes;  // (not a structured binding: clang 14 cannot capture one)
+    const long increments = counts.increments;
 
     std::int64_t racy = 0;
     procsafe::atomic_counter<std::int64_t> atomic;  // no segment needed for threads alone

@@ -91,7 +91,7 @@ TEST_CASE("already_exists: creating an existing segment", "[error]") {
     REQUIRE(seg.find<procsafe::atomic_counter<int>>("kept").value() == 3);  // untouched
 }
 
-TEST_CASE("invalid_name: bad segment and object names; nothing is created", "[error]") {
+TEST_CASE("invalid_name: bad segment and object names, and nothing is created", "[error]") {
     const char* bad_segments[] = {"", "/", "a/b", "..", ".hidden", "1abc", "with space", "tab\there",
                                   "ctl\x01"};
     for (const char* name : bad_segments) {

@@ -58,7 +58,7 @@ TEST_CASE("open_or_create creates, then opens", "[segment]") {
     REQUIRE(second.find<procsafe::atomic_counter<int>>("n").value() == 1);
 }
 
-TEST_CASE("named segments are created 0600 whatever the umask; mode can widen them", "[segment]") {
+TEST_CASE("named segments are created 0600 whatever the umask, and mode can widen them", "[segment]") {
     const mode_t old = ::umask(0);
     const auto a = unique_name("mode");
     const auto b = unique_name("mode");
@@ -76,7 +76,7 @@ TEST_CASE("named segments are created 0600 whatever the umask; mode can widen th
     ::umask(old);
 }
 
-TEST_CASE("the creating owner removes the segment on destruction; others do not", "[segment]") {
+TEST_CASE("the creating owner removes the segment on destruction, others do not", "[segment]") {
     const auto name = unique_name("own");
     {
         auto owner = procsafe::segment::create(name, 4096);
