@@ -300,13 +300,15 @@ public:
         return nullptr;
     }
 
-    /// median(contender) / median(its baseline) in the same cell, if both ran.
-    std::optional<double> ratio_to_baseline(const result& r) const {
+    /// median(contender) / median(its baseline) in the same cell, if both
+    /// ran; with best_of, min / min (best-of-R: what a noisy machine can be
+    /// trusted with on short runs).
+    std::optional<double> ratio_to_baseline(const result& r, bool best_of = false) const {
         const std::string& base = info(r.contender).baseline;
         if (base.empty()) return std::nullopt;
         const result* b = find(base, r.load, r.processes);
-        if (b == nullptr || b->median_seconds() <= 0) return std::nullopt;
-        return r.median_seconds() / b->median_seconds();
+        if (b == nullptr || b->min_seconds() <= 0) return std::nullopt;
+        return best_of ? r.min_seconds() / b->min_seconds() : r.median_seconds() / b->median_seconds();
     }
 
     const contender_info& info(const std::string& name) const {
