@@ -37,38 +37,18 @@ concept addable = requires(const T a, const T b) {
     { a - b } -> std::convertible_to<T>;
 };
 
-/// A counter shared by every process that maps its segment.
-///
-/// Place it with segment::construct / find / find_or_construct; each process
-/// gets a reference to the same object. `Sync` is atomic_sync (lock-free) or
-/// mutex_sync (a robust process-shared lock). The object fills whole 128-byte
-/// lines, so two counters never share a cache line. It holds no pointer, and
-/// is neither copyable nor movable: its address is its identity.
+/// The counter's operations without the line padding: what counter_array
+/// hands out for its elements (packed or padded). Use counter<T, Sync> for a
+/// counter of its own. Same operations, same guarantees.
 template <class T, class Sync>
-class counter {
+class basic_counter {
     static_assert(std::is_same_v<Sync, atomic_sync> || std::is_same_v<Sync, mutex_sync>,
                   "procsafe::counter: Sync must be procsafe::atomic_sync or procsafe::mutex_sync");
 };
 
-/// Lock-free counter: every operation is one atomic instruction.
-///
-/// Memory ordering: like std::atomic, every operation defaults to seq_cst.
-/// Crash behaviour: an update is one instruction, so a process killed at any
-/// point has either made its update or not; nothing is ever torn or locked.
-///
-/// ```
-/// auto seg = procsafe::segment::create("jobs", 1 << 20);
-/// auto& done = seg.construct<procsafe::atomic_counter<std::int64_t>>("done");
-/// for (int i = 0; i < 4; ++i)
-///     if (fork() == 0) {
-///         for (int k = 0; k < 1000; ++k) ++done;
-///         _exit(0);
-///     }
-/// while (wait(nullptr) > 0) {}
-/// std::printf("%lld\n", (long long)done.value());  // 4000, every time
-/// ```
+/// Lock-free operations on a T (see counter<T, atomic_sync>).
 template <class T>
-class alignas(cache_line) counter<T, atomic_sync> {
+class basic_counter<T, atomic_sync> {
     static_assert(atomic_counter_value<T>,
                   "procsafe::atomic_counter<T>: T must be an integer (not bool) or floating-point type");
     static_assert(std::atomic_ref<T>::is_always_lock_free,
@@ -80,9 +60,9 @@ public:
     using value_type = T;
     using sync_type = atomic_sync;
 
-    explicit counter(T initial = T{}) noexcept : value_(initial) {}
-    counter(const counter&) = delete;
-    counter& operator=(const counter&) = delete;
+    explicit basic_counter(T initial = T{}) noexcept : value_(initial) {}
+    basic_counter(const basic_counter&) = delete;
+    basic_counter& operator=(const basic_counter&) = delete;
 
     /// Adds n; returns the new value.  Process-safe. Lock-free. Never allocates.
     T increment(T n = T{1}) noexcept { return static_cast<T>(ref().fetch_add(n) + n); }
@@ -131,31 +111,13 @@ public:
 private:
     std::atomic_ref<T> ref() const noexcept { return std::atomic_ref<T>(value_); }
 
-    // Aligned for atomic_ref (required_alignment) and alone on its line.
+    // Aligned for atomic_ref (required_alignment); counter<> puts it alone on its line.
     alignas(std::atomic_ref<T>::required_alignment) mutable T value_;
 };
 
-/// Counter under a robust process-shared mutex: any trivially copyable T.
-///
-/// Memory ordering: every operation is a critical section (acquire/release).
-/// Crash behaviour: the value is double-buffered and an update is committed by
-/// one 4-byte store, so a process killed while holding the lock leaves the last
-/// completed update; the next locker recovers the mutex (POSIX: EOWNERDEAD and
-/// pthread_mutex_consistent) and recoveries() counts it. An exception thrown by
-/// the function given to with_lock rolls the update back.
-///
-/// ```
-/// struct stats { std::int64_t requests, bytes; };
-/// auto seg = procsafe::segment::open("server");
-/// auto& s = seg.find_or_construct<procsafe::mutex_counter<stats>>("stats");
-/// s.with_lock([&](stats& v) {     // one compound update, atomic as a whole
-///     v.requests += 1;
-///     v.bytes += 512;
-/// });
-/// stats now = s.value();          // a consistent copy
-/// ```
+/// Operations under a robust mutex on any trivially copyable T (see counter<T, mutex_sync>).
 template <class T>
-class alignas(cache_line) counter<T, mutex_sync> {
+class basic_counter<T, mutex_sync> {
     static_assert(mutex_counter_value<T>,
                   "procsafe::mutex_counter<T>: T must be trivially copyable and default constructible "
                   "(it is shared byte for byte between processes)");
@@ -164,10 +126,10 @@ public:
     using value_type = T;
     using sync_type = mutex_sync;
 
-    explicit counter(T initial = T{}) noexcept(std::is_nothrow_copy_constructible_v<T>)
+    explicit basic_counter(T initial = T{}) noexcept(std::is_nothrow_copy_constructible_v<T>)
         : slots_{initial, initial} {}
-    counter(const counter&) = delete;
-    counter& operator=(const counter&) = delete;
+    basic_counter(const basic_counter&) = delete;
+    basic_counter& operator=(const basic_counter&) = delete;
 
     /// Runs f(T&) under the lock on the value and returns what f returns; the
     /// change is committed when f returns, and rolled back if f throws.
@@ -261,6 +223,47 @@ private:
     T slots_[2];
 };
 
+/// A counter shared by every process that maps its segment.
+///
+/// Place it with segment::construct / find / find_or_construct; each process
+/// gets a reference to the same object. `Sync` is atomic_sync (lock-free) or
+/// mutex_sync (a robust process-shared lock). The object fills whole 128-byte
+/// lines, so two counters never share a cache line. It holds no pointer, and
+/// is neither copyable nor movable: its address is its identity.
+///
+/// atomic_sync: every operation is one atomic instruction.
+/// Memory ordering: like std::atomic, every operation defaults to seq_cst.
+/// Crash behaviour: an update is one instruction, so a process killed at any
+/// point has either made its update or not; nothing is ever torn or locked.
+///
+/// mutex_sync: every operation is a critical section (acquire/release).
+/// Crash behaviour: the value is double-buffered and an update is committed by
+/// one 4-byte store, so a process killed while holding the lock leaves the last
+/// completed update; the next locker recovers the mutex (POSIX: EOWNERDEAD and
+/// pthread_mutex_consistent) and recoveries() counts it. An exception thrown by
+/// the function given to with_lock rolls the update back.
+///
+/// ```
+/// auto seg = procsafe::segment::create("jobs", 1 << 20);
+/// auto& done = seg.construct<procsafe::atomic_counter<std::int64_t>>("done");
+/// for (int i = 0; i < 4; ++i)
+///     if (fork() == 0) {
+///         for (int k = 0; k < 1000; ++k) ++done;
+///         _exit(0);
+///     }
+/// while (wait(nullptr) > 0) {}
+/// std::printf("%lld\n", (long long)done.value());  // 4000, every time
+///
+/// struct stats { std::int64_t requests, bytes; };
+/// auto& s = seg.find_or_construct<procsafe::mutex_counter<stats>>("stats");
+/// s.with_lock([&](stats& v) { v.requests += 1; v.bytes += 512; });  // atomic as a whole
+/// ```
+template <class T, class Sync>
+class alignas(cache_line) counter : public basic_counter<T, Sync> {
+public:
+    using basic_counter<T, Sync>::basic_counter;
+};
+
 /// Lock-free counter of T (integer or floating point).
 template <class T>
 using atomic_counter = counter<T, atomic_sync>;
@@ -271,6 +274,7 @@ using mutex_counter = counter<T, mutex_sync>;
 namespace detail {
 template <class T>
 struct object_traits<counter<T, atomic_sync>> {
+    static_assert(sizeof(counter<T, atomic_sync>) % cache_line == 0, "a counter fills whole lines");
     static constexpr type_facts facts() {
         return value_facts<T>(object_kind::atomic_counter, sizeof(counter<T, atomic_sync>),
                               alignof(counter<T, atomic_sync>));
@@ -278,6 +282,7 @@ struct object_traits<counter<T, atomic_sync>> {
 };
 template <class T>
 struct object_traits<counter<T, mutex_sync>> {
+    static_assert(sizeof(counter<T, mutex_sync>) % cache_line == 0, "a counter fills whole lines");
     static constexpr type_facts facts() {
         return value_facts<T>(object_kind::mutex_counter, sizeof(counter<T, mutex_sync>),
                               alignof(counter<T, mutex_sync>));

@@ -24,7 +24,8 @@ enum class errc {
     permission_denied,    ///< the OS refused access, or the segment has a foreign owner
     timed_out,            ///< a peer never finished setting up a segment or object
     owner_died,           ///< a process died while changing the segment's directory
-    invalid_argument,     ///< a bad size, mode or index
+    invalid_argument,     ///< a bad size, mode or slot count
+    out_of_range,         ///< an index past the end of a counter_array
     unsupported,          ///< not available on this platform
     system_error,         ///< any other OS failure (the message has errno's text)
 };
@@ -49,6 +50,7 @@ public:
             case errc::timed_out: return "timed out waiting for initialization";
             case errc::owner_died: return "a process died while changing the segment";
             case errc::invalid_argument: return "invalid argument";
+            case errc::out_of_range: return "index out of range";
             case errc::unsupported: return "not supported on this platform";
             case errc::system_error: return "system error";
         }
@@ -76,13 +78,16 @@ public:
     error(errc code, std::string_view segment, std::string_view object, std::string_view detail)
         : std::system_error(make_error_code(code), compose(segment, object, detail)),
           segment_(segment),
-          object_(object) {}
+          object_(object),
+          detail_(detail) {}
 
     errc code_value() const noexcept { return static_cast<errc>(code().value()); }
     /// The segment's name ("(anonymous)" for an anonymous one), or empty.
     const std::string& segment_name() const noexcept { return segment_; }
     /// The object's name, or empty when the error is about the segment itself.
     const std::string& object_name() const noexcept { return object_; }
+    /// What went wrong, without the names and the category's words.
+    const std::string& detail() const noexcept { return detail_; }
 
 private:
     static std::string compose(std::string_view segment, std::string_view object,
@@ -96,6 +101,7 @@ private:
 
     std::string segment_;
     std::string object_;
+    std::string detail_;
 };
 
 }  // namespace procsafe

@@ -4,6 +4,8 @@
 
 // The only include you need.
 #include <procsafe/counter.hpp>
+#include <procsafe/counter_array.hpp>
 #include <procsafe/error.hpp>
 #include <procsafe/segment.hpp>
+#include <procsafe/sharded_counter.hpp>
 #include <procsafe/version.hpp>

@@ -307,7 +307,7 @@ public:
     template <class C, class... Args>
     C& construct(std::string_view name, Args&&... args) {
         detail::check_object_name(name_for_errors(), name);
-        unsigned char* block = allocate<C>(name, /*or_find=*/false);
+        unsigned char* block = allocate<C>(name, /*or_find=*/false, extra_for<C>(name, args...));
         return place<C>(block, name, std::forward<Args>(args)...);
     }
 
@@ -333,7 +333,7 @@ public:
     template <class C, class... Args>
     C& find_or_construct(std::string_view name, Args&&... args) {
         detail::check_object_name(name_for_errors(), name);
-        unsigned char* block = allocate<C>(name, /*or_find=*/true);
+        unsigned char* block = allocate<C>(name, /*or_find=*/true, extra_for<C>(name, args...));
         return place<C>(block, name, std::forward<Args>(args)...);
     }
 
@@ -464,17 +464,33 @@ private:
         return reinterpret_cast<C*>(p);
     }
 
+    /// Bytes an object of variable size (a sharded counter's slots, an
+    /// array's elements) needs after itself: C::procsafe_extra_bytes(args...),
+    /// which also validates the arguments.
+    template <class C, class... Args>
+    std::size_t extra_for(std::string_view name, const Args&... args) const {
+        if constexpr (requires { C::procsafe_extra_bytes(args...); }) {
+            try {
+                return C::procsafe_extra_bytes(args...);
+            } catch (const error& e) {
+                throw error(e.code_value(), name_for_errors(), name, e.detail());
+            }
+        } else {
+            return 0;
+        }
+    }
+
     /// Allocates (or, with or_find, finds) the named block under the
     /// directory lock. The block is zero-filled, so its state is empty.
     template <class C>
-    unsigned char* allocate(std::string_view name, bool or_find) {
+    unsigned char* allocate(std::string_view name, bool or_find, std::size_t extra) {
         const std::string key(name);
+        const std::size_t bytes = block_size<C>() + extra;
         return with_directory([&]() -> unsigned char* {
             header_->directory_dirty.store(1, std::memory_order_relaxed);
             try {
-                unsigned char* block =
-                    or_find ? buffer_.find_or_construct<unsigned char>(key.c_str())[block_size<C>()](0)
-                            : buffer_.construct<unsigned char>(key.c_str())[block_size<C>()](0);
+                unsigned char* block = or_find ? buffer_.find_or_construct<unsigned char>(key.c_str())[bytes](0)
+                                               : buffer_.construct<unsigned char>(key.c_str())[bytes](0);
                 header_->directory_dirty.store(0, std::memory_order_release);
                 return block;
             } catch (const boost::interprocess::interprocess_exception& e) {
@@ -483,8 +499,8 @@ private:
                     throw error(errc::object_exists, name_for_errors(), name, "an object of that name exists");
                 }
                 throw error(errc::out_of_space, name_for_errors(), name,
-                            "the segment has no room for " + std::to_string(block_size<C>()) +
-                                " more bytes (" + std::to_string(buffer_.get_free_memory()) + " free)");
+                            "the segment has no room for " + std::to_string(bytes) + " more bytes (" +
+                                std::to_string(buffer_.get_free_memory()) + " free)");
             }
         });
     }
@@ -555,7 +571,16 @@ private:
             throw error(errc::type_mismatch, name_for_errors(), name,
                         "holds " + detail::describe(h->facts) + ", asked for " + detail::describe(want));
         }
-        return *object_of<C>(block);
+        C* obj = object_of<C>(block);
+        if constexpr (requires(const C& c, std::size_t n) { c.procsafe_fits(n); }) {
+            // A variable-size object: its own header says how much it spans.
+            const auto used = static_cast<std::size_t>(reinterpret_cast<unsigned char*>(obj) - block) + sizeof(C);
+            if (!obj->procsafe_fits(length - used)) {
+                throw error(errc::incompatible_layout, name_for_errors(), name,
+                            "its header claims more storage than its block holds");
+            }
+        }
+        return *obj;
     }
 
     std::string name_;

@@ -22,6 +22,9 @@ enum class object_kind : std::uint16_t {
     user = 1,  // any other type placed with segment::construct
     atomic_counter = 2,
     mutex_counter = 3,
+    sharded_counter = 4,
+    atomic_counter_array = 5,
+    mutex_counter_array = 6,
 };
 
 enum class value_category : std::uint16_t {
@@ -89,6 +92,9 @@ inline std::string describe(const type_facts& f) {
     switch (f.kind) {
         case object_kind::atomic_counter: kind = "atomic_counter"; break;
         case object_kind::mutex_counter: kind = "mutex_counter"; break;
+        case object_kind::sharded_counter: kind = "sharded_counter"; break;
+        case object_kind::atomic_counter_array: kind = "counter_array<atomic_sync>"; break;
+        case object_kind::mutex_counter_array: kind = "counter_array<mutex_sync>"; break;
         case object_kind::user: return "user type (" + std::to_string(f.object_size) + " bytes)";
         default: return "unknown kind " + std::to_string(static_cast<unsigned>(f.kind));
     }

@@ -13,6 +13,7 @@
 // name index), through a managed_external_buffer over our mapping.
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
 
 #include <cerrno>
@@ -64,7 +65,10 @@ public:
         return *this;
     }
     ~mapping() {
-        if (addr_ != nullptr) ::munmap(addr_, size_);
+        if (addr_ != nullptr) {
+            ::munmap(addr_, size_);
+            bump_cache_epoch();  // cached slot pointers into this mapping are void now
+        }
         if (fd_ >= 0) ::close(fd_);
     }
 

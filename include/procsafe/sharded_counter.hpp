@@ -1,0 +1,275 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/detail/config.hpp>
+#include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/thread_cache.hpp>
+#include <procsafe/error.hpp>
+
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <type_traits>
+
+#if defined(PROCSAFE_POSIX)
+#include <csignal>
+#include <sched.h>
+#include <unistd.h>
+#endif
+
+namespace procsafe {
+
+/// How a sharded_counter picks the slot a writer adds to.
+enum class shard_strategy : std::uint32_t {
+    /// Each writer thread owns a slot and updates it with a plain load + store
+    /// (no lock prefix: the single-writer line). Ownership is taken by
+    /// compare-and-swap and taken over from a dead owner; writers beyond the
+    /// slots share an overflow line with fetch_add. The default: measured
+    /// fastest (see README, Benchmarks).
+    owned_slot = 0,
+    /// Slot of the CPU the writer runs on (sched_getcpu), with fetch_add.
+    per_cpu = 1,
+    /// Slot chosen by a hash of the writer's pid, with fetch_add.
+    per_process = 2,
+};
+
+/// A counter split into slots, one 128-byte line each, so that writers stop
+/// fighting over one cache line (Java's LongAdder, Linux's percpu_counter).
+///
+/// increment / decrement / add write only the caller's slot; value() sums
+/// the slots. Like LongAdder::sum(), value() is not an atomic snapshot while
+/// writers run (it may miss updates made while it sums), and it is exact once
+/// they stop. reset() is exact only when no writer runs.
+///
+/// Memory ordering: relaxed; value() orders nothing. Crash behaviour: with
+/// owned slots, a process killed in the middle of an increment loses at most
+/// that increment (its slot holds everything it finished); its slot is taken
+/// over by a later writer once the owner is gone. A forked child never writes
+/// its parent's slot: it takes its own. Writers must share one PID namespace
+/// (slot owners are thread ids).
+///
+/// ```
+/// auto seg = procsafe::segment::create("web", 1 << 20);
+/// auto& requests = seg.construct<procsafe::sharded_counter<std::int64_t>>("requests");
+/// // in each worker process, as often as you like:
+/// requests.increment();
+/// // in the monitor:
+/// std::int64_t total = requests.value();  // exact once the workers stop
+/// ```
+template <class T>
+class alignas(cache_line) sharded_counter {
+    static_assert(std::integral<T> && !std::is_same_v<std::remove_cv_t<T>, bool>,
+                  "procsafe::sharded_counter<T>: T must be an integer type");
+    static_assert(std::atomic_ref<T>::is_always_lock_free, "procsafe::sharded_counter<T>: T must be lock-free");
+    static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+
+    struct alignas(cache_line) slot {
+        std::atomic<std::int32_t> owner;  // writer thread id; 0 free; -1 the shared overflow line
+        T value;
+    };
+
+    // Only a segment constructs one: the slots live after the object, in
+    // storage the segment allocates (procsafe_extra_bytes).
+    friend class segment;
+
+public:
+    using value_type = T;
+    /// The most slots a counter may have.
+    static constexpr std::size_t max_slots = 4096;
+
+    /// Default slot count: enough for this machine's CPUs, and at least 64
+    /// (owned slots go one per writer thread, and writers usually outnumber
+    /// CPUs), rounded up to a power of two.
+    static std::size_t default_slots() {
+        const std::size_t cpus = std::thread::hardware_concurrency();
+        return std::bit_ceil(std::max<std::size_t>(64, 2 * cpus));
+    }
+
+    sharded_counter(const sharded_counter&) = delete;
+    sharded_counter& operator=(const sharded_counter&) = delete;
+
+    /// Adds n to the caller's slot.  Process-safe. Lock-free. Never allocates.
+    void add(T n) noexcept {
+        slot* s = nullptr;
+        bool exclusive = false;
+        if (strategy_ == shard_strategy::per_cpu) {
+            s = &lines()[cpu_index()];
+        } else {
+            auto& e = detail::slot_cache_for(this);
+            if (e.owner == this && e.epoch == detail::cache_epoch.load(std::memory_order_relaxed)) [[likely]] {
+                s = static_cast<slot*>(e.slot);
+                exclusive = e.exclusive;
+            } else {
+                s = attach(e, exclusive);
+            }
+        }
+        std::atomic_ref<T> v(s->value);
+        if (exclusive) v.store(static_cast<T>(v.load(std::memory_order_relaxed) + n), std::memory_order_relaxed);
+        else v.fetch_add(n, std::memory_order_relaxed);
+    }
+    /// Adds n (default 1).  Process-safe. Lock-free. Never allocates.
+    void increment(T n = T{1}) noexcept { add(n); }
+    /// Subtracts n (default 1).  Process-safe. Lock-free. Never allocates.
+    void decrement(T n = T{1}) noexcept { add(static_cast<T>(T{} - n)); }
+    sharded_counter& operator++() noexcept { add(T{1}); return *this; }
+    sharded_counter& operator--() noexcept { decrement(); return *this; }
+    sharded_counter& operator+=(T n) noexcept { add(n); return *this; }
+    sharded_counter& operator-=(T n) noexcept { decrement(n); return *this; }
+
+    // mimic: java.util.concurrent.atomic.LongAdder::sum
+    /// The sum of all slots: exact when no writer runs; otherwise it may miss
+    /// updates made while it sums (not an atomic snapshot).
+    /// Process-safe. Lock-free. Never allocates. Cost: one load per slot.
+    T value() const noexcept {
+        T sum{};
+        for (std::uint32_t i = 0; i <= slots_; ++i) {
+            sum = static_cast<T>(sum + std::atomic_ref<T>(lines()[i].value).load(std::memory_order_relaxed));
+        }
+        return sum;
+    }
+    /// Zeroes every slot. Exact only when no writer runs (a writer that read
+    /// its slot before the reset writes its old value plus one back).
+    void reset() noexcept {
+        for (std::uint32_t i = 0; i <= slots_; ++i) std::atomic_ref<T>(lines()[i].value).store(T{}, std::memory_order_relaxed);
+    }
+
+    /// Number of slots (the overflow line not counted).
+    std::size_t slots() const noexcept { return slots_; }
+    shard_strategy strategy() const noexcept { return strategy_; }
+    /// Slots that a writer thread owns now (alive or not yet taken over).
+    std::size_t owned_slots() const noexcept {
+        std::size_t n = 0;
+        for (std::uint32_t i = 0; i < slots_; ++i) n += lines()[i].owner.load(std::memory_order_relaxed) > 0;
+        return n;
+    }
+
+    // For segment: the storage after the object, and its validation on find.
+    static std::size_t procsafe_extra_bytes(std::size_t slots = default_slots(),
+                                            shard_strategy strategy = shard_strategy::owned_slot) {
+        return (checked(slots, strategy) + 1) * sizeof(slot);
+    }
+    bool procsafe_fits(std::size_t bytes_after) const noexcept {
+        return slots_ >= 1 && slots_ <= max_slots && std::has_single_bit(slots_) &&
+               bytes_after >= (std::size_t{slots_} + 1) * sizeof(slot);
+    }
+
+private:
+    /// Constructed by segment::construct<sharded_counter<T>>(name, slots, strategy):
+    /// `slots` is rounded up to a power of two.
+    /// Throws: procsafe::error (invalid_argument) for 0 or more than max_slots.
+    explicit sharded_counter(std::size_t slots = default_slots(), shard_strategy strategy = shard_strategy::owned_slot)
+        : slots_(static_cast<std::uint32_t>(checked(slots, strategy))), strategy_(strategy) {
+        for (std::uint32_t i = 0; i <= slots_; ++i) {
+            ::new (static_cast<void*>(&lines()[i])) slot{{0}, T{}};
+        }
+        lines()[slots_].owner.store(-1, std::memory_order_relaxed);
+    }
+
+    static std::size_t checked(std::size_t slots, shard_strategy strategy) {
+        if (slots == 0 || slots > max_slots) {
+            throw error(errc::invalid_argument, {}, {},
+                        "a sharded_counter has 1 to " + std::to_string(max_slots) + " slots, not " +
+                            std::to_string(slots));
+        }
+        if (strategy != shard_strategy::owned_slot && strategy != shard_strategy::per_cpu &&
+            strategy != shard_strategy::per_process) {
+            throw error(errc::invalid_argument, {}, {}, "unknown shard_strategy");
+        }
+        return std::bit_ceil(slots);
+    }
+
+    slot* lines() const noexcept {
+        // The slots follow the object (segment allocates procsafe_extra_bytes).
+        return reinterpret_cast<slot*>(const_cast<sharded_counter*>(this) + 1);
+    }
+    std::uint32_t mask() const noexcept { return slots_ - 1; }
+
+    std::uint32_t cpu_index() const noexcept {
+#if defined(PROCSAFE_POSIX)
+        const int cpu = ::sched_getcpu();  // glibc reads it from rseq: no system call
+        return cpu < 0 ? 0u : static_cast<std::uint32_t>(cpu) & mask();
+#else
+        return 0;
+#endif
+    }
+
+    static std::int32_t thread_id() noexcept {
+#if defined(PROCSAFE_POSIX)
+        return static_cast<std::int32_t>(::gettid());
+#else
+        return 1;
+#endif
+    }
+    static bool thread_gone(std::int32_t tid) noexcept {
+#if defined(PROCSAFE_POSIX)
+        return tid > 0 && ::kill(tid, 0) != 0 && errno == ESRCH;
+#else
+        (void)tid;
+        return false;
+#endif
+    }
+
+    /// The slow path: find this thread's slot and remember it.
+    slot* attach(detail::slot_cache_entry& e, bool& exclusive) noexcept {
+        detail::watch_forks();
+        const std::uint64_t epoch = detail::cache_epoch.load(std::memory_order_relaxed);
+        slot* s = nullptr;
+        exclusive = false;
+        if (strategy_ == shard_strategy::per_process) {
+            const auto pid = static_cast<std::uint32_t>(::getpid());
+            s = &lines()[(pid * 2654435761u) & mask()];
+        } else {
+            s = claim(exclusive);
+        }
+        e = {this, epoch, s, exclusive};
+        return s;
+    }
+
+    slot* claim(bool& exclusive) noexcept {
+        const std::int32_t me = thread_id();
+        slot* all = lines();
+        exclusive = true;
+        // 1. A slot this thread already owns (cache evicted, or a second mapping).
+        for (std::uint32_t i = 0; i < slots_; ++i)
+            if (all[i].owner.load(std::memory_order_acquire) == me) return &all[i];
+        // 2. A free slot, starting at a spot that spreads writers out.
+        const std::uint32_t start = (static_cast<std::uint32_t>(me) * 2654435761u) & mask();
+        for (std::uint32_t k = 0; k < slots_; ++k) {
+            slot& s = all[(start + k) & mask()];
+            std::int32_t expected = 0;
+            if (s.owner.load(std::memory_order_relaxed) == 0 &&
+                s.owner.compare_exchange_strong(expected, me, std::memory_order_acquire))
+                return &s;
+        }
+        // 3. A slot whose owner is gone: its count stays, we continue it.
+        for (std::uint32_t i = 0; i < slots_; ++i) {
+            std::int32_t owner = all[i].owner.load(std::memory_order_relaxed);
+            if (owner > 0 && thread_gone(owner) &&
+                all[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire))
+                return &all[i];
+        }
+        // 4. More live writers than slots: the shared overflow line.
+        exclusive = false;
+        return &all[slots_];
+    }
+
+    std::uint32_t slots_;
+    shard_strategy strategy_;
+};
+
+namespace detail {
+template <class T>
+struct object_traits<sharded_counter<T>> {
+    static_assert(sizeof(sharded_counter<T>) % cache_line == 0);
+    static constexpr type_facts facts() {
+        return value_facts<T>(object_kind::sharded_counter, sizeof(sharded_counter<T>), alignof(sharded_counter<T>));
+    }
+};
+}  // namespace detail
+
+}  // namespace procsafe
