@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <pthread.h>
 
 namespace contenders {
@@ -32,6 +33,37 @@ auto procsafe_counter() {
             std::int64_t total() { return c->value(); }
         };
         return ops{&seg.construct<Counter>("counter")};
+    };
+}
+
+/// procsafe::sharded_counter with a given slot strategy (default slot count),
+/// through increment() (the slot found through a thread-local cache each time).
+inline auto sharded(procsafe::shard_strategy strategy) {
+    return [strategy](procsafe::segment& seg, int) {
+        using counter = procsafe::sharded_counter<std::int64_t>;
+        struct ops {
+            counter* c;
+            void increment() { c->increment(); }
+            std::int64_t read() { return c->value(); }
+            std::int64_t total() { return c->value(); }
+        };
+        return ops{&seg.construct<counter>("sharded", counter::default_slots(), strategy)};
+    };
+}
+
+/// The same through a per-thread writer (local()), the hot-loop API.
+inline auto sharded_writer(procsafe::shard_strategy strategy) {
+    return [strategy](procsafe::segment& seg, int) {
+        using counter = procsafe::sharded_counter<std::int64_t>;
+        struct ops {
+            counter* c;
+            std::optional<counter::writer> w;
+            void start(int) { w.emplace(*c); }  // before the start barrier
+            void increment() { w->increment(); }
+            std::int64_t read() { return c->value(); }
+            std::int64_t total() { return c->value(); }
+        };
+        return ops{&seg.construct<counter>("sharded", counter::default_slots(), strategy), {}};
     };
 }
 

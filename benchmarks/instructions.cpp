@@ -13,7 +13,7 @@
 
 int main(int argc, char** argv) {
     if (argc != 3) {
-        std::fprintf(stderr, "usage: %s atomic|raw|mutex|value N\n", argv[0]);
+        std::fprintf(stderr, "usage: %s atomic|raw|mutex|value|writer|sharded N\n", argv[0]);
         return 2;
     }
     const long n = std::atol(argv[2]);
@@ -22,12 +22,16 @@ int main(int argc, char** argv) {
     auto& m = seg.construct<procsafe::mutex_counter<std::int64_t>>("m");
     struct alignas(128) cell { std::int64_t v; };
     auto& raw = seg.construct<cell>("raw");
+    auto& sharded = seg.construct<procsafe::sharded_counter<std::int64_t>>("s");
+    auto writer = sharded.local();
     std::int64_t sink = 0;
     const char* kind = argv[1];
     if (std::strcmp(kind, "atomic") == 0) for (long i = 0; i < n; ++i) sink += a.increment();
     else if (std::strcmp(kind, "raw") == 0) for (long i = 0; i < n; ++i) sink += std::atomic_ref<std::int64_t>(raw.v).fetch_add(1) + 1;
     else if (std::strcmp(kind, "mutex") == 0) for (long i = 0; i < n; ++i) sink += m.increment();
     else if (std::strcmp(kind, "value") == 0) for (long i = 0; i < n; ++i) sink += a.value();
+    else if (std::strcmp(kind, "writer") == 0) for (long i = 0; i < n; ++i) writer.increment();
+    else if (std::strcmp(kind, "sharded") == 0) for (long i = 0; i < n; ++i) sharded.increment();
     else return 2;
     return sink == -1 ? 1 : 0;
 }

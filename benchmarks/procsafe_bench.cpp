@@ -29,6 +29,9 @@ const char* mutex_name = "procsafe mutex_counter<int64>";
 const char* fetch_add_name = "raw atomic_ref fetch_add";
 const char* robust_name = "raw pthread mutex (robust)";
 const char* plain_name = "raw pthread mutex (not robust)";
+const char* sharded_name = "procsafe sharded writer (owned_slot)";
+const char* single_writer_name = "raw single-writer slot";
+const char* slot_fetch_add_name = "raw per-process slot fetch_add";
 
 void add_contenders(procsafe::bench::suite& s) {
     using namespace contenders;
@@ -39,8 +42,18 @@ void add_contenders(procsafe::bench::suite& s) {
     s.add(robust_name, raw_pthread_mutex(true), {"", "PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST, lock/++/unlock"});
     s.add(plain_name, raw_pthread_mutex(false), {"", "PTHREAD_PROCESS_SHARED only: a dead owner hangs everyone"});
     s.add("boost interprocess_mutex", boost_interprocess_mutex(), {"", "Boost 1.74: not robust"});
-    s.add("raw per-process slot fetch_add", per_process_slot(false), {"", "own line, lock xadd; read sums all lines"});
-    s.add("raw single-writer slot", per_process_slot(true), {"", "own line, load + store: the hardware's line"});
+    s.add(sharded_name, sharded_writer(procsafe::shard_strategy::owned_slot),
+          {single_writer_name, "local() writer: the thread's own slot, load + store; read sums 65 lines"});
+    s.add("procsafe sharded increment() (owned_slot)", sharded(procsafe::shard_strategy::owned_slot),
+          {single_writer_name, "increment(): finds the slot through a thread-local cache at every call"});
+    s.add("procsafe sharded writer (per_cpu)", sharded_writer(procsafe::shard_strategy::per_cpu),
+          {slot_fetch_add_name, "slot of the CPU, lock xadd (rejected: lock xadd costs more than load + store)"});
+    s.add("procsafe sharded increment() (per_cpu)", sharded(procsafe::shard_strategy::per_cpu),
+          {slot_fetch_add_name, "sched_getcpu() at every call, lock xadd (rejected)"});
+    s.add("procsafe sharded writer (per_process)", sharded_writer(procsafe::shard_strategy::per_process),
+          {slot_fetch_add_name, "slot by pid hash, lock xadd (rejected: collisions share a line)"});
+    s.add(slot_fetch_add_name, per_process_slot(false), {"", "own line, lock xadd; read sums all lines"});
+    s.add(single_writer_name, per_process_slot(true), {"", "own line, load + store: the hardware's line"});
     s.add("racy load+store (not a contender)", racy(), {"", "relaxed load then store: loses updates"});
 }
 
@@ -121,6 +134,7 @@ int main(int argc, char** argv) {
         if (!ops_given) opt.ops = 200'000;
         if (!repeat_given) opt.repeat = 5;
         if (!procs_given) opt.processes = {1, 2};
+        opt.min_run_seconds = 0.01;
     }
 
     const auto m = procsafe::bench::machine::describe();
@@ -132,10 +146,13 @@ int main(int argc, char** argv) {
     // The seeds' workload: 10 processes x 100,000 increments, as Python ran it.
     const int seed_procs = 10;
     const long seed_ops = quick ? 20'000 : 100'000;
+    // (Fixed counts here, no calibration: the workload is the seeds' own.)
     procsafe::bench::suite seeds({.processes = {seed_procs}, .ops = seed_ops, .repeat = opt.repeat,
-                                  .workloads = {procsafe::bench::workload::increment}, .progress = opt.progress});
+                                  .min_run_seconds = 0, .workloads = {procsafe::bench::workload::increment},
+                                  .progress = opt.progress});
     seeds.add(atomic_name, contenders::procsafe_counter<procsafe::atomic_counter<std::int64_t>>());
     seeds.add(mutex_name, contenders::procsafe_counter<procsafe::mutex_counter<std::int64_t>>());
+    seeds.add(sharded_name, contenders::sharded_writer(procsafe::shard_strategy::owned_slot));
     seeds.run();
     std::optional<double> py_ns;
     long py_value = 0;
@@ -153,6 +170,29 @@ int main(int argc, char** argv) {
                     *py_ns, "1x", py_value);
     } else {
         std::printf("python3 not found or failed: Python baseline skipped\n");
+    }
+
+    // What a sharded counter's read costs, by slot count (one process).
+    const std::size_t slot_counts[] = {1, 4, 16, 64, 256, 1024};
+    std::printf("\nsharded_counter value() by slot count (one process, median of %d)\n%8s %12s\n", opt.repeat,
+                "slots", "ns/value()");
+    std::optional<double> value_64;
+    for (std::size_t slots : slot_counts) {
+        auto seg = procsafe::segment::anonymous(slots * 128 * 2 + 64 * 1024);
+        auto& c = seg.construct<procsafe::sharded_counter<std::int64_t>>("c", slots);
+        c.increment();
+        std::vector<double> ns;
+        const long calls = quick ? 20'000 : 200'000;
+        for (int r = 0; r < opt.repeat; ++r) {
+            std::int64_t sink = 0;
+            const double t0 = procsafe::bench::detail::now_seconds();
+            for (long i = 0; i < calls; ++i) sink += c.value();
+            ns.push_back((procsafe::bench::detail::now_seconds() - t0) * 1e9 / static_cast<double>(calls));
+            if (sink == -1) std::printf(" ");
+        }
+        std::sort(ns.begin(), ns.end());
+        std::printf("%8zu %12.1f\n", slots, ns[ns.size() / 2]);
+        if (slots == 64) value_64 = ns[ns.size() / 2];
     }
 
     // The targets, as ratios of medians from this run.
@@ -185,6 +225,24 @@ int main(int argc, char** argv) {
         };
         target(("atomic_counter / raw fetch_add, " + at).c_str(), ratio(a), bound_atomic, true);
         target(("mutex_counter / raw robust pthread mutex, " + at).c_str(), ratio(mu), bound_mutex, true);
+    }
+    {
+        // sharded_counter: the writer against atomic_counter and the raw single-writer line.
+        const auto* sh = s.find(sharded_name, procsafe::bench::workload::increment, 2);
+        const auto* at = s.find(atomic_name, procsafe::bench::workload::increment, 2);
+        std::optional<double> speedup, overhead;
+        if (sh && at) speedup = quick ? std::max(at->median_ns() / sh->median_ns(), at->min_ns() / sh->min_ns())
+                                      : at->median_ns() / sh->median_ns();
+        if (sh) overhead = quick ? std::min(*s.ratio_to_baseline(*sh), *s.ratio_to_baseline(*sh, true))
+                                 : *s.ratio_to_baseline(*sh);
+        target("sharded writer speed-up over atomic_counter, 2 processes", speedup, quick ? 3.0 : 10.0, false);
+        target("sharded writer / raw single-writer slot, 2 processes", overhead, quick ? 3.0 : 1.5, true);
+        const auto* sh10 = seeds.find(sharded_name, procsafe::bench::workload::increment, seed_procs);
+        const auto* at10 = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
+        target("sharded writer speed-up over atomic_counter, 10 processes",
+               sh10 && at10 ? std::optional<double>(at10->median_ns() / sh10->median_ns()) : std::nullopt,
+               quick ? 2.0 : 5.0, false);
+        target("sharded_counter value() with 64 slots, ns", value_64, quick ? 1000.0 : 200.0, true);
     }
     const auto* seed_atomic = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
     target("Python / atomic_counter, seeds' workload (speed-up)",

@@ -194,3 +194,38 @@ TEST_CASE("sharded_counter: a child SIGKILLed mid-loop loses at most its last in
         }
     }
 }
+
+TEST_CASE("sharded_counter writer: exact across processes, and a fork child never writes its parent's slot",
+          "[sharded][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(256 * 1024);
+    auto& c = seg.construct<sharded>("c", 16);
+    auto& barrier = seg.construct<start_barrier>("barrier");
+    auto w = c.local();  // the parent's writer, made before the fork
+    ++w;
+    REQUIRE(c.owned_slots() == 1);
+    const auto pids = fork_children(4, [&](int) {
+        if (!barrier.arrive_and_wait()) return 2;
+        for (int k = 0; k < 100'000; ++k) w.increment();  // the inherited writer: must move to a slot of its own
+        return 0;
+    });
+    for (int k = 0; k < 100'000; ++k) w += 1;  // the parent keeps writing its slot meanwhile
+    REQUIRE(barrier.release_when(4));
+    REQUIRE(join_children(pids) == 4);
+    REQUIRE(c.value() == 1 + 5 * 100'000);
+    REQUIRE(c.owned_slots() == 5);
+}
+
+TEST_CASE("sharded_counter writer: one per thread, exact", "[sharded][threads]") {
+    auto seg = procsafe::segment::anonymous(256 * 1024);
+    auto& c = seg.construct<sharded>("c", 4);  // fewer slots than threads: some share the overflow line
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 10; ++t) {
+        pool.emplace_back([&c] {
+            auto w = c.local();
+            for (int k = 0; k < 100'000; ++k) w.increment();
+            w.decrement(10);
+        });
+    }
+    for (auto& t : pool) t.join();
+    REQUIRE(c.value() == 10 * (100'000 - 10));
+}

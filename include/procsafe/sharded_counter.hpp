@@ -121,6 +121,52 @@ public:
     sharded_counter& operator+=(T n) noexcept { add(n); return *this; }
     sharded_counter& operator-=(T n) noexcept { decrement(n); return *this; }
 
+    /// This thread's own line into the counter: the fastest way to add from a
+    /// hot loop (the slot is looked up once, not at every add). An add costs
+    /// what a single-writer line costs: load, test, load, store.
+    ///
+    /// In a fork child a writer looks up a slot of the child's own (the fork
+    /// handler clears the slot pointer of every writer of the forking thread).
+    /// Requires: created, used and destroyed by one thread, while the
+    /// counter's segment is mapped. Not copyable, not movable.
+    class writer : private detail::writer_base {
+    public:
+        explicit writer(sharded_counter& c) noexcept : counter_(&c) {
+            refresh();
+            detail::link_writer(this);
+        }
+        ~writer() { detail::unlink_writer(this); }
+        writer(const writer&) = delete;
+        writer& operator=(const writer&) = delete;
+
+        /// Adds n to this thread's slot.  Lock-free. Never allocates.
+        void add(T n) noexcept {
+            T* p = static_cast<T*>(value_);
+            if (p == nullptr) [[unlikely]] p = refresh();
+            std::atomic_ref<T> v(*p);
+            if (exclusive_) v.store(static_cast<T>(v.load(std::memory_order_relaxed) + n), std::memory_order_relaxed);
+            else v.fetch_add(n, std::memory_order_relaxed);
+        }
+        void increment(T n = T{1}) noexcept { add(n); }
+        void decrement(T n = T{1}) noexcept { add(static_cast<T>(T{} - n)); }
+        writer& operator++() noexcept { add(T{1}); return *this; }
+        writer& operator+=(T n) noexcept { add(n); return *this; }
+
+    private:
+        T* refresh() noexcept {
+            bool exclusive = false;
+            slot* s = counter_->attach(detail::slot_cache_for(counter_), exclusive);
+            value_ = &s->value;
+            exclusive_ = exclusive;
+            return &s->value;
+        }
+        sharded_counter* counter_;
+    };
+
+    /// A writer for the calling thread: `auto w = counter.local();` (see writer).
+    /// Lock-free. Never allocates.
+    writer local() noexcept { return writer(*this); }
+
     // mimic: java.util.concurrent.atomic.LongAdder::sum
     /// The sum of all slots: exact when no writer runs; otherwise it may miss
     /// updates made while it sums (not an atomic snapshot).
@@ -223,6 +269,10 @@ private:
         if (strategy_ == shard_strategy::per_process) {
             const auto pid = static_cast<std::uint32_t>(::getpid());
             s = &lines()[(pid * 2654435761u) & mask()];
+        } else if (strategy_ == shard_strategy::per_cpu) {
+            // Only a writer gets here: it keeps the slot of the CPU it was made
+            // on (fetch_add keeps that exact if the thread migrates).
+            s = &lines()[cpu_index()];
         } else {
             s = claim(exclusive);
         }

@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Per-thread memory of "which slot of which sharded counter is mine".
+// Per-thread memory of "which slot of which sharded counter is mine", for
+// increment() (a small cache) and for writers (a list).
 //
 // A cached slot is only valid in the process and the mapping it was found
 // in. A global epoch, bumped in every fork child (pthread_atfork) and
@@ -26,12 +27,41 @@ inline std::atomic<std::uint64_t> cache_epoch{1};
 
 inline void bump_cache_epoch() noexcept { cache_epoch.fetch_add(1, std::memory_order_relaxed); }
 
+/// What a sharded_counter::writer keeps, and the list of a thread's live
+/// writers. A fork child's only thread is the one that forked, so the fork
+/// handler can reach every writer the child may use and clear its slot
+/// pointer: the writer's hot path then tests only the pointer it loads anyway.
+struct writer_base {
+    void* value_ = nullptr;  // the thread's slot value; nullptr: look it up again
+    bool exclusive_ = false;
+    writer_base* prev_ = nullptr;
+    writer_base* next_ = nullptr;
+};
+
+inline thread_local writer_base* thread_writers = nullptr;
+
+inline void link_writer(writer_base* w) noexcept {
+    w->next_ = thread_writers;
+    if (thread_writers != nullptr) thread_writers->prev_ = w;
+    thread_writers = w;
+}
+inline void unlink_writer(writer_base* w) noexcept {
+    if (w->prev_ != nullptr) w->prev_->next_ = w->next_;
+    else thread_writers = w->next_;
+    if (w->next_ != nullptr) w->next_->prev_ = w->prev_;
+}
+
+inline void after_fork_in_child() noexcept {
+    bump_cache_epoch();
+    for (writer_base* w = thread_writers; w != nullptr; w = w->next_) w->value_ = nullptr;
+}
+
 /// Registers the fork handler once per process; called on every slow path,
-/// i.e. before any cache entry can be valid.
+/// i.e. before any cache entry or writer can be valid.
 inline void watch_forks() noexcept {
 #if defined(PROCSAFE_POSIX)
     static const bool registered = [] {
-        ::pthread_atfork(nullptr, nullptr, &bump_cache_epoch);
+        ::pthread_atfork(nullptr, nullptr, &after_fork_in_child);
         return true;
     }();
     (void)registered;

@@ -10,7 +10,9 @@
 // processes that meet at a start barrier in shared memory, each runs K
 // operations of a workload, and the time runs from the barrier's release to
 // the moment the last process finished its loop (each process stamps its
-// finish time in shared memory: process teardown is not measured). Every
+// finish time in shared memory, then blocks until all are done: process
+// teardown is not measured, and does not delay workers still waiting for a
+// CPU when the machine is oversubscribed). Every
 // cell is repeated R times, the repetitions interleaved across contenders so
 // that drift on a noisy machine hits all of them alike; min / median / max
 // are reported. Nothing is pinned.
@@ -51,6 +53,7 @@
 #include <vector>
 
 #include <boost/version.hpp>
+#include <cerrno>
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,8 +77,11 @@ inline const char* to_string(workload w) {
 
 struct options {
     std::vector<int> processes{1, 2, 4, 8, 16};
-    long ops = 200'000;  ///< operations per process per run
+    long ops = 200'000;  ///< operations per process per run (at least; see min_run_seconds)
     int repeat = 5;
+    /// A cell whose first run is shorter than this gets proportionally more
+    /// operations (at most 100x): a run of 100 us is mostly noise.
+    double min_run_seconds = 0.02;
     std::vector<workload> workloads{workload::increment, workload::mixed, workload::read};
     bool progress = true;  ///< a progress line on stderr
 };
@@ -131,6 +137,7 @@ struct result {
     /// Nanoseconds per operation, all processes together (wall time / total ops).
     double ns_per_op(double s) const { return s * 1e9 / (static_cast<double>(ops) * processes); }
     double median_ns() const { return ns_per_op(median_seconds()); }
+    double min_ns() const { return ns_per_op(min_seconds()); }
     double mops() const { return 1e3 / median_ns(); }
 
 private:
@@ -203,11 +210,19 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
     auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + 256 * 1024);
     auto ops = setup(seg, processes);
     auto& ctl = seg.construct<control>("procsafe.bench.control");
+    // A finished worker tells the parent through `done` and then blocks on
+    // `release` instead of exiting: on an oversubscribed machine an exiting
+    // process's teardown would delay the workers still waiting for a CPU, and
+    // that is not the counter's cost.
+    int done[2], release[2];
+    if (::pipe(done) != 0 || ::pipe(release) != 0) throw std::runtime_error("procsafe::bench: pipe failed");
     std::fflush(nullptr);
     std::vector<pid_t> pids;
     for (int p = 0; p < processes; ++p) {
         const pid_t pid = ::fork();
         if (pid == 0) {
+            ::close(done[0]);
+            ::close(release[1]);
             int rc = 0;
             try {
                 if constexpr (has_start<decltype(ops)>) ops.start(p);
@@ -220,16 +235,36 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
                 ctl.failed.fetch_add(1);
                 rc = 1;
             }
+            char byte = 1;
+            if (::write(done[1], &byte, 1) != 1) rc = 1;
+            while (::read(release[0], &byte, 1) > 0) {}  // until the parent closes it
             ::_exit(rc);
         }
         if (pid < 0) throw std::runtime_error("procsafe::bench: fork failed");
         pids.push_back(pid);
     }
+    ::close(done[1]);
+    ::close(release[0]);
     while (ctl.ready.load() < processes) std::this_thread::yield();
     const double start = now_seconds();
     ctl.go.store(1, std::memory_order_release);
-    for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
-    if (ctl.failed.load() != 0) throw std::runtime_error("procsafe::bench: a worker process failed");
+    int reported = 0;
+    char buf[64];
+    while (reported < processes) {  // EOF only if every worker died
+        const ssize_t got = ::read(done[0], buf, sizeof buf);
+        if (got <= 0 && errno != EINTR) break;
+        if (got > 0) reported += static_cast<int>(got);
+    }
+    ::close(release[1]);
+    ::close(done[0]);
+    int bad = 0;
+    for (pid_t pid : pids) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    if (bad != 0 || reported < processes || ctl.failed.load() != 0)
+        throw std::runtime_error("procsafe::bench: a worker process failed");
     double end = start;
     for (int p = 0; p < processes; ++p) end = std::max(end, ctl.finished[p]);
     run_outcome out{end - start, std::nullopt};
@@ -268,6 +303,27 @@ public:
         const std::size_t cells = results_.size();
         const std::size_t total = cells * static_cast<std::size_t>(options_.repeat);
         std::size_t done = 0;
+        // Calibration: one run per cell with options().ops; a cell that ran
+        // shorter than min_run_seconds gets more operations per process.
+        {
+            std::size_t i = 0;
+            for (workload w : options_.workloads) {
+                for (int p : options_.processes) {
+                    for (auto& c : contenders_) {
+                        if (options_.progress) {
+                            std::fprintf(stderr, "\r[calibrating %4zu/%zu] %-11s P=%-3d %-42s", i + 1, cells,
+                                         to_string(w), p, c.name.c_str());
+                        }
+                        const double t = c.run(p, options_.ops, w).seconds;
+                        if (t > 0 && t < options_.min_run_seconds) {
+                            const double scale = std::min(100.0, options_.min_run_seconds / t);
+                            results_[i].ops = static_cast<long>(static_cast<double>(options_.ops) * scale);
+                        }
+                        ++i;
+                    }
+                }
+            }
+        }
         // Repetitions outermost: drift on a shared machine hits every contender alike.
         for (int r = 0; r < options_.repeat; ++r) {
             std::size_t i = 0;
@@ -278,7 +334,7 @@ public:
                             std::fprintf(stderr, "\r[%4zu/%zu] rep %d/%d %-11s P=%-3d %-32s", ++done, total, r + 1,
                                          options_.repeat, to_string(w), p, c.name.c_str());
                         }
-                        const auto out = c.run(p, options_.ops, w);
+                        const auto out = c.run(p, results_[i].ops, w);
                         results_[i].seconds.push_back(out.seconds);
                         if (out.lost) results_[i].lost.push_back(*out.lost);
                         ++i;
@@ -300,7 +356,7 @@ public:
         return nullptr;
     }
 
-    /// median(contender) / median(its baseline) in the same cell, if both
+    /// median(contender) / median(its baseline) in ns/op in the same cell, if both
     /// ran; with best_of, min / min (best-of-R: what a noisy machine can be
     /// trusted with on short runs).
     std::optional<double> ratio_to_baseline(const result& r, bool best_of = false) const {
@@ -308,7 +364,8 @@ public:
         if (base.empty()) return std::nullopt;
         const result* b = find(base, r.load, r.processes);
         if (b == nullptr || b->min_seconds() <= 0) return std::nullopt;
-        return best_of ? r.min_seconds() / b->min_seconds() : r.median_seconds() / b->median_seconds();
+        // Per operation: calibration may give the two different counts.
+        return best_of ? r.min_ns() / b->min_ns() : r.median_ns() / b->median_ns();
     }
 
     const contender_info& info(const std::string& name) const {
@@ -323,16 +380,18 @@ public:
     void print_table(std::FILE* out, const machine& m = machine::describe()) const {
         std::fprintf(out, "machine: %s, %d CPUs; %s; %s; Boost %s\n", m.cpu_model.c_str(), m.cpus,
                      m.compiler.c_str(), m.flags.c_str(), m.boost.c_str());
-        std::fprintf(out, "%ld operations per process, median of %d runs (min..max in ns/op)%s\n\n", options_.ops,
-                     options_.repeat,
+        std::fprintf(out,
+                     "at least %ld operations per process (more where a run would last under %.0f ms), "
+                     "median of %d runs (min..max in ns/op)%s\n\n",
+                     options_.ops, options_.min_run_seconds * 1e3, options_.repeat,
                      std::any_of(options_.processes.begin(), options_.processes.end(),
                                  [&](int p) { return p > m.cpus; })
                          ? "; process counts above the CPU count are oversubscribed"
                          : "");
         for (workload w : options_.workloads) {
             std::fprintf(out, "workload: %s\n", to_string(w));
-            std::fprintf(out, "%5s  %-34s %9s %20s %9s %12s  %s\n", "procs", "contender", "ns/op", "min..max",
-                         "Mops/s", "lost", "vs baseline");
+            std::fprintf(out, "%5s  %-42s %9s %20s %9s %9s %8s  %s\n", "procs", "contender", "ns/op", "min..max",
+                         "Mops/s", "ops/proc", "lost", "vs baseline");
             for (const auto& r : results_) {
                 if (r.load != w) continue;
                 char range[64];
@@ -353,8 +412,8 @@ public:
                     std::snprintf(buf, sizeof buf, "%.2fx %s", *q, info(r.contender).baseline.c_str());
                     vs = buf;
                 }
-                std::fprintf(out, "%5d  %-34s %9.2f %20s %9.1f %12s  %s\n", r.processes, r.contender.c_str(),
-                             r.median_ns(), range, r.mops(), lost.c_str(), vs.c_str());
+                std::fprintf(out, "%5d  %-42s %9.2f %20s %9.1f %8ldk %8s  %s\n", r.processes, r.contender.c_str(),
+                             r.median_ns(), range, r.mops(), r.ops / 1000, lost.c_str(), vs.c_str());
             }
             std::fprintf(out, "\n");
         }
@@ -363,7 +422,7 @@ public:
             if (c.info.note.empty()) continue;
             if (!any_note) std::fprintf(out, "notes:\n");
             any_note = true;
-            std::fprintf(out, "  %-34s %s\n", c.name.c_str(), c.info.note.c_str());
+            std::fprintf(out, "  %-42s %s\n", c.name.c_str(), c.info.note.c_str());
         }
     }
 
@@ -379,7 +438,8 @@ public:
         for (std::size_t i = 0; i < results_.size(); ++i) {
             const auto& r = results_[i];
             o << (i ? ",\n" : "\n") << "    {\"contender\": " << quote(r.contender) << ", \"workload\": "
-              << quote(to_string(r.load)) << ", \"processes\": " << r.processes << ", \"median_ns_per_op\": "
+              << quote(to_string(r.load)) << ", \"processes\": " << r.processes << ", \"ops_per_process\": " << r.ops
+              << ", \"median_ns_per_op\": "
               << r.median_ns() << ", \"seconds\": [";
             for (std::size_t k = 0; k < r.seconds.size(); ++k) o << (k ? ", " : "") << r.seconds[k];
             o << "], \"lost\": [";
