@@ -126,8 +126,8 @@ public:
     using value_type = T;
     using sync_type = mutex_sync;
 
-    explicit basic_counter(T initial = T{}) noexcept(std::is_nothrow_copy_constructible_v<T>)
-        : slots_{initial, initial} {}
+    /// Throws: procsafe::error if the OS cannot initialize the mutex.
+    explicit basic_counter(T initial = T{}) : slots_{initial, initial} {}
     basic_counter(const basic_counter&) = delete;
     basic_counter& operator=(const basic_counter&) = delete;
 

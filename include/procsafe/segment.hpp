@@ -459,9 +459,9 @@ private:
     static C* object_of(unsigned char* block) noexcept {
         // Boost 1.74 does not honour alignof(C) > 16 inside a segment
         // (boostorg/interprocess #217): align the object ourselves.
-        auto p = reinterpret_cast<std::uintptr_t>(block + sizeof(detail::object_header));
-        p = (p + object_align<C>() - 1) & ~(std::uintptr_t{object_align<C>()} - 1);
-        return reinterpret_cast<C*>(p);
+        unsigned char* p = block + sizeof(detail::object_header);
+        const auto misalign = reinterpret_cast<std::uintptr_t>(p) & (std::uintptr_t{object_align<C>()} - 1);
+        return reinterpret_cast<C*>(misalign == 0 ? p : p + (object_align<C>() - misalign));
     }
 
     /// Bytes an object of variable size (a sharded counter's slots, an

@@ -7,7 +7,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
+#include <string>
+#include <system_error>
 #include <ctime>
 
 #if defined(PROCSAFE_POSIX)
@@ -99,7 +100,7 @@ private:
     }
 
     [[noreturn]] static void fail(const char* what, int rc) {
-        throw error(errc::system_error, {}, {}, std::string(what) + ": " + std::strerror(rc));
+        throw error(errc::system_error, {}, {}, std::string(what) + ": " + std::system_category().message(rc));
     }
 
     pthread_mutex_t mutex_;

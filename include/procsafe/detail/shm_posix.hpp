@@ -17,7 +17,7 @@
 #include <procsafe/error.hpp>
 
 #include <cerrno>
-#include <cstring>
+#include <system_error>
 #include <string>
 #include <string_view>
 
@@ -44,7 +44,8 @@ inline errc errc_from_errno(int e) {
 }
 
 [[noreturn]] inline void throw_errno(std::string_view segment, const char* what, int e) {
-    throw error(errc_from_errno(e), segment, {}, std::string(what) + ": " + std::strerror(e));
+    // system_category().message, not strerror: strerror is not thread-safe.
+    throw error(errc_from_errno(e), segment, {}, std::string(what) + ": " + std::system_category().message(e));
 }
 
 inline std::size_t page_size() {
@@ -94,7 +95,7 @@ public:
             if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
                 throw error(rc == ENOSPC ? errc::out_of_space : errc::system_error, name, {},
                             "cannot reserve " + std::to_string(bytes) +
-                                " bytes of shared memory: " + std::strerror(rc));
+                                " bytes of shared memory: " + std::system_category().message(rc));
             }
             m.map(name, bytes);
         } catch (...) {

@@ -55,12 +55,15 @@
 #include <boost/version.hpp>
 #include <cerrno>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef PROCSAFE_BENCH_FLAGS
 #define PROCSAFE_BENCH_FLAGS "unknown"
 #endif
+
+extern char** environ;
 
 namespace procsafe::bench {
 
@@ -207,7 +210,7 @@ struct run_outcome {
 
 template <class Setup>
 run_outcome run_once(Setup& setup, int processes, long n, workload w) {
-    auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + 256 * 1024);
+    auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + std::size_t{256} * 1024);
     auto ops = setup(seg, processes);
     auto& ctl = seg.construct<control>("procsafe.bench.control");
     // A finished worker tells the parent through `done` and then blocks on
@@ -480,11 +483,17 @@ public:
           << " index i using 1:2 with linespoints title columnheader(1)\n";
         const std::string script = file + ".gp";
         std::ofstream(script) << g.str();
-        const std::string cmd = "gnuplot " + shell_quote(script) + " 2>&1";
-        const int rc = std::system(cmd.c_str());
-        std::remove(script.c_str());
-        std::remove(data.c_str());
-        if (rc != 0) {
+        // posix_spawnp, not std::system: no shell, nothing to quote.
+        pid_t pid = -1;
+        char* argv[] = {const_cast<char*>("gnuplot"), const_cast<char*>(script.c_str()), nullptr};
+        int status = -1;
+        if (::posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv, environ) == 0) {
+            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        }
+        const bool plotted = status == 0;
+        std::remove(script.c_str());  // NOLINT(cert-err33-c): best effort, a temporary file
+        std::remove(data.c_str());    // NOLINT(cert-err33-c)
+        if (!plotted) {
             std::fprintf(stderr, "procsafe::bench: could not plot (is gnuplot installed? apt-get install gnuplot-nox)\n");
             return false;
         }
@@ -508,11 +517,6 @@ private:
             q += c;
         }
         return q + "\"";
-    }
-    static std::string shell_quote(const std::string& s) {
-        std::string q = "'";
-        for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-        return q + "'";
     }
 
     options options_;
