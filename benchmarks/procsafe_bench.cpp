@@ -195,6 +195,49 @@ int main(int argc, char** argv) {
         if (slots == 64) value_64 = ns[ns.size() / 2];
     }
 
+    // Wake-up latency: a process asleep in wait_at_least(i); the parent
+    // stamps the time and increments; the waiter stamps when it returns.
+    std::optional<double> wake_median;
+    {
+        const int samples = quick ? 100 : 1000;
+        struct wake_shared {
+            procsafe::atomic_counter<std::int64_t> counter;
+            procsafe::atomic_counter<int> announced;
+            double incremented[1000];
+            double woke[1000];
+        };
+        auto seg = procsafe::segment::anonymous(64 * 1024);
+        auto& w = seg.construct<wake_shared>("wake");
+        std::fflush(nullptr);
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            for (int i = 0; i < samples; ++i) {
+                w.announced.store(i + 1);
+                if (!w.counter.wait_at_least_for(i + 1, std::chrono::seconds(10))) ::_exit(1);
+                w.woke[i] = procsafe::bench::detail::now_seconds();
+            }
+            ::_exit(0);
+        }
+        for (int i = 0; i < samples; ++i) {
+            w.announced.wait_at_least(i + 1);
+            // Give the waiter 200 us to fall asleep (busy: no sleep call here).
+            const double until = procsafe::bench::detail::now_seconds() + 200e-6;
+            while (procsafe::bench::detail::now_seconds() < until) {}
+            w.incremented[i] = procsafe::bench::detail::now_seconds();
+            w.counter.increment();
+        }
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        std::vector<double> us;
+        for (int i = 0; i < samples; ++i) us.push_back((w.woke[i] - w.incremented[i]) * 1e6);
+        std::sort(us.begin(), us.end());
+        const double median = us[us.size() / 2], p99 = us[us.size() * 99 / 100];
+        std::printf("\nwake-up latency, increment to a sleeping waiter's return (%d samples, another process)\n", samples);
+        std::printf("  median %.1f us, p99 %.1f us, max %.1f us%s\n", median, p99, us.back(),
+                    WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "" : " (the waiter FAILED)");
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) wake_median = median;
+    }
+
     // The targets, as ratios of medians from this run.
     const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 100;
     bool ok = true;
@@ -223,7 +266,7 @@ int main(int argc, char** argv) {
             if (quick && median && best) return std::min(*median, *best);
             return median;
         };
-        target(("atomic_counter / raw fetch_add, " + at).c_str(), ratio(a), bound_atomic, true);
+        target(("atomic_counter (waitable) / raw fetch_add, " + at).c_str(), ratio(a), bound_atomic, true);
         target(("mutex_counter / raw robust pthread mutex, " + at).c_str(), ratio(mu), bound_mutex, true);
     }
     {
@@ -249,6 +292,7 @@ int main(int argc, char** argv) {
         }
         target("sharded_counter value() with 64 slots, ns", value_64, quick ? 1000.0 : 200.0, true);
     }
+    target("wake-up latency, median us", wake_median, quick ? 1000.0 : 100.0, true);
     const auto* seed_atomic = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
     target("Python / atomic_counter, seeds' workload (speed-up)",
            py_ns && seed_atomic ? std::optional<double>(*py_ns / seed_atomic->median_ns()) : std::nullopt, bound_python,

@@ -5,6 +5,7 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
+#include <procsafe/detail/wait.hpp>
 
 #include <atomic>
 #include <concepts>
@@ -48,7 +49,7 @@ class basic_counter {
 
 /// Lock-free operations on a T (see counter<T, atomic_sync>).
 template <class T>
-class basic_counter<T, atomic_sync> {
+class basic_counter<T, atomic_sync> : public detail::waitable<basic_counter<T, atomic_sync>, T> {
     static_assert(atomic_counter_value<T>,
                   "procsafe::atomic_counter<T>: T must be an integer (not bool) or floating-point type");
     static_assert(std::atomic_ref<T>::is_always_lock_free,
@@ -65,24 +66,30 @@ public:
     basic_counter& operator=(const basic_counter&) = delete;
 
     /// Adds n; returns the new value.  Process-safe. Lock-free. Never allocates.
-    T increment(T n = T{1}) noexcept { return static_cast<T>(ref().fetch_add(n) + n); }
+    T increment(T n = T{1}) noexcept { return static_cast<T>(fetch_add(n) + n); }
     /// Subtracts n; returns the new value.  Process-safe. Lock-free. Never allocates.
-    T decrement(T n = T{1}) noexcept { return static_cast<T>(ref().fetch_sub(n) - n); }
+    T decrement(T n = T{1}) noexcept { return static_cast<T>(fetch_sub(n) - n); }
 
     // mimic: std::atomic<T>::fetch_add
     /// Adds n; returns the value before.  Process-safe. Lock-free. Never allocates.
     T fetch_add(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
-        return ref().fetch_add(n, order);
+        const T old = ref().fetch_add(n, order);
+        this->notify();
+        return old;
     }
     // mimic: std::atomic<T>::fetch_sub
     /// Subtracts n; returns the value before.  Process-safe. Lock-free. Never allocates.
     T fetch_sub(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
-        return ref().fetch_sub(n, order);
+        const T old = ref().fetch_sub(n, order);
+        this->notify();
+        return old;
     }
     // mimic: std::atomic<T>::exchange
     /// Stores v; returns the value before.  Process-safe. Lock-free. Never allocates.
     T exchange(T v, std::memory_order order = std::memory_order_seq_cst) noexcept {
-        return ref().exchange(v, order);
+        const T old = ref().exchange(v, order);
+        this->notify();
+        return old;
     }
     // mimic: std::atomic<T>::compare_exchange_strong
     /// If the value equals expected, stores desired and returns true; otherwise
@@ -90,14 +97,19 @@ public:
     /// Process-safe. Lock-free. Never allocates.
     bool compare_exchange(T& expected, T desired,
                           std::memory_order order = std::memory_order_seq_cst) noexcept {
-        return ref().compare_exchange_strong(expected, desired, order);
+        const bool exchanged = ref().compare_exchange_strong(expected, desired, order);
+        if (exchanged) this->notify();
+        return exchanged;
     }
     /// The current value.  Process-safe. Lock-free. Never allocates.
     T value(std::memory_order order = std::memory_order_seq_cst) const noexcept {
         return ref().load(order);
     }
     /// Stores v.  Process-safe. Lock-free. Never allocates.
-    void store(T v, std::memory_order order = std::memory_order_seq_cst) noexcept { ref().store(v, order); }
+    void store(T v, std::memory_order order = std::memory_order_seq_cst) noexcept {
+        ref().store(v, order);
+        this->notify();
+    }
     /// Stores zero.  Process-safe. Lock-free. Never allocates.
     void reset() noexcept { store(T{}); }
 
@@ -117,7 +129,7 @@ private:
 
 /// Operations under a robust mutex on any trivially copyable T (see counter<T, mutex_sync>).
 template <class T>
-class basic_counter<T, mutex_sync> {
+class basic_counter<T, mutex_sync> : public detail::waitable<basic_counter<T, mutex_sync>, T> {
     static_assert(mutex_counter_value<T>,
                   "procsafe::mutex_counter<T>: T must be trivially copyable and default constructible "
                   "(it is shared byte for byte between processes)");
@@ -138,16 +150,12 @@ public:
     /// Requires: f does not call this counter (the lock is not recursive).
     template <class F>
     decltype(auto) with_lock(F&& f) {
-        detail::robust_lock<detail::robust_mutex> guard(mutex_);
-        const std::uint32_t cur = current_.load(std::memory_order_relaxed);
-        T& next = slots_[cur ^ 1u];
-        next = slots_[cur];
         if constexpr (std::is_void_v<std::invoke_result_t<F, T&>>) {
-            std::invoke(std::forward<F>(f), next);
-            current_.store(cur ^ 1u, std::memory_order_release);
+            locked_update(std::forward<F>(f));
+            this->notify();  // after the unlock: a woken waiter can take the lock at once
         } else {
-            decltype(auto) result = std::invoke(std::forward<F>(f), next);
-            current_.store(cur ^ 1u, std::memory_order_release);
+            auto result = locked_update(std::forward<F>(f));
+            this->notify();
             return result;
         }
     }
@@ -218,6 +226,23 @@ public:
     std::uint32_t recoveries() const noexcept { return mutex_.recoveries(); }
 
 private:
+    /// f on a copy of the committed value; commit = one 4-byte store.
+    template <class F>
+    decltype(auto) locked_update(F&& f) {
+        detail::robust_lock<detail::robust_mutex> guard(mutex_);
+        const std::uint32_t cur = current_.load(std::memory_order_relaxed);
+        T& next = slots_[cur ^ 1u];
+        next = slots_[cur];
+        if constexpr (std::is_void_v<std::invoke_result_t<F, T&>>) {
+            std::invoke(std::forward<F>(f), next);
+            current_.store(cur ^ 1u, std::memory_order_release);
+        } else {
+            auto result = std::invoke(std::forward<F>(f), next);
+            current_.store(cur ^ 1u, std::memory_order_release);
+            return result;
+        }
+    }
+
     mutable detail::robust_mutex mutex_;
     std::atomic<std::uint32_t> current_{0};  // which slot holds the committed value
     T slots_[2];

@@ -3,9 +3,11 @@
 #pragma once
 
 // The only include you need.
+#include <procsafe/barrier.hpp>
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/latch.hpp>
 #include <procsafe/segment.hpp>
 #include <procsafe/sharded_counter.hpp>
 #include <procsafe/version.hpp>

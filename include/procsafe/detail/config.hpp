@@ -25,7 +25,7 @@ namespace detail {
 
 /// Bumped whenever the bytes a segment or an object puts in shared memory
 /// change meaning; a segment made by another layout is refused on open.
-inline constexpr std::uint32_t layout_version = 1;
+inline constexpr std::uint32_t layout_version = 2;  // 2: counters carry a wait word
 
 }  // namespace detail
 }  // namespace procsafe

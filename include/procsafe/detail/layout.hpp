@@ -25,6 +25,8 @@ enum class object_kind : std::uint16_t {
     sharded_counter = 4,
     atomic_counter_array = 5,
     mutex_counter_array = 6,
+    latch = 7,
+    barrier = 8,
 };
 
 enum class value_category : std::uint16_t {
@@ -96,6 +98,8 @@ inline std::string describe(const type_facts& f) {
         case object_kind::atomic_counter_array: kind = "counter_array<atomic_sync>"; break;
         case object_kind::mutex_counter_array: kind = "counter_array<mutex_sync>"; break;
         case object_kind::user: return "user type (" + std::to_string(f.object_size) + " bytes)";
+        case object_kind::latch: return "latch";
+        case object_kind::barrier: return "barrier";
         default: return "unknown kind " + std::to_string(static_cast<unsigned>(f.kind));
     }
     std::string value;

@@ -1,0 +1,189 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Waiting across processes on a 32-bit word in shared memory.
+//
+// std::atomic<T>::wait cannot do it: libstdc++ 12 keeps its waiters in a
+// table private to each process. On Linux this is a raw FUTEX_WAIT without
+// FUTEX_PRIVATE_FLAG, so the kernel keys the wait by the shared page, not by
+// the process's address. Elsewhere it is bounded polling (1 us growing to
+// 1 ms), which is correct, only slower to wake.
+//
+// The protocol (wait_state below) wakes no one and makes no system call
+// unless a waiter announced itself; a waiter that dies leaves at most one
+// extra wake-up behind.
+
+#include <procsafe/detail/config.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <concepts>
+#include <cstdint>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <ctime>
+#endif
+
+namespace procsafe::detail {
+
+using wait_clock = std::chrono::steady_clock;
+
+/// Sleeps while *word == expected, at most until `deadline`; may return early.
+inline void wait_on_word(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                         wait_clock::time_point deadline) noexcept {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+    auto left = deadline - wait_clock::now();
+    if (left <= wait_clock::duration::zero()) return;
+#if defined(__linux__)
+    // Slices of at most 1 s: a waiter re-checks by itself now and then.
+    if (left > std::chrono::seconds(1)) left = std::chrono::seconds(1);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec rel{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &rel, nullptr, 0);
+#else
+    // Portable fallback: poll with a growing pause.
+    auto pause = std::chrono::microseconds(1);
+    while (word.load(std::memory_order_acquire) == expected && wait_clock::now() < deadline) {
+        std::this_thread::sleep_for(pause);
+        if (pause < std::chrono::milliseconds(1)) pause *= 2;
+    }
+#endif
+}
+
+/// Wakes every process and thread sleeping on the word.
+inline void wake_all_on_word(std::atomic<std::uint32_t>& word) noexcept {
+#if defined(__linux__)
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+#else
+    (void)word;  // pollers see the change by themselves
+#endif
+}
+
+/// The waiting half of a counter: a sequence word the waiters sleep on and
+/// a flag saying that someone may be asleep.
+///
+/// Waiter: read seq, set the flag, check the condition, sleep while seq is
+/// unchanged. Notifier (after changing the value): if the flag is set,
+/// clear it, bump seq, wake all. With all four accesses sequentially
+/// consistent, either the notifier sees the flag, or the waiter sees the new
+/// value: no wake-up is missed. The flag is cleared by the notifier, so a
+/// waiter that died does not make every later update pay a system call.
+struct wait_state {
+    std::atomic<std::uint32_t> seq{0};
+    std::atomic<std::uint32_t> waiting{0};
+
+    /// After every change of the value. No system call unless a waiter is there.
+    void notify() noexcept {
+        if (waiting.load(std::memory_order_seq_cst) != 0 && waiting.exchange(0, std::memory_order_seq_cst) != 0) {
+            seq.fetch_add(1, std::memory_order_seq_cst);
+            wake_all_on_word(seq);
+        }
+    }
+
+    /// Blocks until holds() returns true or the deadline passes; returns
+    /// whether it held. holds() reads the value (atomically or under a lock).
+    template <class Holds>
+    bool wait_until(Holds holds, wait_clock::time_point deadline) {
+        for (;;) {
+            const std::uint32_t s = seq.load(std::memory_order_seq_cst);
+            waiting.store(1, std::memory_order_seq_cst);
+            if (holds()) return true;
+            if (wait_clock::now() >= deadline) return false;
+            wait_on_word(seq, s, deadline);
+        }
+    }
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+}  // namespace procsafe::detail
+
+namespace procsafe::detail {
+
+/// The waiting operations every counter shares (mixed in with CRTP; the
+/// derived class calls notify() after every change of its value).
+template <class Derived, class T>
+class waitable {
+public:
+    /// Blocks until pred(value()) is true. Waits on the value's state, not on
+    /// a message: a waiter that starts after the value got there returns at
+    /// once. Process-safe. Blocks (a futex on Linux, polling elsewhere).
+    template <class Pred>
+    void wait(Pred pred) const {
+        (void)wait_until(std::move(pred), wait_clock::time_point::max());
+    }
+    /// As wait(pred), for at most d. Returns whether pred held.
+    template <class Pred, class Rep, class Period>
+    bool wait_for(Pred pred, const std::chrono::duration<Rep, Period>& d) const {
+        return wait_until(std::move(pred), deadline_after(d));
+    }
+    /// As wait(pred), until tp at most. Returns whether pred held.
+    template <class Pred, class Clock, class Duration>
+    bool wait_until(Pred pred, const std::chrono::time_point<Clock, Duration>& tp) const {
+        return wait_.wait_until([&] { return static_cast<bool>(pred(self().value())); }, to_steady(tp));
+    }
+
+    /// Blocks until value() >= n (a parent waiting for n workers to report).
+    void wait_at_least(T n) const requires std::totally_ordered<T> {
+        wait([n](const T& v) { return !(v < n); });
+    }
+    template <class Rep, class Period>
+    bool wait_at_least_for(T n, const std::chrono::duration<Rep, Period>& d) const requires std::totally_ordered<T> {
+        return wait_for([n](const T& v) { return !(v < n); }, d);
+    }
+    template <class Clock, class Duration>
+    bool wait_at_least_until(T n, const std::chrono::time_point<Clock, Duration>& tp) const
+        requires std::totally_ordered<T> {
+        return wait_until([n](const T& v) { return !(v < n); }, tp);
+    }
+
+    /// Blocks until value() == v.
+    void wait_equal(T v) const requires std::equality_comparable<T> {
+        wait([v](const T& x) { return x == v; });
+    }
+    template <class Rep, class Period>
+    bool wait_equal_for(T v, const std::chrono::duration<Rep, Period>& d) const requires std::equality_comparable<T> {
+        return wait_for([v](const T& x) { return x == v; }, d);
+    }
+    template <class Clock, class Duration>
+    bool wait_equal_until(T v, const std::chrono::time_point<Clock, Duration>& tp) const
+        requires std::equality_comparable<T> {
+        return wait_until([v](const T& x) { return x == v; }, tp);
+    }
+
+protected:
+    waitable() = default;
+    /// After every change of the value: wakes waiters, if there are any.
+    void notify() const noexcept { wait_.notify(); }
+
+private:
+    const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
+
+    template <class Rep, class Period>
+    static wait_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d) {
+        const auto now = wait_clock::now();
+        if (d <= std::chrono::duration<Rep, Period>::zero()) return now;
+        if (d >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(wait_clock::time_point::max() - now))
+            return wait_clock::time_point::max();
+        return now + std::chrono::ceil<wait_clock::duration>(d);
+    }
+    template <class Clock, class Duration>
+    static wait_clock::time_point to_steady(const std::chrono::time_point<Clock, Duration>& tp) {
+        if constexpr (std::is_same_v<Clock, wait_clock>) {
+            return std::chrono::time_point_cast<wait_clock::duration>(tp);
+        } else {
+            return deadline_after(tp - Clock::now());
+        }
+    }
+
+    mutable wait_state wait_;
+};
+
+}  // namespace procsafe::detail
