@@ -41,15 +41,26 @@ concept addable = requires(const T a, const T b) {
 /// The counter's operations without the line padding: what counter_array
 /// hands out for its elements (packed or padded). Use counter<T, Sync> for a
 /// counter of its own. Same operations, same guarantees.
-template <class T, class Sync>
+namespace detail {
+/// Where a counter keeps its wait word. compact: right beside the value
+/// (array elements, small). split: on the other 64-byte half of the
+/// counter's 128-byte block, so the notifier's check of "is anybody
+/// waiting?" reads a line nobody writes, instead of the hot line another
+/// process may steal between the update and the check.
+struct compact_layout {};
+struct split_layout {};
+}  // namespace detail
+
+template <class T, class Sync, class Layout = detail::compact_layout>
 class basic_counter {
     static_assert(std::is_same_v<Sync, atomic_sync> || std::is_same_v<Sync, mutex_sync>,
                   "procsafe::counter: Sync must be procsafe::atomic_sync or procsafe::mutex_sync");
 };
 
 /// Lock-free operations on a T (see counter<T, atomic_sync>).
-template <class T>
-class basic_counter<T, atomic_sync> : public detail::waitable<basic_counter<T, atomic_sync>, T> {
+template <class T, class Layout>
+class basic_counter<T, atomic_sync, Layout> : public detail::waitable<basic_counter<T, atomic_sync, Layout>, T> {
+    friend class detail::waitable<basic_counter, T>;
     static_assert(atomic_counter_value<T>,
                   "procsafe::atomic_counter<T>: T must be an integer (not bool) or floating-point type");
     static_assert(std::atomic_ref<T>::is_always_lock_free,
@@ -61,7 +72,7 @@ public:
     using value_type = T;
     using sync_type = atomic_sync;
 
-    explicit basic_counter(T initial = T{}) noexcept : value_(initial) {}
+    explicit basic_counter(T initial = T{}) noexcept { storage_.value = initial; }
     basic_counter(const basic_counter&) = delete;
     basic_counter& operator=(const basic_counter&) = delete;
 
@@ -121,15 +132,25 @@ public:
     T operator-=(T n) noexcept { return decrement(n); }            // new value
 
 private:
-    std::atomic_ref<T> ref() const noexcept { return std::atomic_ref<T>(value_); }
+    std::atomic_ref<T> ref() const noexcept { return std::atomic_ref<T>(storage_.value); }
+    detail::wait_state& wait_state_ref() const noexcept { return storage_.wait; }
 
-    // Aligned for atomic_ref (required_alignment); counter<> puts it alone on its line.
-    alignas(std::atomic_ref<T>::required_alignment) mutable T value_;
+    struct compact {
+        // Aligned for atomic_ref (required_alignment).
+        alignas(std::atomic_ref<T>::required_alignment) T value;
+        detail::wait_state wait;
+    };
+    struct split {
+        alignas(std::atomic_ref<T>::required_alignment) T value;
+        alignas(64) detail::wait_state wait;
+    };
+    mutable std::conditional_t<std::is_same_v<Layout, detail::split_layout>, split, compact> storage_;
 };
 
 /// Operations under a robust mutex on any trivially copyable T (see counter<T, mutex_sync>).
-template <class T>
-class basic_counter<T, mutex_sync> : public detail::waitable<basic_counter<T, mutex_sync>, T> {
+template <class T, class Layout>
+class basic_counter<T, mutex_sync, Layout> : public detail::waitable<basic_counter<T, mutex_sync, Layout>, T> {
+    friend class detail::waitable<basic_counter, T>;
     static_assert(mutex_counter_value<T>,
                   "procsafe::mutex_counter<T>: T must be trivially copyable and default constructible "
                   "(it is shared byte for byte between processes)");
@@ -139,7 +160,10 @@ public:
     using sync_type = mutex_sync;
 
     /// Throws: procsafe::error if the OS cannot initialize the mutex.
-    explicit basic_counter(T initial = T{}) : slots_{initial, initial} {}
+    explicit basic_counter(T initial = T{}) {
+        slots_[0] = initial;
+        slots_[1] = initial;
+    }
     basic_counter(const basic_counter&) = delete;
     basic_counter& operator=(const basic_counter&) = delete;
 
@@ -243,9 +267,13 @@ private:
         }
     }
 
+    detail::wait_state& wait_state_ref() const noexcept { return wait_; }
+
     mutable detail::robust_mutex mutex_;
     std::atomic<std::uint32_t> current_{0};  // which slot holds the committed value
-    T slots_[2];
+    T slots_[2]{};
+    alignas(std::is_same_v<Layout, detail::split_layout> ? 64 : alignof(detail::wait_state))
+        mutable detail::wait_state wait_;
 };
 
 /// A counter shared by every process that maps its segment.
@@ -284,9 +312,9 @@ private:
 /// s.with_lock([&](stats& v) { v.requests += 1; v.bytes += 512; });  // atomic as a whole
 /// ```
 template <class T, class Sync>
-class alignas(cache_line) counter : public basic_counter<T, Sync> {
+class alignas(cache_line) counter : public basic_counter<T, Sync, detail::split_layout> {
 public:
-    using basic_counter<T, Sync>::basic_counter;
+    using basic_counter<T, Sync, detail::split_layout>::basic_counter;
 };
 
 /// Lock-free counter of T (integer or floating point).

@@ -63,11 +63,7 @@ public:
                         "counter_array index " + std::to_string(i) + " is past its " + std::to_string(size_) +
                             " elements");
         }
-        const unsigned char* p = elements() + i * stride_;
-        if (layout_ == array_layout::padded) {
-            return *std::launder(reinterpret_cast<const counter<T, Sync>*>(p));
-        }
-        return *std::launder(reinterpret_cast<const element_type*>(p));
+        return *std::launder(reinterpret_cast<const element_type*>(elements() + i * stride_));
     }
 
     std::size_t size() const noexcept { return size_; }
@@ -88,14 +84,14 @@ private:
     explicit counter_array(std::size_t n, array_layout layout = array_layout::padded, const T& initial = T{})
         : size_(checked(n, layout)), layout_(layout), stride_(static_cast<std::uint32_t>(stride_for(layout))) {
         unsigned char* p = elements();
-        for (std::size_t i = 0; i < size_; ++i, p += stride_) {
-            if (layout_ == array_layout::padded) ::new (static_cast<void*>(p)) counter<T, Sync>(initial);
-            else ::new (static_cast<void*>(p)) element_type(initial);
-        }
+        for (std::size_t i = 0; i < size_; ++i, p += stride_) ::new (static_cast<void*>(p)) element_type(initial);
     }
 
     static std::size_t stride_for(array_layout layout) noexcept {
-        return layout == array_layout::padded ? sizeof(counter<T, Sync>) : sizeof(element_type);
+        // Padded: whole 128-byte lines per element (the wait word stays beside
+        // the value, as in every array element).
+        constexpr std::size_t padded = (sizeof(element_type) + cache_line - 1) / cache_line * cache_line;
+        return layout == array_layout::padded ? padded : sizeof(element_type);
     }
     static std::size_t checked(std::size_t n, array_layout layout) {
         if (n == 0 || n > max_size) {

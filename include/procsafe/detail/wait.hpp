@@ -108,7 +108,8 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 namespace procsafe::detail {
 
 /// The waiting operations every counter shares (mixed in with CRTP; the
-/// derived class calls notify() after every change of its value).
+/// derived class keeps a wait_state, hands it out by wait_state_ref(), and
+/// calls notify() after every change of its value).
 template <class Derived, class T>
 class waitable {
 public:
@@ -127,7 +128,8 @@ public:
     /// As wait(pred), until tp at most. Returns whether pred held.
     template <class Pred, class Clock, class Duration>
     bool wait_until(Pred pred, const std::chrono::time_point<Clock, Duration>& tp) const {
-        return wait_.wait_until([&] { return static_cast<bool>(pred(self().value())); }, to_steady(tp));
+        return self().wait_state_ref().wait_until([&] { return static_cast<bool>(pred(self().value())); },
+                                                  to_steady(tp));
     }
 
     /// Blocks until value() >= n (a parent waiting for n workers to report).
@@ -161,7 +163,7 @@ public:
 protected:
     waitable() = default;
     /// After every change of the value: wakes waiters, if there are any.
-    void notify() const noexcept { wait_.notify(); }
+    void notify() const noexcept { self().wait_state_ref().notify(); }
 
 private:
     const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
@@ -183,7 +185,6 @@ private:
         }
     }
 
-    mutable wait_state wait_;
 };
 
 }  // namespace procsafe::detail
