@@ -9,8 +9,9 @@
 
 #if defined(PROCSAFE_POSIX)
 #include <procsafe/detail/shm_posix.hpp>
-#include <csignal>
 #include <sys/types.h>
+#else
+#include <procsafe/detail/shm_win32.hpp>
 #endif
 
 #include <boost/interprocess/creation_tags.hpp>
@@ -122,12 +123,6 @@ inline void check_object_name(std::string_view segment, std::string_view name) {
     }
 }
 
-inline std::uint32_t current_pid() noexcept { return static_cast<std::uint32_t>(::getpid()); }
-
-inline bool process_gone(std::uint32_t pid) noexcept {
-    return pid != 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-}
-
 /// Polls `ready` until it returns true or `timeout` passes. Backs off from
 /// yielding to 1 ms sleeps: only set-up paths wait here, never a counter.
 template <class Ready>
@@ -219,6 +214,7 @@ public:
         detail::check_segment_name(name);
         segment s{std::string(name)};
         s.timeout_ = timeout;
+#if defined(PROCSAFE_POSIX)
         s.map_ = detail::mapping::open(os_name(name), name);
         struct stat st = s.map_.stat(name);
         if (st.st_uid != ::geteuid()) {
@@ -236,6 +232,14 @@ public:
                             " bytes and was never initialized (a creator that died, or not procsafe's)");
         }
         s.map_.map(name, static_cast<std::size_t>(st.st_size));
+#else
+        // A Windows section has its size from birth, and only its creator's
+        // session (or, for Global names, an administrator) can create one.
+        s.map_ = detail::mapping::open(os_name(name), name);
+        if (s.map_.size() < detail::managed_offset) {
+            throw error(errc::timed_out, name, {}, "too small to be a procsafe segment");
+        }
+#endif
         s.header_ = static_cast<detail::segment_header*>(s.map_.addr());
         const bool published = detail::bounded_wait(
             timeout, [&] { return s.header_->magic.load(std::memory_order_acquire) != 0; });
@@ -269,11 +273,17 @@ public:
     /// A segment of at least `bytes` that fork()ed children inherit. It has no
     /// name and disappears with the last process that maps it. POSIX only.
     static segment anonymous(std::size_t bytes) {
+#if defined(PROCSAFE_POSIX)
         segment s(std::string{});
         const std::size_t total = checked_size("(anonymous)", bytes);
         s.map_ = detail::mapping::anonymous(total);
         s.initialize();
         return s;
+#else
+        (void)bytes;
+        throw error(errc::unsupported, "(anonymous)", {},
+                    "anonymous segments are inherited by fork(), which Windows does not have: use a named one");
+#endif
     }
 
     /// Removes the named segment. Processes that map it keep their mapping;
@@ -281,9 +291,15 @@ public:
     /// Throws: invalid_name, permission_denied.
     static bool remove(std::string_view name) {
         detail::check_segment_name(name);
+#if defined(PROCSAFE_POSIX)
         if (::shm_unlink(os_name(name).c_str()) == 0) return true;
         if (errno == ENOENT) return false;
         detail::throw_errno(name, "shm_unlink", errno);
+#else
+        // A Windows section has no name to unlink: it disappears when the
+        // last process that maps it closes it. Nothing to do; say so.
+        return false;
+#endif
     }
 
     segment(segment&& o) noexcept { swap(o); }
@@ -360,8 +376,12 @@ public:
     /// True when the name no longer refers to this mapping: removed, and
     /// perhaps recreated by someone else. Reopen with open() to see the new one.
     bool is_stale() const {
+#if defined(PROCSAFE_POSIX)
         if (name_.empty()) return false;
         return map_.stat(name_).st_nlink == 0;
+#else
+        return false;  // a mapped Windows section cannot be removed under us
+#endif
     }
     std::chrono::milliseconds timeout() const noexcept { return timeout_; }
     void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
@@ -382,8 +402,14 @@ private:
     static std::string os_name(std::string_view name) {
         // Not "/" + std::string(name): GCC 12 at -O3 warns (-Wrestrict, a
         // false positive, GCC bug 105329) and users may build with -Werror.
+#if defined(PROCSAFE_POSIX)
         std::string os(1, '/');
         os.append(name);
+#else
+        constexpr std::string_view global = "Global.";
+        std::string os(name.substr(0, global.size()) == global ? "Global\\" : "Local\\");
+        os.append(name.substr(name.substr(0, global.size()) == global ? global.size() : 0));
+#endif
         return os;
     }
 

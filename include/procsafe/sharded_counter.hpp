@@ -20,6 +20,14 @@
 #include <csignal>
 #include <sched.h>
 #include <unistd.h>
+#else
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
 #endif
 
 namespace procsafe {
@@ -240,7 +248,7 @@ private:
         const int cpu = ::sched_getcpu();  // glibc reads it from rseq: no system call
         return cpu < 0 ? 0u : static_cast<std::uint32_t>(cpu) & mask();
 #else
-        return 0;
+        return static_cast<std::uint32_t>(::GetCurrentProcessorNumber()) & mask();
 #endif
     }
 
@@ -248,15 +256,19 @@ private:
 #if defined(PROCSAFE_POSIX)
         return static_cast<std::int32_t>(::gettid());
 #else
-        return 1;
+        return static_cast<std::int32_t>(::GetCurrentThreadId());  // unique among live threads, system-wide
 #endif
     }
     static bool thread_gone(std::int32_t tid) noexcept {
 #if defined(PROCSAFE_POSIX)
         return tid > 0 && ::kill(tid, 0) != 0 && errno == ESRCH;
 #else
-        (void)tid;
-        return false;
+        if (tid <= 0) return false;
+        HANDLE h = ::OpenThread(SYNCHRONIZE, FALSE, static_cast<DWORD>(tid));
+        if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
+        const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
+        ::CloseHandle(h);
+        return exited;
 #endif
     }
 
@@ -267,7 +279,11 @@ private:
         slot* s = nullptr;
         exclusive = false;
         if (strategy_ == shard_strategy::per_process) {
+#if defined(PROCSAFE_POSIX)
             const auto pid = static_cast<std::uint32_t>(::getpid());
+#else
+            const auto pid = static_cast<std::uint32_t>(::GetCurrentProcessId());
+#endif
             s = &lines()[(pid * 2654435761u) & mask()];
         } else if (strategy_ == shard_strategy::per_cpu) {
             // Only a writer gets here: it keeps the slot of the CPU it was made

@@ -13,6 +13,14 @@
 
 #if defined(PROCSAFE_POSIX)
 #include <pthread.h>
+#else
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
 #endif
 
 namespace procsafe::detail {
@@ -108,6 +116,58 @@ private:
 };
 
 #endif  // PROCSAFE_POSIX
+
+#if defined(PROCSAFE_WINDOWS)
+
+/// Windows: a lock word holding the owner's process id. A locker that has
+/// waited a while checks whether the owner process still runs; if it exited
+/// (or was killed with TerminateProcess), the locker takes the lock over and
+/// counts the recovery, as EOWNERDEAD does on POSIX. Waiting yields, then
+/// sleeps 1 ms at a time, and re-checks by itself.
+/// Limits: the owner is a process, not a thread; a thread terminated alone
+/// while holding the lock is not detected.
+class robust_mutex {
+public:
+    robust_mutex() = default;
+    robust_mutex(const robust_mutex&) = delete;
+    robust_mutex& operator=(const robust_mutex&) = delete;
+
+    bool lock() {
+        const std::uint32_t me = ::GetCurrentProcessId();
+        for (unsigned round = 0;; ++round) {
+            std::uint32_t expected = 0;
+            if (owner_.compare_exchange_weak(expected, me, std::memory_order_acquire)) return false;
+            if (round >= 64 && (round % 16) == 0 && expected != 0 && expected != me && owner_gone(expected) &&
+                owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+                recoveries_.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            }
+            if (round < 64) ::SwitchToThread();
+            else ::Sleep(1);
+        }
+    }
+    bool try_lock(bool& recovered) {
+        std::uint32_t expected = 0;
+        recovered = false;
+        return owner_.compare_exchange_strong(expected, ::GetCurrentProcessId(), std::memory_order_acquire);
+    }
+    void unlock() noexcept { owner_.store(0, std::memory_order_release); }
+    std::uint32_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
+
+private:
+    static bool owner_gone(std::uint32_t pid) noexcept {
+        HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, pid);
+        if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
+        const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
+        ::CloseHandle(h);
+        return exited;
+    }
+
+    std::atomic<std::uint32_t> owner_{0};
+    std::atomic<std::uint32_t> recoveries_{0};
+};
+
+#endif  // PROCSAFE_WINDOWS
 
 /// Scoped lock for robust_mutex; remembers whether the lock was recovered.
 template <class Mutex>

@@ -1,0 +1,145 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Win32 shared memory: a named, pagefile-backed section (CreateFileMapping
+// with SEC_COMMIT, so a machine without room says so at create, not later).
+// Not Boost's windows emulation of POSIX shared memory: that one is a file
+// under ProgramData with a boot-time stamp in its path that broke between
+// Boost versions (boostorg/interprocess #279, #216).
+//
+// Lifetime: a Windows section exists while some process holds a handle to
+// it; procsafe's segment keeps its handle open while it is alive, and the
+// section disappears with the last one. Names live in the session's
+// namespace ("Local\\NAME") unless the name starts with "Global." (then
+// "Global\\REST", which needs SeCreateGlobalPrivilege to create).
+
+#include <procsafe/detail/config.hpp>
+#include <procsafe/detail/thread_cache.hpp>
+#include <procsafe/error.hpp>
+
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+namespace procsafe::detail {
+
+inline errc errc_from_win32(DWORD e) {
+    switch (e) {
+        case ERROR_FILE_NOT_FOUND:
+        case ERROR_PATH_NOT_FOUND: return errc::not_found;
+        case ERROR_ALREADY_EXISTS: return errc::already_exists;
+        case ERROR_ACCESS_DENIED:
+        case ERROR_PRIVILEGE_NOT_HELD: return errc::permission_denied;
+        case ERROR_NOT_ENOUGH_MEMORY:
+        case ERROR_OUTOFMEMORY:
+        case ERROR_COMMITMENT_LIMIT:
+        case ERROR_DISK_FULL: return errc::out_of_space;
+        case ERROR_INVALID_NAME:
+        case ERROR_BAD_PATHNAME: return errc::invalid_name;
+        default: return errc::system_error;
+    }
+}
+
+[[noreturn]] inline void throw_win32(std::string_view segment, const char* what, DWORD e) {
+    throw error(errc_from_win32(e), segment, {},
+                std::string(what) + ": " + std::system_category().message(static_cast<int>(e)));
+}
+
+inline std::size_t page_size() {
+    static const std::size_t size = [] {
+        SYSTEM_INFO info;
+        ::GetSystemInfo(&info);
+        return static_cast<std::size_t>(info.dwPageSize);
+    }();
+    return size;
+}
+
+/// One view of a named section, owned by this process.
+class mapping {
+public:
+    mapping() = default;
+    mapping(const mapping&) = delete;
+    mapping& operator=(const mapping&) = delete;
+    mapping(mapping&& o) noexcept { swap(o); }
+    mapping& operator=(mapping&& o) noexcept {
+        mapping tmp(std::move(o));
+        swap(tmp);
+        return *this;
+    }
+    ~mapping() {
+        if (addr_ != nullptr) {
+            ::UnmapViewOfFile(addr_);
+            bump_cache_epoch();
+        }
+        if (handle_ != nullptr) ::CloseHandle(handle_);
+    }
+    void swap(mapping& o) noexcept {
+        std::swap(addr_, o.addr_);
+        std::swap(size_, o.size_);
+        std::swap(handle_, o.handle_);
+    }
+
+    /// Creates the section exclusively, commits its pages and maps it.
+    static mapping create(const std::string& os_name, std::string_view name, std::size_t bytes, unsigned /*mode*/) {
+        mapping m;
+        const auto size = static_cast<unsigned long long>(bytes);
+        m.handle_ = ::CreateFileMappingA(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | SEC_COMMIT,
+                                         static_cast<DWORD>(size >> 32), static_cast<DWORD>(size & 0xffffffffu),
+                                         os_name.c_str());
+        const DWORD e = ::GetLastError();
+        if (m.handle_ == nullptr) throw_win32(name, "CreateFileMapping", e);
+        if (e == ERROR_ALREADY_EXISTS) throw_win32(name, "CreateFileMapping", e);  // m closes the handle
+        m.map(name, bytes);
+        return m;
+    }
+
+    /// Opens an existing section and maps all of it.
+    static mapping open(const std::string& os_name, std::string_view name) {
+        mapping m;
+        m.handle_ = ::OpenFileMappingA(FILE_MAP_ALL_ACCESS, FALSE, os_name.c_str());
+        if (m.handle_ == nullptr) throw_win32(name, "OpenFileMapping", ::GetLastError());
+        m.map(name, 0);
+        MEMORY_BASIC_INFORMATION info{};
+        if (::VirtualQuery(m.addr_, &info, sizeof info) == 0) throw_win32(name, "VirtualQuery", ::GetLastError());
+        m.size_ = static_cast<std::size_t>(info.RegionSize);
+        return m;
+    }
+
+    void map(std::string_view name, std::size_t bytes) {
+        void* p = ::MapViewOfFile(handle_, FILE_MAP_ALL_ACCESS, 0, 0, bytes);
+        if (p == nullptr) throw_win32(name, "MapViewOfFile", ::GetLastError());
+        addr_ = p;
+        size_ = bytes;
+    }
+
+    void* addr() const noexcept { return addr_; }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    void* addr_ = nullptr;
+    std::size_t size_ = 0;
+    HANDLE handle_ = nullptr;
+};
+
+inline std::uint32_t current_pid() noexcept { return static_cast<std::uint32_t>(::GetCurrentProcessId()); }
+
+/// True when no process with that id is running (it exited, or never was).
+inline bool process_gone(std::uint32_t pid) noexcept {
+    if (pid == 0) return false;
+    HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, pid);
+    if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
+    const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
+    ::CloseHandle(h);
+    return exited;
+}
+
+}  // namespace procsafe::detail

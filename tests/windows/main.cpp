@@ -1,0 +1,4 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
