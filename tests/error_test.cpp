@@ -3,7 +3,9 @@
 // Every bad input gets its own procsafe::errc, and a message naming the
 // segment and the object.
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/shm_files.hpp"
 #include "support/values.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -24,43 +26,15 @@ namespace {
 /// Runs f, requires a procsafe::error with `code`, returns its message.
 template <class F>
 std::string require_error(errc code, F&& f) {
-    try {
-        f();
-    } catch (const procsafe::error& e) {
-        INFO(e.what());
-        REQUIRE(e.code() == code);
-        REQUIRE(e.code().category() == procsafe::error_category());
-        return e.what();
-    }
-    FAIL("no procsafe::error thrown");
-    return {};
+    const procsafe::error e = procsafe_test::catch_error(std::forward<F>(f));
+    INFO(e.what());
+    REQUIRE(e.code() == code);
+    REQUIRE(e.code().category() == procsafe::error_category());
+    return e.what();
 }
 
-/// Writes a raw shared memory object under `name`: `bytes` bytes of `fill`.
-void raw_shm(const std::string& name, std::size_t bytes, unsigned char fill) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-    REQUIRE(fd >= 0);
-    REQUIRE(::ftruncate(fd, static_cast<off_t>(bytes)) == 0);
-    if (bytes > 0) {
-        void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        REQUIRE(p != MAP_FAILED);
-        std::memset(p, fill, bytes);
-        ::munmap(p, bytes);
-    }
-    ::close(fd);
-}
-
-/// Maps a procsafe segment's header raw and lets f tamper with it.
-template <class F>
-void tamper(const std::string& name, F&& f) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
-    REQUIRE(fd >= 0);
-    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    REQUIRE(p != MAP_FAILED);
-    f(*static_cast<procsafe::detail::segment_header*>(p));
-    ::munmap(p, 4096);
-    ::close(fd);
-}
+using procsafe_test::raw_shm;
+using procsafe_test::tamper;
 
 }  // namespace
 

@@ -3,7 +3,9 @@
 // Hostile and stale segments, and running out of room: refused with a
 // specific error, never mapped and trusted, never a crash or a SIGBUS.
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/shm_files.hpp"
 #include "support/values.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -22,30 +24,8 @@
 using procsafe::errc;
 using procsafe_test::unique_name;
 
-namespace {
-
-template <class F>
-procsafe::error catch_error(F&& f) {
-    try {
-        f();
-    } catch (const procsafe::error& e) {
-        return e;
-    }
-    FAIL("no procsafe::error thrown");
-    throw std::logic_error("unreachable");
-}
-
-void tamper(const std::string& name, const std::function<void(procsafe::detail::segment_header&)>& f) {
-    const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
-    REQUIRE(fd >= 0);
-    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    REQUIRE(p != MAP_FAILED);
-    f(*static_cast<procsafe::detail::segment_header*>(p));
-    ::munmap(p, 4096);
-    ::close(fd);
-}
-
-}  // namespace
+using procsafe_test::catch_error;
+using procsafe_test::tamper;
 
 TEST_CASE("hostile: each header field tampered one at a time gives its own error", "[hostile][error]") {
     struct field {

@@ -4,6 +4,7 @@
 
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
 #include <procsafe/error.hpp>
 

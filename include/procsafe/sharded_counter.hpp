@@ -16,18 +16,12 @@
 #include <thread>
 #include <type_traits>
 
+#include <procsafe/detail/platform.hpp>
+
 #if defined(PROCSAFE_POSIX)
 #include <csignal>
 #include <sched.h>
 #include <unistd.h>
-#else
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
 #endif
 
 namespace procsafe {
@@ -279,11 +273,7 @@ private:
         slot* s = nullptr;
         exclusive = false;
         if (strategy_ == shard_strategy::per_process) {
-#if defined(PROCSAFE_POSIX)
-            const auto pid = static_cast<std::uint32_t>(::getpid());
-#else
-            const auto pid = static_cast<std::uint32_t>(::GetCurrentProcessId());
-#endif
+            const std::uint32_t pid = detail::current_pid();
             s = &lines()[(pid * 2654435761u) & mask()];
         } else if (strategy_ == shard_strategy::per_cpu) {
             // Only a writer gets here: it keeps the slot of the CPU it was made

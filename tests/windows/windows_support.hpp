@@ -12,13 +12,7 @@
 #include <string>
 #include <thread>
 
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
+#include <windows.h>  // (procsafe's headers already set WIN32_LEAN_AND_MEAN and NOMINMAX)
 
 namespace wintest {
 

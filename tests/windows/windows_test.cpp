@@ -3,7 +3,7 @@
 // The Windows leg, cross-built with mingw-w64 and run under wine by CI.
 // Processes are started with CreateProcess (Windows has no fork): the
 // fork-based tests in tests/*.cpp do not build here, and say so at configure.
-#include "../catch.hpp"
+#include "../support/errors.hpp"
 #include "windows_support.hpp"
 
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include <vector>
 
 using procsafe::errc;
+using procsafe_test::catch_error;
 using namespace std::chrono_literals;
 
 namespace {
@@ -58,17 +59,6 @@ int join(HANDLE h, std::chrono::milliseconds limit = 120s) {
     }
     ::CloseHandle(h);
     return code;
-}
-
-template <class F>
-procsafe::error catch_error(F&& f) {
-    try {
-        f();
-    } catch (const procsafe::error& e) {
-        return e;
-    }
-    FAIL("no procsafe::error thrown");
-    throw std::logic_error("unreachable");
 }
 
 }  // namespace

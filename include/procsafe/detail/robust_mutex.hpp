@@ -11,16 +11,10 @@
 #include <system_error>
 #include <ctime>
 
+#include <procsafe/detail/platform.hpp>
+
 #if defined(PROCSAFE_POSIX)
 #include <pthread.h>
-#else
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
 #endif
 
 namespace procsafe::detail {
@@ -137,7 +131,7 @@ public:
         for (unsigned round = 0;; ++round) {
             std::uint32_t expected = 0;
             if (owner_.compare_exchange_weak(expected, me, std::memory_order_acquire)) return false;
-            if (round >= 64 && (round % 16) == 0 && expected != 0 && expected != me && owner_gone(expected) &&
+            if (round >= 64 && (round % 16) == 0 && expected != 0 && expected != me && process_gone(expected) &&
                 owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
                 recoveries_.fetch_add(1, std::memory_order_relaxed);
                 return true;
@@ -155,14 +149,6 @@ public:
     std::uint32_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
 
 private:
-    static bool owner_gone(std::uint32_t pid) noexcept {
-        HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, pid);
-        if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
-        const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
-        ::CloseHandle(h);
-        return exited;
-    }
-
     std::atomic<std::uint32_t> owner_{0};
     std::atomic<std::uint32_t> recoveries_{0};
 };

@@ -21,7 +21,6 @@
 #include <string>
 #include <string_view>
 
-#include <csignal>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -52,13 +51,6 @@ inline errc errc_from_errno(int e) {
 inline std::size_t page_size() {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     return size;
-}
-
-inline std::uint32_t current_pid() noexcept { return static_cast<std::uint32_t>(::getpid()); }
-
-/// True when no process with that id exists (kill(pid, 0) says ESRCH).
-inline bool process_gone(std::uint32_t pid) noexcept {
-    return pid != 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
 }
 
 /// One mapping of a shared memory object, owned by this process.

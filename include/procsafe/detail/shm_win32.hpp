@@ -15,20 +15,13 @@
 // "Global\\REST", which needs SeCreateGlobalPrivilege to create).
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
 
 #include <string>
 #include <string_view>
 #include <system_error>
-
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
 
 namespace procsafe::detail {
 
@@ -129,17 +122,5 @@ private:
     std::size_t size_ = 0;
     HANDLE handle_ = nullptr;
 };
-
-inline std::uint32_t current_pid() noexcept { return static_cast<std::uint32_t>(::GetCurrentProcessId()); }
-
-/// True when no process with that id is running (it exited, or never was).
-inline bool process_gone(std::uint32_t pid) noexcept {
-    if (pid == 0) return false;
-    HANDLE h = ::OpenProcess(SYNCHRONIZE, FALSE, pid);
-    if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
-    const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
-    ::CloseHandle(h);
-    return exited;
-}
 
 }  // namespace procsafe::detail
