@@ -38,9 +38,6 @@ concept addable = requires(const T a, const T b) {
     { a - b } -> std::convertible_to<T>;
 };
 
-/// The counter's operations without the line padding: what counter_array
-/// hands out for its elements (packed or padded). Use counter<T, Sync> for a
-/// counter of its own. Same operations, same guarantees.
 namespace detail {
 /// Where a counter keeps its wait word. compact: right beside the value
 /// (array elements, small). split: on the other 64-byte half of the
@@ -51,6 +48,9 @@ struct compact_layout {};
 struct split_layout {};
 }  // namespace detail
 
+/// The counter's operations without the line padding: what counter_array
+/// hands out for its elements (packed or padded). Use counter<T, Sync> for a
+/// counter of its own. Same operations, same guarantees.
 template <class T, class Sync, class Layout = detail::compact_layout>
 class basic_counter {
     static_assert(std::is_same_v<Sync, atomic_sync> || std::is_same_v<Sync, mutex_sync>,
@@ -280,7 +280,8 @@ private:
 ///
 /// Place it with segment::construct / find / find_or_construct; each process
 /// gets a reference to the same object. `Sync` is atomic_sync (lock-free) or
-/// mutex_sync (a robust process-shared lock). The object fills whole 128-byte
+/// mutex_sync (a robust process-shared lock). Any process may block until the
+/// value says so (wait_at_least, wait_equal, wait; detail/wait.hpp). The object fills whole 128-byte
 /// lines, so two counters never share a cache line. It holds no pointer, and
 /// is neither copyable nor movable: its address is its identity.
 ///
