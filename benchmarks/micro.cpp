@@ -2,14 +2,13 @@
 // SPDX-License-Identifier: MIT
 // Single-process micro-benchmarks (Google Benchmark): the uncontended cost of
 // each operation, next to the raw primitive.
-#include <procsafe/procsafe.hpp>
+#include "contenders.hpp"  // the raw baselines procsafe-bench measures too
 
 #include <benchmark/benchmark.h>
 
 #include <atomic>
 #include <cstdint>
 #include <string>
-#include <pthread.h>
 
 namespace {
 
@@ -25,9 +24,8 @@ void atomic_increment(benchmark::State& state) {
 BENCHMARK(atomic_increment);
 
 void raw_fetch_add(benchmark::State& state) {
-    struct alignas(128) cell { std::int64_t v; };
-    auto& c = seg().find_or_construct<cell>("raw");
-    for (auto _ : state) benchmark::DoNotOptimize(std::atomic_ref<std::int64_t>(c.v).fetch_add(1) + 1);
+    auto& c = seg().find_or_construct<contenders::line>("raw");
+    for (auto _ : state) benchmark::DoNotOptimize(std::atomic_ref<std::int64_t>(c.value).fetch_add(1) + 1);
 }
 BENCHMARK(raw_fetch_add);
 
@@ -44,23 +42,11 @@ void mutex_increment(benchmark::State& state) {
 BENCHMARK(mutex_increment);
 
 void raw_robust_mutex_increment(benchmark::State& state) {
-    struct locked {
-        pthread_mutex_t m;
-        std::int64_t v = 0;
-        locked() {
-            pthread_mutexattr_t a;
-            pthread_mutexattr_init(&a);
-            pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-            pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-            pthread_mutex_init(&m, &a);
-            pthread_mutexattr_destroy(&a);
-        }
-    };
-    auto& l = seg().find_or_construct<locked>("robust");
+    auto& l = seg().find_or_construct<contenders::pthread_locked>("robust", true);
     for (auto _ : state) {
-        pthread_mutex_lock(&l.m);
-        benchmark::DoNotOptimize(++l.v);
-        pthread_mutex_unlock(&l.m);
+        pthread_mutex_lock(&l.mutex);
+        benchmark::DoNotOptimize(++l.value);
+        pthread_mutex_unlock(&l.mutex);
     }
 }
 BENCHMARK(raw_robust_mutex_increment);

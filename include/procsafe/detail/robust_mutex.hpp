@@ -62,15 +62,6 @@ public:
         return settle(rc);
     }
 
-    /// Tries once. Returns false if another owner holds it; sets recovered
-    /// when the previous owner died holding it.
-    bool try_lock(bool& recovered) {
-        const int rc = pthread_mutex_trylock(&mutex_);
-        if (rc == EBUSY) return false;
-        recovered = settle(rc);
-        return true;
-    }
-
     void unlock() noexcept { pthread_mutex_unlock(&mutex_); }
 
     /// How many times a locker found the owner dead and recovered the mutex.
@@ -139,11 +130,6 @@ public:
             if (round < 64) ::SwitchToThread();
             else ::Sleep(1);
         }
-    }
-    bool try_lock(bool& recovered) {
-        std::uint32_t expected = 0;
-        recovered = false;
-        return owner_.compare_exchange_strong(expected, ::GetCurrentProcessId(), std::memory_order_acquire);
     }
     void unlock() noexcept { owner_.store(0, std::memory_order_release); }
     std::uint32_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
