@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,7 +22,7 @@ constexpr const char* usage =
     "usage: procsafe-bench [--quick] [--processes LIST] [--ops K] [--repeat R]\n"
     "                      [--json FILE] [--plot FILE.png|FILE.svg] [--check] [--no-python]\n"
     "  --quick      1,2 processes only (CI); --check then takes the lower of the median and\n"
-    "               best-of-run ratios, with relaxed bounds\n"
+    "               best-of-run ratios, with relaxed bounds, and re-measures a miss up to twice\n"
     "  --check      exit 1 when a performance target is missed, printing the ratios\n";
 
 const char* atomic_name = "procsafe atomic_counter<int64>";
@@ -33,8 +34,21 @@ const char* sharded_name = "procsafe sharded writer (owned_slot)";
 const char* single_writer_name = "raw single-writer slot";
 const char* slot_fetch_add_name = "raw per-process slot fetch_add";
 
-void add_contenders(procsafe::bench::suite& s) {
+/// A suite that takes only the contenders `only` names (all when empty).
+struct filtered_suite {
+    procsafe::bench::suite& s;
+    const std::vector<std::string>& only;
+    template <class Setup>
+    void add(const std::string& name, Setup setup, procsafe::bench::contender_info info = {}) {
+        if (only.empty() || std::find(only.begin(), only.end(), name) != only.end())
+            s.add(name, std::move(setup), std::move(info));
+    }
+};
+
+/// Registers every contender, or only those whose name `only` lists.
+void add_contenders(procsafe::bench::suite& suite, const std::vector<std::string>& only = {}) {
     using namespace contenders;
+    filtered_suite s{suite, only};
     s.add(atomic_name, procsafe_counter<procsafe::atomic_counter<std::int64_t>>(), {fetch_add_name, ""});
     s.add(fetch_add_name, raw_fetch_add(), {"", "std::atomic_ref<int64_t>::fetch_add on one 128-byte line"});
     s.add(mutex_name, procsafe_counter<procsafe::mutex_counter<std::int64_t>>(),
@@ -242,61 +256,98 @@ int main(int argc, char** argv) {
     const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 100;
     bool ok = true;
     std::printf("\ntargets%s:\n",
-                quick ? " (quick mode: the lower of the median and best-of-run ratios, relaxed bounds)"
+                quick ? " (quick mode: the lower of the median and best-of-run ratios, relaxed bounds;"
+                        " a miss is re-measured up to twice on its own)"
                       : " (ratios of medians)");
-    auto target = [&](const char* what, std::optional<double> ratio, double bound, bool at_most) {
+    // A ratio taken from a suite's results; nullopt when a cell did not run.
+    using measure_fn = std::function<std::optional<double>(const procsafe::bench::suite&)>;
+    auto report = [&](const std::string& what, std::optional<double> ratio, double bound, bool at_most) {
         if (!ratio) {
-            std::printf("  %-58s not measured\n", what);
-            return;
+            std::printf("  %-58s not measured\n", what.c_str());
+            return true;
         }
         const bool met = at_most ? *ratio <= bound : *ratio >= bound;
+        std::printf("  %-58s %7.2f (%s %.2f) %s\n", what.c_str(), *ratio, at_most ? "<=" : ">=", bound,
+                    met ? "ok" : "MISSED");
+        return met;
+    };
+    // Judges a target on the main run. In quick mode (CI, a shared 2-CPU
+    // machine) a miss is measured again with only the contenders it compares,
+    // at most twice: a regression misses every time, a noisy neighbour
+    // rarely twice in a row. The full check never retries.
+    auto target = [&](const std::string& what, const measure_fn& measure, std::vector<std::string> contenders_used,
+                      int processes, double bound, bool at_most) {
+        bool met = report(what, measure(s), bound, at_most);
+        for (int attempt = 1; !met && quick && attempt <= 2; ++attempt) {
+            procsafe::bench::options again = opt;
+            again.processes = {processes};
+            again.workloads = {procsafe::bench::workload::increment};
+            procsafe::bench::suite retry(again);
+            add_contenders(retry, contenders_used);
+            retry.run();
+            met = report("  re-measured on its own (" + std::to_string(attempt) + "/2)", measure(retry), bound, at_most);
+        }
         ok = ok && met;
-        std::printf("  %-58s %7.2f (%s %.2f) %s\n", what, *ratio, at_most ? "<=" : ">=", bound, met ? "ok" : "MISSED");
+    };
+    auto plain = [&](const std::string& what, std::optional<double> value, double bound, bool at_most) {
+        ok = report(what, value, bound, at_most) && ok;
     };
     for (int p : {1, 2}) {
-        const auto* a = s.find(atomic_name, procsafe::bench::workload::increment, p);
-        const auto* mu = s.find(mutex_name, procsafe::bench::workload::increment, p);
         const std::string at = std::to_string(p) + (p == 1 ? " process" : " processes");
-        // Quick mode (CI) judges by the better of two estimators, median and
+        // Quick mode judges by the better of two estimators, median and
         // best-of-run: a real regression raises both, one noisy run only one.
-        auto ratio = [&](const procsafe::bench::result* r) -> std::optional<double> {
-            if (r == nullptr) return std::nullopt;
-            const auto median = s.ratio_to_baseline(*r);
-            const auto best = s.ratio_to_baseline(*r, true);
-            if (quick && median && best) return std::min(*median, *best);
-            return median;
+        auto ratio_of = [p, quick](const char* name) -> measure_fn {
+            return [=](const procsafe::bench::suite& in) -> std::optional<double> {
+                const auto* r = in.find(name, procsafe::bench::workload::increment, p);
+                if (r == nullptr) return std::nullopt;
+                const auto median = in.ratio_to_baseline(*r);
+                const auto best = in.ratio_to_baseline(*r, true);
+                if (quick && median && best) return std::min(*median, *best);
+                return median;
+            };
         };
-        target(("atomic_counter (waitable) / raw fetch_add, " + at).c_str(), ratio(a), bound_atomic, true);
-        target(("mutex_counter / raw robust pthread mutex, " + at).c_str(), ratio(mu), bound_mutex, true);
+        target("atomic_counter (waitable) / raw fetch_add, " + at, ratio_of(atomic_name),
+               {atomic_name, fetch_add_name}, p, bound_atomic, true);
+        target("mutex_counter / raw robust pthread mutex, " + at, ratio_of(mutex_name),
+               {mutex_name, robust_name}, p, bound_mutex, true);
     }
     {
         // sharded_counter: the writer against atomic_counter and the raw single-writer line.
-        const auto* sh = s.find(sharded_name, procsafe::bench::workload::increment, 2);
-        const auto* at = s.find(atomic_name, procsafe::bench::workload::increment, 2);
-        std::optional<double> speedup, overhead;
-        if (sh && at) speedup = quick ? std::max(at->median_ns() / sh->median_ns(), at->min_ns() / sh->min_ns())
-                                      : at->median_ns() / sh->median_ns();
-        if (sh) overhead = quick ? std::min(*s.ratio_to_baseline(*sh), *s.ratio_to_baseline(*sh, true))
-                                 : *s.ratio_to_baseline(*sh);
-        target("sharded writer speed-up over atomic_counter, 2 processes", speedup, quick ? 3.0 : 10.0, false);
-        target("sharded writer / raw single-writer slot, 2 processes", overhead, quick ? 3.0 : 1.5, true);
+        const measure_fn speedup = [quick](const procsafe::bench::suite& in) -> std::optional<double> {
+            const auto* sh = in.find(sharded_name, procsafe::bench::workload::increment, 2);
+            const auto* at = in.find(atomic_name, procsafe::bench::workload::increment, 2);
+            if (sh == nullptr || at == nullptr) return std::nullopt;
+            return quick ? std::max(at->median_ns() / sh->median_ns(), at->min_ns() / sh->min_ns())
+                         : at->median_ns() / sh->median_ns();
+        };
+        const measure_fn overhead = [quick](const procsafe::bench::suite& in) -> std::optional<double> {
+            const auto* sh = in.find(sharded_name, procsafe::bench::workload::increment, 2);
+            if (sh == nullptr) return std::nullopt;
+            const auto median = in.ratio_to_baseline(*sh), best = in.ratio_to_baseline(*sh, true);
+            if (quick && median && best) return std::min(*median, *best);
+            return median;
+        };
+        target("sharded writer speed-up over atomic_counter, 2 processes", speedup, {sharded_name, atomic_name}, 2,
+               quick ? 3.0 : 10.0, false);
+        target("sharded writer / raw single-writer slot, 2 processes", overhead, {sharded_name, single_writer_name},
+               2, quick ? 3.0 : 1.5, true);
         const auto* sh10 = seeds.find(sharded_name, procsafe::bench::workload::increment, seed_procs);
         const auto* at10 = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
         if (quick) {
             // 10 short processes on a small machine measure the scheduler, not the counter.
             std::printf("  %-58s not checked in quick mode\n", "sharded writer speed-up over atomic_counter, 10 processes");
         } else {
-            target("sharded writer speed-up over atomic_counter, 10 processes",
-                   sh10 && at10 ? std::optional<double>(at10->median_ns() / sh10->median_ns()) : std::nullopt, 5.0,
-                   false);
+            plain("sharded writer speed-up over atomic_counter, 10 processes",
+                  sh10 && at10 ? std::optional<double>(at10->median_ns() / sh10->median_ns()) : std::nullopt, 5.0,
+                  false);
         }
-        target("sharded_counter value() with 64 slots, ns", value_64, quick ? 1000.0 : 200.0, true);
+        plain("sharded_counter value() with 64 slots, ns", value_64, quick ? 1000.0 : 200.0, true);
     }
-    target("wake-up latency, median us", wake_median, quick ? 1000.0 : 100.0, true);
+    plain("wake-up latency, median us", wake_median, quick ? 1000.0 : 100.0, true);
     const auto* seed_atomic = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
-    target("Python / atomic_counter, seeds' workload (speed-up)",
-           py_ns && seed_atomic ? std::optional<double>(*py_ns / seed_atomic->median_ns()) : std::nullopt, bound_python,
-           false);
+    plain("Python / atomic_counter, seeds' workload (speed-up)",
+          py_ns && seed_atomic ? std::optional<double>(*py_ns / seed_atomic->median_ns()) : std::nullopt, bound_python,
+          false);
 
     if (!json_file.empty()) {
         std::string extra = "  \"seeds_workload\": {\"processes\": " + std::to_string(seed_procs) +
