@@ -37,12 +37,22 @@ int main() {
 
     s.run();
     s.print_table(stdout);
-    for (const auto& r : s.results())
+    for (const auto& r : s.results()) {
         if (!r.lost.empty() && r.lost.front() != 0) return 1;  // a correct counter loses nothing
+        // Processes at once, on average: never more than there were (a little
+        // slack for the clocks), never nothing.
+        if (r.parallelism.size() != r.seconds.size()) return 1;
+        for (double ran : r.parallelism)
+            if (!(ran > 0 && ran <= r.processes * 1.05)) return 1;
+        std::printf("%-20s P=%d ran %.2f processes at a time (median)\n", r.contender.c_str(), r.processes,
+                    r.median_parallelism());
+    }
     return 0;
 }
 
 // Build & run:
 //   cmake --build build/dev --target procsafe-bench-custom && build/dev/benchmarks/procsafe-bench-custom
 // Expected output (numbers vary): a table with "my atomic counter" and "raw fetch_add"
-// rows at 1 and 2 processes, lost 0.0%, and the ratio of the first to the second.
+// rows at 1 and 2 processes, lost 0.0%, and the ratio of the first to the second;
+// then how many processes ran at a time in each cell (about 1.00 and, with two
+// idle CPUs, about 2.00).

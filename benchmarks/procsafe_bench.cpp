@@ -275,9 +275,32 @@ int main(int argc, char** argv) {
     // machine) a miss is measured again with only the contenders it compares,
     // at most twice: a regression misses every time, a noisy neighbour
     // rarely twice in a row. The full check never retries.
+    //
+    // A target about contention (`overlap` given) means nothing when the
+    // processes did not run at once: on a busy machine two writers take
+    // turns on one CPU and a shared fetch_add costs what it costs alone. In
+    // quick mode such a run is not judged but measured again; if no attempt
+    // overlapped, the target is reported as not judged, not as missed.
+    using overlap_fn = std::function<double(const procsafe::bench::suite&)>;
     auto target = [&](const std::string& what, const measure_fn& measure, std::vector<std::string> contenders_used,
-                      int processes, double bound, bool at_most) {
-        bool met = report(what, measure(s), bound, at_most);
+                      int processes, double bound, bool at_most, const overlap_fn& overlap = {}) {
+        auto judge = [&](const std::string& label, const procsafe::bench::suite& in) {
+            if (overlap) {
+                const double ran = overlap(in);
+                const bool busy = ran < 0.75 * processes;
+                if (busy && quick) {
+                    std::printf("  %-58s not judged: the %d processes ran %.2f at a time (busy machine)\n",
+                                label.c_str(), processes, ran);
+                    return false;
+                }
+                const bool met_here = report(label, measure(in), bound, at_most);
+                std::printf("  %-58s (the %d processes ran %.2f at a time)\n", "", processes, ran);
+                return met_here;
+            }
+            return report(label, measure(in), bound, at_most);
+        };
+        bool met = judge(what, s);
+        bool judged_once = !overlap || !quick || overlap(s) >= 0.75 * processes;
         for (int attempt = 1; !met && quick && attempt <= 2; ++attempt) {
             procsafe::bench::options again = opt;
             again.processes = {processes};
@@ -285,7 +308,12 @@ int main(int argc, char** argv) {
             procsafe::bench::suite retry(again);
             add_contenders(retry, contenders_used);
             retry.run();
-            met = report("  re-measured on its own (" + std::to_string(attempt) + "/2)", measure(retry), bound, at_most);
+            met = judge("  re-measured on its own (" + std::to_string(attempt) + "/2)", retry);
+            judged_once = judged_once || !overlap || overlap(retry) >= 0.75 * processes;
+        }
+        if (!met && !judged_once) {
+            std::printf("  %-58s not judged in quick mode: no attempt ran its processes at once\n", "");
+            met = true;
         }
         ok = ok && met;
     };
@@ -327,8 +355,14 @@ int main(int argc, char** argv) {
             if (quick && median && best) return std::min(*median, *best);
             return median;
         };
+        // The speed-up is over a contended fetch_add: judged on runs whose two
+        // atomic_counter processes ran at once.
+        const overlap_fn atomic_overlap = [](const procsafe::bench::suite& in) {
+            const auto* at = in.find(atomic_name, procsafe::bench::workload::increment, 2);
+            return at != nullptr ? at->median_parallelism() : 0.0;
+        };
         target("sharded writer speed-up over atomic_counter, 2 processes", speedup, {sharded_name, atomic_name}, 2,
-               quick ? 3.0 : 10.0, false);
+               quick ? 3.0 : 10.0, false, atomic_overlap);
         target("sharded writer / raw single-writer slot, 2 processes", overhead, {sharded_name, single_writer_name},
                2, quick ? 3.0 : 1.5, true);
         const auto* sh10 = seeds.find(sharded_name, procsafe::bench::workload::increment, seed_procs);

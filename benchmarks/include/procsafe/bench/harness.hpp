@@ -43,6 +43,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -133,6 +134,11 @@ struct result {
     long ops;                          ///< per process
     std::vector<double> seconds;       ///< one per repetition
     std::vector<std::int64_t> lost;    ///< lost increments per repetition (empty: not counted)
+    /// Per repetition: the workers' CPU time over the run's wall time, the
+    /// number of processes that ran at once on average. Below the process
+    /// count when the machine was busy or oversubscribed: then writers
+    /// took turns instead of contending.
+    std::vector<double> parallelism;
 
     double median_seconds() const { return pick(seconds, 1); }
     double min_seconds() const { return pick(seconds, 0); }
@@ -142,6 +148,7 @@ struct result {
     double median_ns() const { return ns_per_op(median_seconds()); }
     double min_ns() const { return ns_per_op(min_seconds()); }
     double mops() const { return 1e3 / median_ns(); }
+    double median_parallelism() const { return pick(parallelism, 1); }
 
 private:
     static double pick(std::vector<double> v, int which) {
@@ -163,6 +170,12 @@ inline double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+inline double cpu_seconds() {
+    timespec t{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
 inline constexpr int max_processes = 256;
 
 /// The start barrier and the finish stamps, in the run's segment.
@@ -171,6 +184,7 @@ struct control {
     std::atomic<int> go{0};
     std::atomic<int> failed{0};
     double finished[max_processes]{};
+    double cpu[max_processes]{};  ///< CPU seconds each worker spent in its loop
 };
 
 template <class Ops>
@@ -206,6 +220,7 @@ inline long increments_in(workload w, long n) {
 struct run_outcome {
     double seconds;
     std::optional<std::int64_t> lost;
+    double parallelism;  ///< see result::parallelism
 };
 
 template <class Setup>
@@ -231,9 +246,11 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
                 if constexpr (has_start<decltype(ops)>) ops.start(p);
                 ctl.ready.fetch_add(1);
                 while (ctl.go.load(std::memory_order_acquire) == 0) {}
+                const double cpu0 = cpu_seconds();
                 volatile std::int64_t sink = loop(ops, w, n);
                 (void)sink;
                 ctl.finished[p] = now_seconds();
+                ctl.cpu[p] = cpu_seconds() - cpu0;
             } catch (...) {
                 ctl.failed.fetch_add(1);
                 rc = 1;
@@ -270,7 +287,9 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
         throw std::runtime_error("procsafe::bench: a worker process failed");
     double end = start;
     for (int p = 0; p < processes; ++p) end = std::max(end, ctl.finished[p]);
-    run_outcome out{end - start, std::nullopt};
+    double cpu = 0;
+    for (int p = 0; p < processes; ++p) cpu += ctl.cpu[p];
+    run_outcome out{end - start, std::nullopt, end > start ? cpu / (end - start) : 0.0};
     if constexpr (has_total<decltype(ops)>) {
         out.lost = static_cast<std::int64_t>(increments_in(w, n)) * processes - static_cast<std::int64_t>(ops.total());
     }
@@ -302,7 +321,7 @@ public:
         results_.clear();
         for (workload w : options_.workloads)
             for (int p : options_.processes)
-                for (const auto& c : contenders_) results_.push_back({c.name, w, p, options_.ops, {}, {}});
+                for (const auto& c : contenders_) results_.push_back({c.name, w, p, options_.ops, {}, {}, {}});
         const std::size_t cells = results_.size();
         const std::size_t total = cells * static_cast<std::size_t>(options_.repeat);
         std::size_t done = 0;
@@ -339,6 +358,7 @@ public:
                         }
                         const auto out = c.run(p, results_[i].ops, w);
                         results_[i].seconds.push_back(out.seconds);
+                        results_[i].parallelism.push_back(out.parallelism);
                         if (out.lost) results_[i].lost.push_back(*out.lost);
                         ++i;
                     }
@@ -447,6 +467,8 @@ public:
             for (std::size_t k = 0; k < r.seconds.size(); ++k) o << (k ? ", " : "") << r.seconds[k];
             o << "], \"lost\": [";
             for (std::size_t k = 0; k < r.lost.size(); ++k) o << (k ? ", " : "") << r.lost[k];
+            o << "], \"parallelism\": [";
+            for (std::size_t k = 0; k < r.parallelism.size(); ++k) o << (k ? ", " : "") << r.parallelism[k];
             o << "]";
             if (auto q = ratio_to_baseline(r)) o << ", \"ratio_to_baseline\": " << *q;
             o << "}";
