@@ -278,72 +278,67 @@ int main(int argc, char** argv) {
                     met ? "ok" : "MISSED");
         return met;
     };
+    // Quick mode judges a ratio by the better of two estimators, median and
+    // best-of-run: a real regression raises both, one noisy run only one.
+    auto ratio_of = [quick](const char* name, int p) -> measure_fn {
+        return [=](const procsafe::bench::suite& in) -> std::optional<double> {
+            const auto* r = in.find(name, procsafe::bench::workload::increment, p);
+            if (r == nullptr) return std::nullopt;
+            const auto median = in.ratio_to_baseline(*r);
+            const auto best = in.ratio_to_baseline(*r, true);
+            if (quick && median && best) return std::min(*median, *best);
+            return median;
+        };
+    };
     // Judges a target on the main run. In quick mode (CI, a shared 2-CPU
     // machine) a miss is measured again with only the contenders it compares,
     // at most twice: a regression misses every time, a noisy neighbour
     // rarely twice in a row. The full check never retries.
     //
-    // A target about contention (`overlap` given) means nothing when the
-    // processes did not run at once: on a busy machine two writers take
-    // turns on one CPU and a shared fetch_add costs what it costs alone. In
-    // quick mode such a run is not judged but measured again; if no attempt
-    // overlapped, the target is reported as not judged, not as missed.
-    using overlap_fn = std::function<double(const procsafe::bench::suite&)>;
+    // A target about contention (`contended`: the cell whose processes must
+    // have run at once) means nothing when they did not: on a busy machine
+    // two writers take turns on one CPU and a shared fetch_add costs what it
+    // costs alone. In quick mode such a run is not judged but measured
+    // again; if no attempt overlapped, the target is reported as not judged.
+    enum class verdict { met, missed, not_judged };
     auto target = [&](const std::string& what, const measure_fn& measure, std::vector<std::string> contenders_used,
-                      int processes, double bound, bool at_most, const overlap_fn& overlap = {}) {
+                      int processes, double bound, bool at_most, const char* contended = nullptr) {
         auto judge = [&](const std::string& label, const procsafe::bench::suite& in) {
-            if (overlap) {
-                const double ran = overlap(in);
-                const bool busy = ran < 0.75 * processes;
-                if (busy && quick) {
-                    std::printf("  %-58s not judged: the %d processes ran %.2f at a time (busy machine)\n",
-                                label.c_str(), processes, ran);
-                    return false;
-                }
-                const bool met_here = report(label, measure(in), bound, at_most);
-                std::printf("  %-58s (the %d processes ran %.2f at a time)\n", "", processes, ran);
-                return met_here;
+            if (contended == nullptr) return report(label, measure(in), bound, at_most) ? verdict::met : verdict::missed;
+            const auto* cell = in.find(contended, procsafe::bench::workload::increment, processes);
+            const double ran = cell != nullptr ? cell->median_parallelism() : 0.0;
+            if (quick && ran < 0.75 * processes) {
+                std::printf("  %-58s not judged: the %d processes ran %.2f at a time (busy machine)\n",
+                            label.c_str(), processes, ran);
+                return verdict::not_judged;
             }
-            return report(label, measure(in), bound, at_most);
+            const bool met = report(label, measure(in), bound, at_most);
+            std::printf("  %-58s (the %d processes ran %.2f at a time)\n", "", processes, ran);
+            return met ? verdict::met : verdict::missed;
         };
-        bool met = judge(what, s);
-        bool judged_once = !overlap || !quick || overlap(s) >= 0.75 * processes;
-        for (int attempt = 1; !met && quick && attempt <= 2; ++attempt) {
+        verdict v = judge(what, s);
+        bool judged = v != verdict::not_judged;
+        for (int attempt = 1; v != verdict::met && quick && attempt <= 2; ++attempt) {
             procsafe::bench::options again = opt;
             again.processes = {processes};
             again.workloads = {procsafe::bench::workload::increment};
             procsafe::bench::suite retry(again);
             add_contenders(retry, contenders_used);
             retry.run();
-            met = judge("  re-measured on its own (" + std::to_string(attempt) + "/2)", retry);
-            judged_once = judged_once || !overlap || overlap(retry) >= 0.75 * processes;
+            v = judge("  re-measured on its own (" + std::to_string(attempt) + "/2)", retry);
+            judged = judged || v != verdict::not_judged;
         }
-        if (!met && !judged_once) {
-            std::printf("  %-58s not judged in quick mode: no attempt ran its processes at once\n", "");
-            met = true;
-        }
-        ok = ok && met;
+        if (!judged) std::printf("  %-58s not judged in quick mode: no attempt ran its processes at once\n", "");
+        ok = ok && (v == verdict::met || !judged);
     };
     auto plain = [&](const std::string& what, std::optional<double> value, double bound, bool at_most) {
         ok = report(what, value, bound, at_most) && ok;
     };
     for (int p : {1, 2}) {
         const std::string at = std::to_string(p) + (p == 1 ? " process" : " processes");
-        // Quick mode judges by the better of two estimators, median and
-        // best-of-run: a real regression raises both, one noisy run only one.
-        auto ratio_of = [p, quick](const char* name) -> measure_fn {
-            return [=](const procsafe::bench::suite& in) -> std::optional<double> {
-                const auto* r = in.find(name, procsafe::bench::workload::increment, p);
-                if (r == nullptr) return std::nullopt;
-                const auto median = in.ratio_to_baseline(*r);
-                const auto best = in.ratio_to_baseline(*r, true);
-                if (quick && median && best) return std::min(*median, *best);
-                return median;
-            };
-        };
-        target("atomic_counter (waitable) / raw fetch_add, " + at, ratio_of(atomic_name),
+        target("atomic_counter (waitable) / raw fetch_add, " + at, ratio_of(atomic_name, p),
                {atomic_name, fetch_add_name}, p, bound_atomic, true);
-        target("mutex_counter / raw robust pthread mutex, " + at, ratio_of(mutex_name),
+        target("mutex_counter / raw robust pthread mutex, " + at, ratio_of(mutex_name, p),
                {mutex_name, robust_name}, p, bound_mutex, true);
     }
     {
@@ -355,23 +350,12 @@ int main(int argc, char** argv) {
             return quick ? std::max(at->median_ns() / sh->median_ns(), at->min_ns() / sh->min_ns())
                          : at->median_ns() / sh->median_ns();
         };
-        const measure_fn overhead = [quick](const procsafe::bench::suite& in) -> std::optional<double> {
-            const auto* sh = in.find(sharded_name, procsafe::bench::workload::increment, 2);
-            if (sh == nullptr) return std::nullopt;
-            const auto median = in.ratio_to_baseline(*sh), best = in.ratio_to_baseline(*sh, true);
-            if (quick && median && best) return std::min(*median, *best);
-            return median;
-        };
         // The speed-up is over a contended fetch_add: judged on runs whose two
         // atomic_counter processes ran at once.
-        const overlap_fn atomic_overlap = [](const procsafe::bench::suite& in) {
-            const auto* at = in.find(atomic_name, procsafe::bench::workload::increment, 2);
-            return at != nullptr ? at->median_parallelism() : 0.0;
-        };
         target("sharded writer speed-up over atomic_counter, 2 processes", speedup, {sharded_name, atomic_name}, 2,
-               quick ? 3.0 : 10.0, false, atomic_overlap);
-        target("sharded writer / raw single-writer slot, 2 processes", overhead, {sharded_name, single_writer_name},
-               2, quick ? 3.0 : 1.5, true);
+               quick ? 3.0 : 10.0, false, atomic_name);
+        target("sharded writer / raw single-writer slot, 2 processes", ratio_of(sharded_name, 2),
+               {sharded_name, single_writer_name}, 2, quick ? 3.0 : 1.5, true);
         const auto* sh10 = seeds.find(sharded_name, procsafe::bench::workload::increment, seed_procs);
         const auto* at10 = seeds.find(atomic_name, procsafe::bench::workload::increment, seed_procs);
         if (quick) {
