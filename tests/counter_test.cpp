@@ -5,9 +5,12 @@
 #include "support/values.hpp"
 
 #include <procsafe/counter.hpp>
+#include <procsafe/counter_array.hpp>
 #include <procsafe/segment.hpp>
+#include <procsafe/sharded_counter.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -155,4 +158,77 @@ TEST_CASE("a counter works outside a segment too, for threads", "[counter][threa
     t.join();
     REQUIRE(a.value() == 2000);
     REQUIRE(m.value() == 2000);
+}
+
+TEST_CASE("integer counters wrap at their limits as the atomic does: no undefined behaviour (UBSan leg)",
+          "[counter][ub]") {
+    constexpr int max = std::numeric_limits<int>::max(), min = std::numeric_limits<int>::min();
+    auto seg = procsafe::segment::anonymous(256 * 1024);
+    SECTION("atomic_counter<int>") {
+        auto& c = seg.construct<procsafe::atomic_counter<int>>("a", max);
+        REQUIRE(c.increment() == min);
+        REQUIRE(c.decrement() == max);
+        REQUIRE((c += 2) == min + 1);
+        REQUIRE((c -= 2) == max);
+        REQUIRE(c.increment(max) == -2);
+        auto& small = seg.construct<procsafe::atomic_counter<std::int8_t>>("s", std::int8_t{127});
+        REQUIRE(small.increment() == -128);
+        REQUIRE(small.decrement() == 127);
+    }
+    SECTION("mutex_counter<int>") {
+        auto& c = seg.construct<procsafe::mutex_counter<int>>("m", max);
+        REQUIRE(c.increment() == min);
+        REQUIRE(c.decrement() == max);
+        REQUIRE(c.fetch_add(1) == max);
+        REQUIRE(c.fetch_sub(1) == min);
+        REQUIRE(c.value() == max);
+    }
+    SECTION("sharded_counter<int>") {
+        auto& c = seg.construct<procsafe::sharded_counter<int>>("sh", 4);
+        c.increment(max);
+        c.increment();  // the writer's slot passes INT_MAX
+        REQUIRE(c.value() == min);
+        c.decrement(min);  // 0 - INT_MIN, then INT_MIN + INT_MIN: 0
+        REQUIRE(c.value() == 0);
+        auto w = c.local();
+        w.increment(max);
+        w.increment(2);
+        REQUIRE(c.value() == min + 1);
+    }
+    SECTION("counter_array<int> elements") {
+        auto& a = seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>("arr", 2, procsafe::array_layout::packed, max);
+        REQUIRE(a[1].increment() == min);
+        auto& m = seg.construct<procsafe::counter_array<int, procsafe::mutex_sync>>("marr", 2, procsafe::array_layout::padded, min);
+        REQUIRE(m[0].decrement() == max);
+    }
+}
+
+namespace procsafe_test {
+/// A value type more aligned than a cache line (a SIMD block, say).
+struct alignas(256) wide {
+    std::int64_t v;
+    friend wide operator+(wide a, wide b) { return {a.v + b.v}; }
+    friend wide operator-(wide a, wide b) { return {a.v - b.v}; }
+    friend bool operator==(const wide&, const wide&) = default;
+};
+}  // namespace procsafe_test
+using procsafe_test::wide;
+
+TEST_CASE("over-aligned value types are placed on their alignment (UBSan leg)", "[counter][ub]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto addr = [](const auto& x) { return reinterpret_cast<std::uintptr_t>(&x); };
+    auto& c = seg.construct<procsafe::mutex_counter<wide>>("c", wide{5});
+    REQUIRE(addr(c) % alignof(wide) == 0);
+    REQUIRE(c.increment(wide{1}) == wide{6});
+    REQUIRE(c.value() == wide{6});
+    for (auto layout : {procsafe::array_layout::padded, procsafe::array_layout::packed}) {
+        auto& a = seg.construct<procsafe::counter_array<wide, procsafe::mutex_sync>>(
+            layout == procsafe::array_layout::padded ? "padded" : "packed", 3, layout, wide{1});
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            REQUIRE(addr(a[i]) % alignof(wide) == 0);
+            REQUIRE(a[i].increment(wide{static_cast<std::int64_t>(i)}) == wide{static_cast<std::int64_t>(1 + i)});
+        }
+        REQUIRE(&seg.find<procsafe::counter_array<wide, procsafe::mutex_sync>>(
+                    layout == procsafe::array_layout::padded ? "padded" : "packed") == &a);
+    }
 }

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/arith.hpp>
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <concepts>
 #include <functional>
+#include <optional>
 #include <type_traits>
 
 namespace procsafe {
@@ -77,29 +79,30 @@ public:
     basic_counter& operator=(const basic_counter&) = delete;
 
     /// Adds n; returns the new value.  Process-safe. Lock-free. Never allocates.
-    T increment(T n = T{1}) noexcept { return static_cast<T>(fetch_add(n) + n); }
+    /// An integer wraps around at its limits, as std::atomic does.
+    T increment(T n = T{1}) noexcept { return detail::wrapping_add(fetch_add(n), n); }
     /// Subtracts n; returns the new value.  Process-safe. Lock-free. Never allocates.
-    T decrement(T n = T{1}) noexcept { return static_cast<T>(fetch_sub(n) - n); }
+    T decrement(T n = T{1}) noexcept { return detail::wrapping_sub(fetch_sub(n), n); }
 
     // mimic: std::atomic<T>::fetch_add
     /// Adds n; returns the value before.  Process-safe. Lock-free. Never allocates.
     T fetch_add(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
         const T old = ref().fetch_add(n, order);
-        this->notify();
+        this->notify(order);
         return old;
     }
     // mimic: std::atomic<T>::fetch_sub
     /// Subtracts n; returns the value before.  Process-safe. Lock-free. Never allocates.
     T fetch_sub(T n, std::memory_order order = std::memory_order_seq_cst) noexcept {
         const T old = ref().fetch_sub(n, order);
-        this->notify();
+        this->notify(order);
         return old;
     }
     // mimic: std::atomic<T>::exchange
     /// Stores v; returns the value before.  Process-safe. Lock-free. Never allocates.
     T exchange(T v, std::memory_order order = std::memory_order_seq_cst) noexcept {
         const T old = ref().exchange(v, order);
-        this->notify();
+        this->notify(order);
         return old;
     }
     // mimic: std::atomic<T>::compare_exchange_strong
@@ -109,7 +112,7 @@ public:
     bool compare_exchange(T& expected, T desired,
                           std::memory_order order = std::memory_order_seq_cst) noexcept {
         const bool exchanged = ref().compare_exchange_strong(expected, desired, order);
-        if (exchanged) this->notify();
+        if (exchanged) this->notify(order);
         return exchanged;
     }
     /// The current value.  Process-safe. Lock-free. Never allocates.
@@ -119,7 +122,7 @@ public:
     /// Stores v.  Process-safe. Lock-free. Never allocates.
     void store(T v, std::memory_order order = std::memory_order_seq_cst) noexcept {
         ref().store(v, order);
-        this->notify();
+        this->notify(order);
     }
     /// Stores zero.  Process-safe. Lock-free. Never allocates.
     void reset() noexcept { store(T{}); }
@@ -133,6 +136,7 @@ public:
 
 private:
     std::atomic_ref<T> ref() const noexcept { return std::atomic_ref<T>(storage_.value); }
+    std::optional<T> value_until(detail::wait_clock::time_point) const noexcept { return value(); }
     detail::wait_state& wait_state_ref() const noexcept { return storage_.wait; }
 
     struct compact {
@@ -186,11 +190,11 @@ public:
 
     /// Adds n; returns the new value.  Process-safe. Blocks. Never allocates.
     T increment(T n) requires addable<T> {
-        return with_lock([&](T& v) { return v = static_cast<T>(v + n); });
+        return with_lock([&](T& v) { return v = detail::wrapping_add(v, n); });
     }
     /// Subtracts n; returns the new value.  Process-safe. Blocks. Never allocates.
     T decrement(T n) requires addable<T> {
-        return with_lock([&](T& v) { return v = static_cast<T>(v - n); });
+        return with_lock([&](T& v) { return v = detail::wrapping_sub(v, n); });
     }
     /// Adds one (arithmetic T only: a struct has no "one").
     T increment() requires std::is_arithmetic_v<T> { return increment(T{1}); }
@@ -199,12 +203,12 @@ public:
     // mimic: std::atomic<T>::fetch_add
     /// Adds n; returns the value before.  Process-safe. Blocks. Never allocates.
     T fetch_add(T n) requires addable<T> {
-        return with_lock([&](T& v) { T old = v; v = static_cast<T>(v + n); return old; });
+        return with_lock([&](T& v) { T old = v; v = detail::wrapping_add(v, n); return old; });
     }
     // mimic: std::atomic<T>::fetch_sub
     /// Subtracts n; returns the value before.  Process-safe. Blocks. Never allocates.
     T fetch_sub(T n) requires addable<T> {
-        return with_lock([&](T& v) { T old = v; v = static_cast<T>(v - n); return old; });
+        return with_lock([&](T& v) { T old = v; v = detail::wrapping_sub(v, n); return old; });
     }
     // mimic: std::atomic<T>::exchange
     /// Stores v; returns the value before.  Process-safe. Blocks. Never allocates.
@@ -269,6 +273,16 @@ private:
 
     detail::wait_state& wait_state_ref() const noexcept { return wait_; }
 
+    /// The value for a bounded waiter: nullopt when the lock could not be
+    /// taken by the deadline (its holder is stopped, or slow).
+    std::optional<T> value_until(detail::wait_clock::time_point deadline) const {
+        const detail::lock_result r = mutex_.lock_until(deadline);
+        if (r == detail::lock_result::timed_out) return std::nullopt;
+        const T v = slots_[current_.load(std::memory_order_relaxed)];
+        mutex_.unlock();
+        return v;
+    }
+
     mutable detail::robust_mutex mutex_;
     std::atomic<std::uint32_t> current_{0};  // which slot holds the committed value
     T slots_[2]{};
@@ -313,7 +327,9 @@ private:
 /// s.with_lock([&](stats& v) { v.requests += 1; v.bytes += 512; });  // atomic as a whole
 /// ```
 template <class T, class Sync>
-class alignas(cache_line) counter : public basic_counter<T, Sync, detail::split_layout> {
+class alignas(alignof(basic_counter<T, Sync, detail::split_layout>) > cache_line
+                  ? alignof(basic_counter<T, Sync, detail::split_layout>)
+                  : cache_line) counter : public basic_counter<T, Sync, detail::split_layout> {
 public:
     using basic_counter<T, Sync, detail::split_layout>::basic_counter;
 };

@@ -38,8 +38,16 @@ enum class array_layout : std::uint32_t {
 /// by_status[404].increment();
 /// std::int64_t not_found = by_status[404].value();
 /// ```
+namespace detail {
+/// A counter_array is aligned for its elements: a value type more aligned
+/// than a line (alignas(256)) gets elements on its own alignment.
 template <class T, class Sync>
-class alignas(cache_line) counter_array {
+inline constexpr std::size_t array_align =
+    alignof(basic_counter<T, Sync>) > cache_line ? alignof(basic_counter<T, Sync>) : cache_line;
+}  // namespace detail
+
+template <class T, class Sync>
+class alignas(detail::array_align<T, Sync>) counter_array {
     friend class segment;  // the elements live after the object, in storage the segment allocates
 
 public:
@@ -89,8 +97,12 @@ private:
 
     static std::size_t stride_for(array_layout layout) noexcept {
         // Padded: whole 128-byte lines per element (the wait word stays beside
-        // the value, as in every array element).
-        constexpr std::size_t padded = (sizeof(element_type) + cache_line - 1) / cache_line * cache_line;
+        // the value, as in every array element). Packed: sizeof, a multiple of
+        // the element's alignment; the first element is aligned because the
+        // array itself is (array_align), and sizeof(counter_array) is a
+        // multiple of that.
+        constexpr std::size_t line = detail::array_align<T, Sync>;
+        constexpr std::size_t padded = (sizeof(element_type) + line - 1) / line * line;
         return layout == array_layout::padded ? padded : sizeof(element_type);
     }
     static std::size_t checked(std::size_t n, array_layout layout) {

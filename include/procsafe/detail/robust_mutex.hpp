@@ -3,21 +3,31 @@
 #pragma once
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/deadline.hpp>
+#include <procsafe/detail/platform.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <ctime>
 #include <string>
 #include <system_error>
-#include <ctime>
-
-#include <procsafe/detail/platform.hpp>
 
 #if defined(PROCSAFE_POSIX)
 #include <pthread.h>
 #endif
 
 namespace procsafe::detail {
+
+/// What taking a robust lock came to.
+enum class lock_result {
+    acquired,   ///< the lock is ours
+    recovered,  ///< ours, and its previous owner died holding it
+    timed_out,  ///< the deadline passed first; the lock is not ours
+};
 
 #if defined(PROCSAFE_POSIX)
 
@@ -31,14 +41,16 @@ namespace procsafe::detail {
 /// A robust mutex alone still strands waiters when several processes die at
 /// once: the kernel wakes one waiter when an owner dies, and if that waiter is
 /// killed before it takes the lock the others sleep on. So a contended lock
-/// waits in short timed slices and retries by itself.
+/// waits in short timed slices and retries by itself. The slices are measured
+/// on CLOCK_MONOTONIC (pthread_mutex_clocklock): a wall clock set back does
+/// not stretch them.
 ///
 /// Lives in shared memory; holds no pointer. Never destroyed (the segment's
 /// removal frees it): another process may still be using it.
 class robust_mutex {
 public:
     /// How long a blocked locker sleeps before it looks again by itself.
-    static constexpr long retry_slice_ns = 20'000'000;  // 20 ms
+    static constexpr std::chrono::milliseconds retry_slice{20};
 
     robust_mutex() {
         pthread_mutexattr_t attr;
@@ -54,12 +66,20 @@ public:
 
     /// Takes the lock. Returns true when the previous owner died holding it
     /// (the caller decides whether what it guarded is still consistent).
-    /// Process-safe. Blocks; never forever on a dead owner.
+    /// Process-safe. Blocks while another process holds the lock; never
+    /// forever on a dead owner.
     /// Throws: procsafe::error (system_error) if the mutex is unusable.
-    bool lock() {
+    bool lock() { return lock_until(wait_clock::time_point::max()) == lock_result::recovered; }
+
+    /// Takes the lock, waiting at most until `deadline`.
+    /// Process-safe. Blocks at most until the deadline.
+    /// Throws: procsafe::error (system_error) if the mutex is unusable (its
+    /// memory is not a valid mutex).
+    lock_result lock_until(wait_clock::time_point deadline) {
         int rc = pthread_mutex_trylock(&mutex_);
-        if (rc == EBUSY) rc = lock_slow();
-        return settle(rc);
+        if (rc == EBUSY) rc = lock_slow(deadline);
+        if (rc == ETIMEDOUT) return lock_result::timed_out;
+        return settle(rc) ? lock_result::recovered : lock_result::acquired;
     }
 
     void unlock() noexcept { pthread_mutex_unlock(&mutex_); }
@@ -68,16 +88,21 @@ public:
     std::uint32_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
 
 private:
-    int lock_slow() noexcept {
+    int lock_slow(wait_clock::time_point deadline) noexcept {
         for (;;) {
-            timespec deadline{};
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += retry_slice_ns;
-            if (deadline.tv_nsec >= 1'000'000'000) {
-                deadline.tv_sec += 1;
-                deadline.tv_nsec -= 1'000'000'000;
+            const auto now = wait_clock::now();
+            if (now >= deadline) return ETIMEDOUT;
+            const auto left = std::min<wait_clock::duration>(deadline - now, retry_slice);
+            timespec until{};
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            until.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+            until.tv_nsec += static_cast<long>(ns % 1'000'000'000);
+            if (until.tv_nsec >= 1'000'000'000) {
+                until.tv_sec += 1;
+                until.tv_nsec -= 1'000'000'000;
             }
-            const int rc = pthread_mutex_timedlock(&mutex_, &deadline);
+            const int rc = pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &until);
             if (rc != ETIMEDOUT) return rc;
         }
     }
@@ -85,6 +110,7 @@ private:
     bool settle(int rc) {
         if (rc == 0) return false;
         if (rc == EOWNERDEAD) {
+            PROCSAFE_TEST_HOOK("mutex.recovering");
             pthread_mutex_consistent(&mutex_);
             recoveries_.fetch_add(1, std::memory_order_relaxed);
             return true;
@@ -117,16 +143,19 @@ public:
     robust_mutex(const robust_mutex&) = delete;
     robust_mutex& operator=(const robust_mutex&) = delete;
 
-    bool lock() {
+    bool lock() { return lock_until(wait_clock::time_point::max()) == lock_result::recovered; }
+
+    lock_result lock_until(wait_clock::time_point deadline) {
         const std::uint32_t me = ::GetCurrentProcessId();
         for (unsigned round = 0;; ++round) {
             std::uint32_t expected = 0;
-            if (owner_.compare_exchange_weak(expected, me, std::memory_order_acquire)) return false;
+            if (owner_.compare_exchange_weak(expected, me, std::memory_order_acquire)) return lock_result::acquired;
             if (round >= 64 && (round % 16) == 0 && expected != 0 && expected != me && process_gone(expected) &&
                 owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
                 recoveries_.fetch_add(1, std::memory_order_relaxed);
-                return true;
+                return lock_result::recovered;
             }
+            if (round >= 64 && wait_clock::now() >= deadline) return lock_result::timed_out;
             if (round < 64) ::SwitchToThread();
             else ::Sleep(1);
         }

@@ -15,6 +15,7 @@
 // extra wake-up behind.
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/deadline.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <concepts>
 #include <cstdint>
 #include <thread>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -33,8 +35,6 @@
 #endif
 
 namespace procsafe::detail {
-
-using wait_clock = std::chrono::steady_clock;
 
 /// Sleeps while *word == expected, at most until `deadline`; may return early.
 inline void wait_on_word(std::atomic<std::uint32_t>& word, std::uint32_t expected,
@@ -76,12 +76,22 @@ inline void wake_all_on_word(std::atomic<std::uint32_t>& word) noexcept {
 /// consistent, either the notifier sees the flag, or the waiter sees the new
 /// value: no wake-up is missed. The flag is cleared by the notifier, so a
 /// waiter that died does not make every later update pay a system call.
+///
+/// An update made with a weaker order than seq_cst (a relaxed store, say)
+/// may become visible after the notifier's check of the flag, and a waiter
+/// would then sleep through its slice: notify(order) puts a seq_cst fence
+/// between the two for those orders only. The default seq_cst update needs
+/// none (its order is a compile-time constant, so the branch disappears).
+/// An update made under a lock needs none either: the waiter reads the
+/// value under the same lock after setting the flag.
 struct wait_state {
     std::atomic<std::uint32_t> seq{0};
     std::atomic<std::uint32_t> waiting{0};
 
-    /// After every change of the value. No system call unless a waiter is there.
-    void notify() noexcept {
+    /// After every change of the value, made with `order`. No system call
+    /// unless a waiter is there.
+    void notify(std::memory_order order = std::memory_order_seq_cst) noexcept {
+        if (order != std::memory_order_seq_cst) std::atomic_thread_fence(std::memory_order_seq_cst);
         if (waiting.load(std::memory_order_seq_cst) != 0 && waiting.exchange(0, std::memory_order_seq_cst) != 0) {
             seq.fetch_add(1, std::memory_order_seq_cst);
             wake_all_on_word(seq);
@@ -108,8 +118,10 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 namespace procsafe::detail {
 
 /// The waiting operations every counter shares (mixed in with CRTP; the
-/// derived class keeps a wait_state, hands it out by wait_state_ref(), and
-/// calls notify() after every change of its value).
+/// derived class keeps a wait_state, hands it out by wait_state_ref(),
+/// calls notify() after every change of its value, and reads the value for
+/// a waiter with value_until(deadline), which returns nullopt when it could
+/// not read it in time: a mutex counter whose lock is held past the deadline).
 template <class Derived, class T>
 class waitable {
 public:
@@ -118,18 +130,22 @@ public:
     /// once. Process-safe. Blocks (a futex on Linux, polling elsewhere).
     template <class Pred>
     void wait(Pred pred) const {
-        (void)wait_until(std::move(pred), wait_clock::time_point::max());
+        (void)wait_until_deadline(std::move(pred), wait_clock::time_point::max());
     }
-    /// As wait(pred), for at most d. Returns whether pred held.
+    /// As wait(pred), for at most d. Returns whether pred held. Any duration
+    /// type works (a narrow Rep too); zero, negative and NaN durations do not
+    /// wait. Returns false by the deadline also when the value could not be
+    /// read (a mutex counter whose lock another process holds).
+    /// Process-safe. Blocks at most d (plus scheduling).
     template <class Pred, class Rep, class Period>
-    bool wait_for(Pred pred, const std::chrono::duration<Rep, Period>& d) const {
-        return wait_until(std::move(pred), deadline_after(d));
+    [[nodiscard]] bool wait_for(Pred pred, const std::chrono::duration<Rep, Period>& d) const {
+        return wait_until_deadline(std::move(pred), deadline_after(d));
     }
-    /// As wait(pred), until tp at most. Returns whether pred held.
+    /// As wait(pred), until tp at most (any clock). Returns whether pred held,
+    /// as wait_for.  Process-safe. Blocks at most until tp (plus scheduling).
     template <class Pred, class Clock, class Duration>
-    bool wait_until(Pred pred, const std::chrono::time_point<Clock, Duration>& tp) const {
-        return self().wait_state_ref().wait_until([&] { return static_cast<bool>(pred(self().value())); },
-                                                  to_steady(tp));
+    [[nodiscard]] bool wait_until(Pred pred, const std::chrono::time_point<Clock, Duration>& tp) const {
+        return wait_until_deadline(std::move(pred), deadline_at(tp));
     }
 
     /// Blocks until value() >= n (a parent waiting for n workers to report).
@@ -137,11 +153,12 @@ public:
         wait([n](const T& v) { return !(v < n); });
     }
     template <class Rep, class Period>
-    bool wait_at_least_for(T n, const std::chrono::duration<Rep, Period>& d) const requires std::totally_ordered<T> {
+    [[nodiscard]] bool wait_at_least_for(T n, const std::chrono::duration<Rep, Period>& d) const
+        requires std::totally_ordered<T> {
         return wait_for([n](const T& v) { return !(v < n); }, d);
     }
     template <class Clock, class Duration>
-    bool wait_at_least_until(T n, const std::chrono::time_point<Clock, Duration>& tp) const
+    [[nodiscard]] bool wait_at_least_until(T n, const std::chrono::time_point<Clock, Duration>& tp) const
         requires std::totally_ordered<T> {
         return wait_until([n](const T& v) { return !(v < n); }, tp);
     }
@@ -151,11 +168,12 @@ public:
         wait([v](const T& x) { return x == v; });
     }
     template <class Rep, class Period>
-    bool wait_equal_for(T v, const std::chrono::duration<Rep, Period>& d) const requires std::equality_comparable<T> {
+    [[nodiscard]] bool wait_equal_for(T v, const std::chrono::duration<Rep, Period>& d) const
+        requires std::equality_comparable<T> {
         return wait_for([v](const T& x) { return x == v; }, d);
     }
     template <class Clock, class Duration>
-    bool wait_equal_until(T v, const std::chrono::time_point<Clock, Duration>& tp) const
+    [[nodiscard]] bool wait_equal_until(T v, const std::chrono::time_point<Clock, Duration>& tp) const
         requires std::equality_comparable<T> {
         return wait_until([v](const T& x) { return x == v; }, tp);
     }
@@ -163,28 +181,22 @@ public:
 protected:
     waitable() = default;
     /// After every change of the value: wakes waiters, if there are any.
-    void notify() const noexcept { self().wait_state_ref().notify(); }
+    void notify(std::memory_order order = std::memory_order_seq_cst) const noexcept {
+        self().wait_state_ref().notify(order);
+    }
 
 private:
     const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
 
-    template <class Rep, class Period>
-    static wait_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d) {
-        const auto now = wait_clock::now();
-        if (d <= std::chrono::duration<Rep, Period>::zero()) return now;
-        if (d >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(wait_clock::time_point::max() - now))
-            return wait_clock::time_point::max();
-        return now + std::chrono::ceil<wait_clock::duration>(d);
+    template <class Pred>
+    bool wait_until_deadline(Pred pred, wait_clock::time_point deadline) const {
+        return self().wait_state_ref().wait_until(
+            [&] {
+                const auto v = self().value_until(deadline);
+                return v.has_value() && static_cast<bool>(pred(*v));
+            },
+            deadline);
     }
-    template <class Clock, class Duration>
-    static wait_clock::time_point to_steady(const std::chrono::time_point<Clock, Duration>& tp) {
-        if constexpr (std::is_same_v<Clock, wait_clock>) {
-            return std::chrono::time_point_cast<wait_clock::duration>(tp);
-        } else {
-            return deadline_after(tp - Clock::now());
-        }
-    }
-
 };
 
 }  // namespace procsafe::detail

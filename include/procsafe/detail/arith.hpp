@@ -1,0 +1,36 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Arithmetic around a counter's atomic step. C++20 defines fetch_add on a
+// signed integer to wrap (two's complement), but `old + n` computed after it
+// is signed overflow, undefined behaviour: a counter of int passing INT_MAX
+// must wrap as its atomic does. So integers are added in their unsigned type.
+
+#include <type_traits>
+
+namespace procsafe::detail {
+
+/// a + b; integers wrap around as the atomic fetch_add does.
+template <class T>
+constexpr T wrapping_add(T a, T b) noexcept(noexcept(a + b)) {
+    if constexpr (std::is_integral_v<T>) {
+        using U = std::make_unsigned_t<T>;
+        return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+    } else {
+        return static_cast<T>(a + b);
+    }
+}
+
+/// a - b; integers wrap around as the atomic fetch_sub does.
+template <class T>
+constexpr T wrapping_sub(T a, T b) noexcept(noexcept(a - b)) {
+    if constexpr (std::is_integral_v<T>) {
+        using U = std::make_unsigned_t<T>;
+        return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
+    } else {
+        return static_cast<T>(a - b);
+    }
+}
+
+}  // namespace procsafe::detail
