@@ -6,10 +6,12 @@
 #include "support/errors.hpp"
 #include "support/process.hpp"
 #include "support/shm_files.hpp"
+#include "support/skip.hpp"
 #include "support/values.hpp"
 
 #include <procsafe/procsafe.hpp>
 
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -67,10 +69,7 @@ TEST_CASE("hostile: a segment with our magic but a garbage body is refused, not 
 }
 
 TEST_CASE("hostile: open_or_create refuses a name pre-created by another user", "[hostile][error]") {
-    if (::geteuid() != 0) {
-        SUCCEED("needs root to give a segment to another uid");
-        return;
-    }
+    if (::geteuid() != 0) PROCSAFE_SKIP("needs root to give a segment to another uid");
     const auto name = unique_name("squat");
     {
         auto squatter = procsafe::segment::create(name, 4096);
@@ -134,9 +133,63 @@ TEST_CASE("hostile: a full /dev/shm is out_of_space at create, never a SIGBUS la
     }
     const int status = procsafe_test::wait_bounded(pid, std::chrono::seconds(60));
     REQUIRE(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77) {
-        SUCCEED("no mount namespace (needs root and CAP_SYS_ADMIN); the in-segment out_of_space test still ran");
-        return;
-    }
+    if (WEXITSTATUS(status) == 77) PROCSAFE_SKIP("no mount namespace (needs root and CAP_SYS_ADMIN)");
     REQUIRE(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("hostile: a corrupted directory lock word is refused within the segment's timeout, naming the segment",
+          "[hostile][error]") {
+    struct garbage {
+        const char* what;
+        unsigned char fill;
+        std::size_t bytes;
+        bool must_time_out;
+    };
+    // The lock word of the directory mutex is the first word of segment_header::directory.
+    const garbage cases[] = {
+        {"an owner that never existed", 0x01, 4, true},
+        {"every field garbage", 0x5A, 40, false},
+        {"an owner-died bit and garbage", 0xC3, 16, false},
+    };
+    for (const auto& g : cases) {
+        INFO(g.what);
+        const auto name = unique_name("lockword");
+        auto seg = procsafe::segment::create(name, 64 * 1024);
+        seg.construct<procsafe::atomic_counter<int>>("n", 1);
+        tamper(name, [&](procsafe::detail::segment_header& h) {
+            std::memset(reinterpret_cast<unsigned char*>(&h) + offsetof(procsafe::detail::segment_header, directory),
+                        g.fill, g.bytes);
+        });
+        // In a child with a bound: a hang fails the test instead of hanging it.
+        auto control = procsafe::segment::anonymous(4096);
+        auto& code = control.construct<std::atomic<int>>("code", -1);
+        auto& named = control.construct<std::atomic<int>>("named", 0);
+        auto& took_ms = control.construct<std::atomic<long>>("took", -1);
+        const auto pids = procsafe_test::fork_children(1, [&](int) {
+            const auto start = std::chrono::steady_clock::now();
+            try {
+                auto peer = procsafe::segment::open(name, std::chrono::milliseconds(300));
+                peer.find<procsafe::atomic_counter<int>>("n").increment();
+                peer.construct<procsafe::atomic_counter<int>>("m");
+                code.store(0);
+            } catch (const procsafe::error& e) {
+                code.store(static_cast<int>(e.code_value()));
+                named.store(e.segment_name() == name ? 1 : 0);
+            }
+            took_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+            return 0;
+        });
+        const int status = procsafe_test::wait_bounded(pids[0], std::chrono::seconds(10));
+        REQUIRE(procsafe_test::exited_ok(status));
+        INFO("code " << code.load() << ", took " << took_ms.load() << " ms");
+        // Either the lock recovers (an owner-died bit set by the kernel looks
+        // the same) or the segment is refused; never a hang, never nameless.
+        if (g.must_time_out) REQUIRE(code.load() == static_cast<int>(errc::timed_out));
+        if (code.load() != 0) {
+            REQUIRE((code.load() == static_cast<int>(errc::timed_out) || code.load() == static_cast<int>(errc::owner_died) ||
+                     code.load() == static_cast<int>(errc::incompatible_layout)));
+            REQUIRE(named.load() == 1);
+        }
+        REQUIRE(took_ms.load() < 2000);
+    }
 }

@@ -3,14 +3,20 @@
 #pragma once
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/deadline.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
 
 #if defined(PROCSAFE_POSIX)
 #include <procsafe/detail/shm_posix.hpp>
+#include <cstdio>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 #else
 #include <procsafe/detail/shm_win32.hpp>
 #endif
@@ -165,19 +171,68 @@ bool bounded_wait(std::chrono::milliseconds timeout, Ready ready) {
 /// are process- and thread-safe.
 class segment {
     // Defined first: the members below deduce their return types from it.
-    /// Runs f with the directory lock held. A process that died while
-    /// changing the directory (Boost's allocator and name index) may have left
-    /// it half-changed: the segment is then refused from here on.
+    /// Runs f with the directory lock held, waiting at most timeout() for the
+    /// lock. A process that died while changing the directory (Boost's
+    /// allocator and name index) may have left it half-changed: the segment
+    /// is then refused from here on.
     template <class F>
     decltype(auto) with_directory(F&& f) {
         if (header_->poisoned.load(std::memory_order_acquire) != 0) throw poisoned_error();
-        detail::robust_lock<detail::robust_mutex> guard(header_->directory);
+        directory_lock guard(*this);
         if (guard.recovered() && header_->directory_dirty.load(std::memory_order_relaxed) != 0) {
             header_->poisoned.store(1, std::memory_order_release);
             throw poisoned_error();
         }
         return f();
     }
+
+    /// The directory lock, held for one with_directory call. Every wait for
+    /// it is bounded by timeout(): a stopped or hung holder, or a lock word
+    /// that names an owner that never existed, is timed_out, never a hang.
+    class directory_lock {
+    public:
+        explicit directory_lock(segment& s) : s_(s) {
+            detail::lock_result r{};
+            try {
+                r = s.header_->directory.lock_until(detail::deadline_after(s.timeout_));
+            } catch (const error& e) {
+                throw error(errc::incompatible_layout, s.name_for_errors(), {},
+                            "its directory lock is not a usable lock (" + e.detail() + "): the segment is corrupted");
+            }
+            if (r == detail::lock_result::timed_out) {
+                throw error(errc::timed_out, s.name_for_errors(), {},
+                            "its directory lock was held for more than " + std::to_string(s.timeout_.count()) +
+                                " ms (by a stopped or hung process, or the lock is corrupted)");
+            }
+            recovered_ = r == detail::lock_result::recovered;
+        }
+        ~directory_lock() { s_.header_->directory.unlock(); }
+        directory_lock(const directory_lock&) = delete;
+        directory_lock& operator=(const directory_lock&) = delete;
+        bool recovered() const noexcept { return recovered_; }
+
+    private:
+        segment& s_;
+        bool recovered_ = false;
+    };
+
+    /// Marks the directory as being changed for one scope (under the lock):
+    /// a process killed inside leaves the mark, and the next locker, finding
+    /// the lock's owner dead, poisons the segment. Leaving the scope in any
+    /// way, an exception included, clears it (Boost's changes are
+    /// exception-safe: an exception leaves the directory consistent).
+    class directory_change {
+    public:
+        explicit directory_change(detail::segment_header& h) : h_(h) {
+            h_.directory_dirty.store(1, std::memory_order_relaxed);
+        }
+        ~directory_change() { h_.directory_dirty.store(0, std::memory_order_release); }
+        directory_change(const directory_change&) = delete;
+        directory_change& operator=(const directory_change&) = delete;
+
+    private:
+        detail::segment_header& h_;
+    };
 
     error poisoned_error() const {
         return error(errc::owner_died, name_for_errors(), {},
@@ -320,38 +375,36 @@ public:
     /// Places a new C named `name`, constructed from args, on its own
     /// 128-byte-aligned lines. Process-safe.
     /// Throws: object_exists, invalid_name, out_of_space (the segment is
-    /// full), owner_died; whatever C's constructor throws (nothing is left).
+    /// full), owner_died, timed_out (the directory lock); whatever C's
+    /// constructor throws (nothing is left: the name is free again).
     template <class C, class... Args>
     C& construct(std::string_view name, Args&&... args) {
         detail::check_object_name(name_for_errors(), name);
-        unsigned char* block = allocate<C>(name, /*or_find=*/false, extra_for<C>(name, args...));
-        return place<C>(block, name, std::forward<Args>(args)...);
+        return obtain<C, lookup::create>(name, extra_for<C>(name, args...), std::forward<Args>(args)...);
     }
 
     /// The C named `name`, constructed by this or any other process.
     /// Waits up to timeout() for a peer that is still constructing it.
-    /// Throws: object_not_found, type_mismatch, invalid_name, timed_out,
-    /// owner_died.
+    /// Throws: object_not_found, type_mismatch (at once, even while the peer
+    /// constructs), invalid_name, timed_out, owner_died.
     template <class C>
     C& find(std::string_view name) {
         detail::check_object_name(name_for_errors(), name);
-        const std::string key(name);
-        auto [block, length] = with_directory([&] {
-            return buffer_.find<unsigned char>(key.c_str());
-        });
-        if (block == nullptr) throw error(errc::object_not_found, name_for_errors(), name, "no such object");
-        return validated<C>(block, length, name);
+        return obtain<C, lookup::find>(name, 0);
     }
 
     /// The C named `name`, constructing it from args if no process has.
-    /// When several processes race, exactly one constructs; the others wait
-    /// (up to timeout()) and get the same object.
+    /// When several processes race, exactly one constructs: the one whose
+    /// allocation made the name; the others wait (up to timeout()) and get
+    /// the same object. Another type is type_mismatch; the same type with
+    /// other arguments (another size of counter_array, say) gets the existing
+    /// object, made with its constructor's arguments: check size() if it
+    /// matters. Process-safe.
     /// Throws: as construct() and find().
     template <class C, class... Args>
     C& find_or_construct(std::string_view name, Args&&... args) {
         detail::check_object_name(name_for_errors(), name);
-        unsigned char* block = allocate<C>(name, /*or_find=*/true, extra_for<C>(name, args...));
-        return place<C>(block, name, std::forward<Args>(args)...);
+        return obtain<C, lookup::find_or_create>(name, extra_for<C>(name, args...), std::forward<Args>(args)...);
     }
 
     /// True when an object of that name exists (of any type).
@@ -443,6 +496,7 @@ private:
         } catch (const boost::interprocess::interprocess_exception& e) {
             throw error(errc::out_of_space, name_for_errors(), {}, e.what());
         }
+        PROCSAFE_TEST_HOOK("segment.initializing");
         header_->magic.store(detail::segment_magic, std::memory_order_release);
     }
 
@@ -458,18 +512,47 @@ private:
 
     void remove_if_ours() noexcept {
 #if defined(PROCSAFE_POSIX)
-        // Unlink only if the name still refers to our object: someone may have
-        // removed it and created another segment under the same name.
+        // Remove the name only if it still refers to our object: someone may
+        // have removed it and created another segment under it.
+        struct stat ours {};
+        if (::fstat(map_.fd(), &ours) != 0) return;
+        auto same = [&](const struct stat& st) { return st.st_ino == ours.st_ino && st.st_dev == ours.st_dev; };
         const std::string os = os_name(name_);
         const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0) return;
-        struct stat theirs {}, ours {};
-        const bool same = ::fstat(fd, &theirs) == 0 && ::fstat(map_.fd(), &ours) == 0 &&
-                          theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
+        struct stat theirs {};
+        const bool still_ours = ::fstat(fd, &theirs) == 0 && same(theirs);
         ::close(fd);
-        if (same) ::shm_unlink(os.c_str());
+        if (!still_ours) return;
+        PROCSAFE_TEST_HOOK("segment.remove.checked");
+#if defined(__linux__)
+        // Checking, then unlinking by name, would unlink a segment created
+        // under the name in between. So the name is first moved aside in one
+        // step (renameat2, RENAME_NOREPLACE, in /dev/shm where glibc keeps
+        // POSIX shared memory), and what was moved is looked at: ours is
+        // removed, another is put back. Only if the name was taken yet again
+        // in that instant does the other segment lose its name (its owner's
+        // is_stale() then says so).
+        const int dir = ::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir >= 0) {
+            // Not a valid segment name (it starts with '.'): procsafe never makes one.
+            const std::string aside = "." + name_ + ".removing." + std::to_string(detail::current_pid());
+            if (::renameat2(dir, name_.c_str(), dir, aside.c_str(), RENAME_NOREPLACE) == 0) {
+                struct stat moved {};
+                const bool ours_moved = ::fstatat(dir, aside.c_str(), &moved, 0) == 0 && same(moved);
+                if (ours_moved || ::renameat2(dir, aside.c_str(), dir, name_.c_str(), RENAME_NOREPLACE) != 0) {
+                    ::unlinkat(dir, aside.c_str(), 0);
+                }
+            }
+            ::close(dir);
+            return;
+        }
+#endif
+        ::shm_unlink(os.c_str());
 #endif
     }
+
+    enum class lookup { find, create, find_or_create };
 
     template <class C>
     static constexpr std::size_t object_align() {
@@ -483,12 +566,17 @@ private:
         return reinterpret_cast<detail::object_header*>(block);
     }
     template <class C>
-    static C* object_of(unsigned char* block) noexcept {
+    static std::size_t object_offset(const unsigned char* block) noexcept {
         // Boost 1.74 does not honour alignof(C) > 16 inside a segment
-        // (boostorg/interprocess #217): align the object ourselves.
-        unsigned char* p = block + sizeof(detail::object_header);
-        const auto misalign = reinterpret_cast<std::uintptr_t>(p) & (std::uintptr_t{object_align<C>()} - 1);
-        return reinterpret_cast<C*>(misalign == 0 ? p : p + (object_align<C>() - misalign));
+        // (boostorg/interprocess #217): align the object ourselves. Mappings
+        // start on page boundaries, so the offset is the same in every process.
+        const auto p = reinterpret_cast<std::uintptr_t>(block) + sizeof(detail::object_header);
+        const std::uintptr_t align = object_align<C>();
+        return static_cast<std::size_t>((p + align - 1) / align * align - reinterpret_cast<std::uintptr_t>(block));
+    }
+    template <class C>
+    static C* object_of(unsigned char* block) noexcept {
+        return reinterpret_cast<C*>(block + object_offset<C>(block));
     }
 
     /// Bytes an object of variable size (a sharded counter's slots, an
@@ -507,21 +595,48 @@ private:
         }
     }
 
-    /// Allocates (or, with or_find, finds) the named block under the
-    /// directory lock. The block is zero-filled, so its state is empty.
+    /// What the directory said about a name, read under its lock: the
+    /// block's header is copied there, because only under the lock is the
+    /// block sure not to be freed (by a constructor that threw).
+    struct located {
+        unsigned char* block = nullptr;  // nullptr: no such name
+        std::size_t length = 0;
+        bool mine = false;  // this process allocated it, and constructs in it
+        std::uint32_t state = 0, magic = 0, layout = 0, constructor_pid = 0, offset = 0;
+        detail::type_facts facts{};
+    };
+
+    /// Under the directory lock: finds the named block, or allocates it (as
+    /// `how` allows) and claims it for C before the lock is released, so
+    /// that no other process ever constructs in it.
     template <class C>
-    unsigned char* allocate(std::string_view name, bool or_find, std::size_t extra) {
+    located locate(std::string_view name, lookup how, std::size_t extra) {
         const std::string key(name);
-        const std::size_t bytes = block_size<C>() + extra;
-        return with_directory([&]() -> unsigned char* {
-            header_->directory_dirty.store(1, std::memory_order_relaxed);
+        return with_directory([&]() -> located {
+            PROCSAFE_TEST_HOOK("directory.locked");
+            located at;
+            if (how != lookup::create) {
+                const auto [block, length] = buffer_.find<unsigned char>(key.c_str());
+                if (block != nullptr || how == lookup::find) {
+                    at.block = block;
+                    at.length = length;
+                    if (block != nullptr && length >= sizeof(detail::object_header)) {
+                        const detail::object_header* h = header_of(block);
+                        at.state = h->state.load(std::memory_order_acquire);
+                        at.magic = h->magic;
+                        at.layout = h->layout;
+                        at.constructor_pid = h->constructor_pid;
+                        at.offset = h->object_offset;
+                        at.facts = h->facts;
+                    }
+                    return at;
+                }
+            }
+            const std::size_t bytes = block_size<C>() + extra;
+            directory_change change(*header_);
             try {
-                unsigned char* block = or_find ? buffer_.find_or_construct<unsigned char>(key.c_str())[bytes](0)
-                                               : buffer_.construct<unsigned char>(key.c_str())[bytes](0);
-                header_->directory_dirty.store(0, std::memory_order_release);
-                return block;
+                at.block = buffer_.construct<unsigned char>(key.c_str())[bytes](0);
             } catch (const boost::interprocess::interprocess_exception& e) {
-                header_->directory_dirty.store(0, std::memory_order_release);
                 if (e.get_error_code() == boost::interprocess::already_exists_error) {
                     throw error(errc::object_exists, name_for_errors(), name, "an object of that name exists");
                 }
@@ -529,85 +644,109 @@ private:
                             "the segment has no room for " + std::to_string(bytes) + " more bytes (" +
                                 std::to_string(buffer_.get_free_memory()) + " free)");
             }
+            at.length = bytes;
+            at.mine = true;
+            detail::object_header* h = header_of(at.block);
+            h->magic = detail::object_magic;
+            h->layout = detail::layout_version;
+            h->constructor_pid = detail::current_pid();
+            h->facts = detail::object_traits<C>::facts();
+            h->object_offset = static_cast<std::uint32_t>(object_offset<C>(at.block));
+            h->state.store(detail::state_constructing, std::memory_order_release);
+            return at;
         });
     }
 
-    /// Constructs C in the block if nobody has started to; otherwise waits
-    /// for the process that did and validates the type. (Even after
-    /// construct() made the name, a concurrent find_or_construct may win the
-    /// race to construct: same object, same type check.)
-    template <class C, class... Args>
-    C& place(unsigned char* block, std::string_view name, Args&&... args) {
-        detail::object_header* h = header_of(block);
-        std::uint32_t expected = detail::state_empty;
-        if (!h->state.compare_exchange_strong(expected, detail::state_constructing, std::memory_order_acquire)) {
-            return validated<C>(block, block_size_of(block), name);
+    /// construct / find / find_or_construct: locate the name; construct in a
+    /// block of our own; otherwise type-check what is there and wait (up to
+    /// timeout()) for its constructor, looking the name up again each time.
+    template <class C, lookup How, class... Args>
+    C& obtain(std::string_view name, std::size_t extra, Args&&... args) {
+        const auto deadline = detail::deadline_after(timeout_);
+        for (unsigned round = 0;; ++round) {
+            const located at = locate<C>(name, How, extra);
+            if constexpr (How != lookup::find) {
+                if (at.mine) return build<C>(at.block, name, std::forward<Args>(args)...);
+            }
+            if (at.block == nullptr) throw error(errc::object_not_found, name_for_errors(), name, "no such object");
+            if (round == 0) PROCSAFE_TEST_HOOK("object.found");
+            if (C* obj = ready<C>(at, name)) return *obj;
+            if (detail::wait_clock::now() >= deadline) {
+                throw error(errc::timed_out, name_for_errors(), name,
+                            "still being constructed (by pid " + std::to_string(at.constructor_pid) + ") after " +
+                                std::to_string(timeout_.count()) + " ms");
+            }
+            PROCSAFE_TEST_HOOK("object.waiting");
+            if (round < 64) std::this_thread::yield();
+            else std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
-        h->magic = detail::object_magic;
-        h->layout = detail::layout_version;
-        h->constructor_pid = detail::current_pid();
-        h->facts = detail::object_traits<C>::facts();
+    }
+
+    /// Runs C's constructor in a block this process claimed, and publishes it.
+    template <class C, class... Args>
+    C& build(unsigned char* block, std::string_view name, Args&&... args) {
+        PROCSAFE_TEST_HOOK("object.allocated");
         C* obj = object_of<C>(block);
-        assert(reinterpret_cast<std::uintptr_t>(obj) % cache_line == 0);
+        assert(reinterpret_cast<std::uintptr_t>(obj) % object_align<C>() == 0);
         try {
             ::new (static_cast<void*>(obj)) C(std::forward<Args>(args)...);
         } catch (...) {
+            // Give the name back. Peers waiting for the object look the name
+            // up again under the lock and see it gone; none still holds the
+            // block. If even the directory cannot be had, the block stays
+            // "constructing" by this pid: peers time out, then get owner_died.
             const std::string key(name);
-            with_directory([&] {
-                header_->directory_dirty.store(1, std::memory_order_relaxed);
-                buffer_.destroy<unsigned char>(key.c_str());
-                header_->directory_dirty.store(0, std::memory_order_release);
-            });
+            try {
+                with_directory([&] {
+                    directory_change change(*header_);
+                    buffer_.destroy<unsigned char>(key.c_str());
+                });
+            } catch (const error&) {
+            }
             throw;
         }
-        h->state.store(detail::state_ready, std::memory_order_release);
+        header_of(block)->state.store(detail::state_ready, std::memory_order_release);
         return *obj;
     }
 
-    static std::size_t block_size_of(unsigned char* block) noexcept {
-        return detail::managed_buffer::segment_manager::get_instance_length(block);
-    }
-
+    /// The object in a block someone else claimed: type-checked at once;
+    /// nullptr while its constructor still runs.
     template <class C>
-    C& validated(unsigned char* block, std::size_t length, std::string_view name) {
+    C* ready(const located& at, std::string_view name) {
         static constexpr detail::type_facts want = detail::object_traits<C>::facts();
-        if (length < sizeof(detail::object_header)) {
+        if (at.length < sizeof(detail::object_header)) {
             throw error(errc::type_mismatch, name_for_errors(), name,
-                        "holds a block of " + std::to_string(length) + " bytes, not a procsafe object");
+                        "holds a block of " + std::to_string(at.length) + " bytes, not a procsafe object");
         }
-        detail::object_header* h = header_of(block);
-        const bool ready = detail::bounded_wait(timeout_, [&] {
-            const std::uint32_t s = h->state.load(std::memory_order_acquire);
-            if (s == detail::state_ready) return true;
-            if (s == detail::state_constructing && detail::process_gone(h->constructor_pid)) {
+        if (at.magic != detail::object_magic || at.layout != detail::layout_version) {
+            throw error(errc::incompatible_layout, name_for_errors(), name, "object header of another layout version");
+        }
+        if (!(at.facts == want)) {
+            throw error(errc::type_mismatch, name_for_errors(), name,
+                        "holds " + detail::describe(at.facts) + ", asked for " + detail::describe(want));
+        }
+        if (at.state == detail::state_constructing) {
+            if (detail::process_gone(at.constructor_pid)) {
                 throw error(errc::owner_died, name_for_errors(), name,
-                            "the process constructing it (pid " + std::to_string(h->constructor_pid) +
+                            "the process constructing it (pid " + std::to_string(at.constructor_pid) +
                                 ") died; destroy the segment or use another name");
             }
-            return false;
-        });
-        if (!ready) {
-            throw error(errc::timed_out, name_for_errors(), name,
-                        "still being constructed after " + std::to_string(timeout_.count()) + " ms");
+            return nullptr;
         }
-        if (h->magic != detail::object_magic || h->layout != detail::layout_version) {
+        const std::size_t offset = object_offset<C>(at.block);
+        if (at.state != detail::state_ready || at.offset != offset || offset + sizeof(C) > at.length) {
             throw error(errc::incompatible_layout, name_for_errors(), name,
-                        "object header of another layout version");
+                        "its header disagrees with its block (" + std::to_string(at.length) + " bytes)");
         }
-        if (!(h->facts == want) || length < block_size<C>()) {
-            throw error(errc::type_mismatch, name_for_errors(), name,
-                        "holds " + detail::describe(h->facts) + ", asked for " + detail::describe(want));
-        }
-        C* obj = object_of<C>(block);
+        C* obj = object_of<C>(at.block);
         if constexpr (requires(const C& c, std::size_t n) { c.procsafe_fits(n); }) {
             // A variable-size object: its own header says how much it spans.
-            const auto used = static_cast<std::size_t>(reinterpret_cast<unsigned char*>(obj) - block) + sizeof(C);
-            if (!obj->procsafe_fits(length - used)) {
+            if (!obj->procsafe_fits(at.length - offset - sizeof(C))) {
                 throw error(errc::incompatible_layout, name_for_errors(), name,
                             "its header claims more storage than its block holds");
             }
         }
-        return *obj;
+        return obj;
     }
 
     std::string name_;

@@ -2,14 +2,15 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/arith.hpp>
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
 
 #include <atomic>
 #include <bit>
-#include <cerrno>
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -17,12 +18,6 @@
 #include <type_traits>
 
 #include <procsafe/detail/platform.hpp>
-
-#if defined(PROCSAFE_POSIX)
-#include <csignal>
-#include <sched.h>
-#include <unistd.h>
-#endif
 
 namespace procsafe {
 
@@ -55,6 +50,17 @@ enum class shard_strategy : std::uint32_t {
 /// its parent's slot: it takes its own. Writers must share one PID namespace
 /// (slot owners are thread ids).
 ///
+/// Two traps, both from the single-writer slot (a plain load and store, no
+/// lock prefix):
+/// - Not async-signal-safe. An add made from a signal handler that
+///   interrupted the same thread between its load and its store is lost
+///   (the interrupted add stores over it); and a thread's first add claims
+///   its slot and registers a fork handler, neither of them safe in a
+///   handler. In a signal handler use an atomic_counter.
+/// - A child made with _Fork() or a raw clone() skips pthread_atfork, so it
+///   keeps its parent's slot as its own and the two lose each other's
+///   updates. fork(), posix_spawn and the exec family are fine.
+///
 /// ```
 /// auto seg = procsafe::segment::create("web", 1 << 20);
 /// auto& requests = seg.construct<procsafe::sharded_counter<std::int64_t>>("requests");
@@ -68,12 +74,17 @@ class alignas(cache_line) sharded_counter {
     static_assert(std::integral<T> && !std::is_same_v<std::remove_cv_t<T>, bool>,
                   "procsafe::sharded_counter<T>: T must be an integer type");
     static_assert(std::atomic_ref<T>::is_always_lock_free, "procsafe::sharded_counter<T>: T must be lock-free");
-    static_assert(std::atomic<std::int32_t>::is_always_lock_free);
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
     struct alignas(cache_line) slot {
-        std::atomic<std::int32_t> owner;  // writer thread id; 0 free; -1 the shared overflow line
+        // The writer: its thread id (low 32 bits) and a number drawn when the
+        // thread first wrote (high 32 bits), so that a thread that inherits
+        // a dead writer's id does not inherit its slot. 0: free; overflow:
+        // the shared overflow line.
+        std::atomic<std::uint64_t> owner;
         T value;
     };
+    static constexpr std::uint64_t overflow = ~std::uint64_t{0};
 
     // Only a segment constructs one: the slots live after the object, in
     // storage the segment allocates (procsafe_extra_bytes).
@@ -95,7 +106,8 @@ public:
     sharded_counter(const sharded_counter&) = delete;
     sharded_counter& operator=(const sharded_counter&) = delete;
 
-    /// Adds n to the caller's slot.  Process-safe. Lock-free. Never allocates.
+    /// Adds n to the caller's slot; an integer wraps around at its limits.
+    /// Process-safe. Lock-free. Not async-signal-safe (see the class comment).
     void add(T n) noexcept {
         slot* s = nullptr;
         bool exclusive = false;
@@ -111,13 +123,13 @@ public:
             }
         }
         std::atomic_ref<T> v(s->value);
-        if (exclusive) v.store(static_cast<T>(v.load(std::memory_order_relaxed) + n), std::memory_order_relaxed);
+        if (exclusive) v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
         else v.fetch_add(n, std::memory_order_relaxed);
     }
     /// Adds n (default 1).  Process-safe. Lock-free. Never allocates.
     void increment(T n = T{1}) noexcept { add(n); }
     /// Subtracts n (default 1).  Process-safe. Lock-free. Never allocates.
-    void decrement(T n = T{1}) noexcept { add(static_cast<T>(T{} - n)); }
+    void decrement(T n = T{1}) noexcept { add(detail::wrapping_sub(T{}, n)); }
     sharded_counter& operator++() noexcept { add(T{1}); return *this; }
     sharded_counter& operator--() noexcept { decrement(); return *this; }
     sharded_counter& operator+=(T n) noexcept { add(n); return *this; }
@@ -141,16 +153,17 @@ public:
         writer(const writer&) = delete;
         writer& operator=(const writer&) = delete;
 
-        /// Adds n to this thread's slot.  Lock-free. Never allocates.
+        /// Adds n to this thread's slot.  Lock-free. Never allocates. Not
+        /// async-signal-safe (see the class comment).
         void add(T n) noexcept {
             T* p = static_cast<T*>(value_);
             if (p == nullptr) [[unlikely]] p = refresh();
             std::atomic_ref<T> v(*p);
-            if (exclusive_) v.store(static_cast<T>(v.load(std::memory_order_relaxed) + n), std::memory_order_relaxed);
+            if (exclusive_) v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
             else v.fetch_add(n, std::memory_order_relaxed);
         }
         void increment(T n = T{1}) noexcept { add(n); }
-        void decrement(T n = T{1}) noexcept { add(static_cast<T>(T{} - n)); }
+        void decrement(T n = T{1}) noexcept { add(detail::wrapping_sub(T{}, n)); }
         writer& operator++() noexcept { add(T{1}); return *this; }
         writer& operator+=(T n) noexcept { add(n); return *this; }
 
@@ -176,7 +189,7 @@ public:
     T value() const noexcept {
         T sum{};
         for (std::uint32_t i = 0; i <= slots_; ++i) {
-            sum = static_cast<T>(sum + std::atomic_ref<T>(lines()[i].value).load(std::memory_order_relaxed));
+            sum = detail::wrapping_add(sum, std::atomic_ref<T>(lines()[i].value).load(std::memory_order_relaxed));
         }
         return sum;
     }
@@ -192,7 +205,7 @@ public:
     /// Slots that a writer thread owns now (alive or not yet taken over).
     std::size_t owned_slots() const noexcept {
         std::size_t n = 0;
-        for (std::uint32_t i = 0; i < slots_; ++i) n += lines()[i].owner.load(std::memory_order_relaxed) > 0;
+        for (std::uint32_t i = 0; i < slots_; ++i) n += lines()[i].owner.load(std::memory_order_relaxed) != 0;
         return n;
     }
 
@@ -215,7 +228,7 @@ private:
         for (std::uint32_t i = 0; i <= slots_; ++i) {
             ::new (static_cast<void*>(&lines()[i])) slot{{0}, T{}};
         }
-        lines()[slots_].owner.store(-1, std::memory_order_relaxed);
+        lines()[slots_].owner.store(overflow, std::memory_order_relaxed);
     }
 
     static std::size_t checked(std::size_t slots, shard_strategy strategy) {
@@ -237,34 +250,9 @@ private:
     }
     std::uint32_t mask() const noexcept { return slots_ - 1; }
 
-    std::uint32_t cpu_index() const noexcept {
-#if defined(PROCSAFE_POSIX)
-        const int cpu = ::sched_getcpu();  // glibc reads it from rseq: no system call
-        return cpu < 0 ? 0u : static_cast<std::uint32_t>(cpu) & mask();
-#else
-        return static_cast<std::uint32_t>(::GetCurrentProcessorNumber()) & mask();
-#endif
-    }
+    std::uint32_t cpu_index() const noexcept { return detail::current_cpu() & mask(); }
 
-    static std::int32_t thread_id() noexcept {
-#if defined(PROCSAFE_POSIX)
-        return static_cast<std::int32_t>(::gettid());
-#else
-        return static_cast<std::int32_t>(::GetCurrentThreadId());  // unique among live threads, system-wide
-#endif
-    }
-    static bool thread_gone(std::int32_t tid) noexcept {
-#if defined(PROCSAFE_POSIX)
-        return tid > 0 && ::kill(tid, 0) != 0 && errno == ESRCH;
-#else
-        if (tid <= 0) return false;
-        HANDLE h = ::OpenThread(SYNCHRONIZE, FALSE, static_cast<DWORD>(tid));
-        if (h == nullptr) return ::GetLastError() == ERROR_INVALID_PARAMETER;
-        const bool exited = ::WaitForSingleObject(h, 0) == WAIT_OBJECT_0;
-        ::CloseHandle(h);
-        return exited;
-#endif
-    }
+    static std::uint32_t thread_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner); }
 
     /// The slow path: find this thread's slot and remember it.
     slot* attach(detail::slot_cache_entry& e, bool& exclusive) noexcept {
@@ -287,27 +275,30 @@ private:
     }
 
     slot* claim(bool& exclusive) noexcept {
-        const std::int32_t me = thread_id();
+        const std::uint64_t me = detail::writer_identity();
         slot* all = lines();
         exclusive = true;
         // 1. A slot this thread already owns (cache evicted, or a second mapping).
         for (std::uint32_t i = 0; i < slots_; ++i)
             if (all[i].owner.load(std::memory_order_acquire) == me) return &all[i];
         // 2. A free slot, starting at a spot that spreads writers out.
-        const std::uint32_t start = (static_cast<std::uint32_t>(me) * 2654435761u) & mask();
+        const std::uint32_t start = (thread_of(me) * 2654435761u) & mask();
         for (std::uint32_t k = 0; k < slots_; ++k) {
             slot& s = all[(start + k) & mask()];
-            std::int32_t expected = 0;
+            std::uint64_t expected = 0;
             if (s.owner.load(std::memory_order_relaxed) == 0 &&
                 s.owner.compare_exchange_strong(expected, me, std::memory_order_acquire))
                 return &s;
         }
-        // 3. A slot whose owner is gone: its count stays, we continue it.
+        // 3. A slot whose owner is gone: its count stays, we continue it. The
+        // compare-and-swap is on the whole owner word: if the dead owner's
+        // thread id was reused meanwhile, the new thread does not match it
+        // (another number), so it cannot believe the slot its own.
         for (std::uint32_t i = 0; i < slots_; ++i) {
-            std::int32_t owner = all[i].owner.load(std::memory_order_relaxed);
-            if (owner > 0 && thread_gone(owner) &&
-                all[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire))
-                return &all[i];
+            std::uint64_t owner = all[i].owner.load(std::memory_order_relaxed);
+            if (owner == 0 || owner == overflow || !detail::thread_gone(thread_of(owner))) continue;
+            PROCSAFE_TEST_HOOK("sharded.takeover");
+            if (all[i].owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return &all[i];
         }
         // 4. More live writers than slots: the shared overflow line.
         exclusive = false;

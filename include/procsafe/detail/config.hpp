@@ -25,7 +25,9 @@ namespace detail {
 
 /// Bumped whenever the bytes a segment or an object puts in shared memory
 /// change meaning; a segment made by another layout is refused on open.
-inline constexpr std::uint32_t layout_version = 2;  // 2: counters carry a wait word
+// 2: counters carry a wait word. 3: objects are claimed by their allocator
+// (object_offset), the barrier is one word, sharded slot owners are 64-bit.
+inline constexpr std::uint32_t layout_version = 3;
 
 }  // namespace detail
 }  // namespace procsafe

@@ -118,13 +118,22 @@ inline constexpr std::uint32_t object_magic = 0x424F5350u;                     /
 enum object_state : std::uint32_t { state_empty = 0, state_constructing = 1, state_ready = 2 };
 
 /// In front of every object, in the same cache line as nothing hot: the object
-/// itself starts on the next 128-byte boundary.
+/// itself starts on the next 128-byte (or its own, if larger) boundary.
+///
+/// Written by the process that allocated the block, under the directory lock,
+/// before the lock is released (state: constructing); only that process
+/// constructs in the block, and it publishes state ready (release) when the
+/// constructor returned. A peer that finds the block type-checks `facts` at
+/// once and waits for ready, looking the name up again under the lock each
+/// time (a constructor that throws frees the block and removes the name).
 struct object_header {
-    std::atomic<std::uint32_t> state;  // object_state; zero when Boost hands the block out
+    std::atomic<std::uint32_t> state;  // object_state
     std::uint32_t magic;
     std::uint32_t layout;
     std::uint32_t constructor_pid;
     type_facts facts;
+    std::uint32_t object_offset;  // from the start of the block to the object
+    std::uint32_t reserved;
 };
 static_assert(sizeof(object_header) <= 64, "the object header must fit before the object");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);

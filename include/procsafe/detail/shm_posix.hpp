@@ -15,6 +15,7 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/detail/test_hook.hpp>
 
 #include <cerrno>
 #include <system_error>
@@ -87,6 +88,7 @@ public:
         m.fd_ = ::shm_open(os_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
         try {
+            PROCSAFE_TEST_HOOK("segment.created");
             if (::fchmod(m.fd_, mode) != 0) throw_errno(name, "fchmod", errno);
             if (::ftruncate(m.fd_, static_cast<off_t>(bytes)) != 0) throw_errno(name, "ftruncate", errno);
             // Reserve the pages now: a sparse object on a full tmpfs is a

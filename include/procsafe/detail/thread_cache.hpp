@@ -13,8 +13,10 @@
 // is one relaxed load and two compares.
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/platform.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #if defined(PROCSAFE_POSIX)
@@ -51,7 +53,34 @@ inline void unlink_writer(writer_base* w) noexcept {
     if (w->next_ != nullptr) w->next_->prev_ = w->prev_;
 }
 
+/// A number a thread draws when it first claims a slot: with its thread id
+/// it names the writer, so that a thread which inherits the id of a dead
+/// writer (ids are reused) is not taken for it.
+inline thread_local std::uint32_t writer_nonce = 0;
+
+inline std::uint32_t draw_nonce() noexcept {
+    static std::atomic<std::uint64_t> serial{0};
+    std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                      (static_cast<std::uint64_t>(current_tid()) << 21) ^
+                      (serial.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 30;  // splitmix64's finalizer
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    const auto n = static_cast<std::uint32_t>(x);
+    return n != 0 ? n : 1u;
+}
+
+/// The calling thread as a slot owner: its id (low 32 bits) and its number
+/// (high 32 bits). Never 0.
+inline std::uint64_t writer_identity() noexcept {
+    if (writer_nonce == 0) writer_nonce = draw_nonce();
+    return (static_cast<std::uint64_t>(writer_nonce) << 32) | current_tid();
+}
+
 inline void after_fork_in_child() noexcept {
+    writer_nonce = 0;  // the child's thread is another writer
     bump_cache_epoch();
     for (writer_base* w = thread_writers; w != nullptr; w = w->next_) w->value_ = nullptr;
 }
