@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +96,7 @@ struct wake_latency {
     int samples = 0;                             ///< per kind
     std::vector<double> procsafe_us, raw_us;     ///< one per sample
     bool ok = false;                             ///< the waiter process ran them all
+    int crossed = 0;  ///< wake-ups (both kinds) where the waiter woke on another CPU than the waker's
     double ratio_median() const { return median(procsafe_us) / median(raw_us); }
     double ratio_p99() const { return quantile(procsafe_us, 0.99) / quantile(raw_us, 0.99); }
 };
@@ -113,6 +116,7 @@ struct wake_shared {
     alignas(procsafe::cache_line) std::atomic<std::uint32_t> word{0};
     double woke_procsafe[max_wake_samples];
     double woke_raw[max_wake_samples];
+    std::atomic<int> woke_on[2 * max_wake_samples];  // the waiter's CPU after each wake-up
 };
 
 inline void busy_wait(double seconds) {
@@ -137,6 +141,7 @@ inline wake_latency measure_wake(int samples) {
             w.announced.store(2 * i + 1);
             if (!w.counter.wait_at_least_for(i + 1, std::chrono::seconds(10))) ::_exit(1);
             store_shared(w.woke_procsafe[i], now_seconds());
+            w.woke_on[2 * i].store(::sched_getcpu(), std::memory_order_relaxed);
 
             w.announced.store(2 * i + 2);
             const double give_up = now_seconds() + 10;
@@ -145,21 +150,25 @@ inline wake_latency measure_wake(int samples) {
                 if (now_seconds() > give_up) ::_exit(1);
             }
             store_shared(w.woke_raw[i], now_seconds());
+            w.woke_on[2 * i + 1].store(::sched_getcpu(), std::memory_order_relaxed);
         }
         ::_exit(0);
     }
     wake_latency out;
     out.samples = samples;
     std::vector<double> stamped_procsafe(static_cast<std::size_t>(samples)), stamped_raw(stamped_procsafe);
+    std::vector<int> waker_on(2 * static_cast<std::size_t>(samples), -1);
     for (int i = 0; i < samples && pid > 0; ++i) {
         if (!w.announced.wait_at_least_for(2 * i + 1, std::chrono::seconds(10))) break;
         detail::busy_wait(200e-6);  // busy: no sleep call of ours in the way
         stamped_procsafe[static_cast<std::size_t>(i)] = now_seconds();
+        waker_on[2 * static_cast<std::size_t>(i)] = ::sched_getcpu();
         w.counter.increment();
 
         if (!w.announced.wait_at_least_for(2 * i + 2, std::chrono::seconds(10))) break;
         detail::busy_wait(200e-6);
         stamped_raw[static_cast<std::size_t>(i)] = now_seconds();
+        waker_on[2 * static_cast<std::size_t>(i) + 1] = ::sched_getcpu();
         w.word.store(static_cast<std::uint32_t>(i + 1), std::memory_order_release);
         detail::futex(w.word, FUTEX_WAKE, INT_MAX, nullptr);
     }
@@ -172,6 +181,8 @@ inline wake_latency measure_wake(int samples) {
         out.procsafe_us.push_back((load_shared(w.woke_procsafe[i]) - stamped_procsafe[k]) * 1e6);
         out.raw_us.push_back((load_shared(w.woke_raw[i]) - stamped_raw[k]) * 1e6);
     }
+    for (int i = 0; i < 2 * samples; ++i)
+        out.crossed += w.woke_on[i].load(std::memory_order_relaxed) != waker_on[static_cast<std::size_t>(i)];
     return out;
 }
 
@@ -186,17 +197,22 @@ inline std::string wake_dominated_by(const wake_latency& w) {
             break;
         }
     const double raw = median(w.raw_us), extra = median(w.procsafe_us) - raw;
-    char buf[512];
+    const double crossed = 100.0 * w.crossed / (2.0 * w.samples);
+    char how[256];
+    if (crossed >= 50) {
+        std::snprintf(how, sizeof how, "waking the waiter's CPU%s and the scheduler's switch to it",
+                      vm ? " (an idle vCPU: on this virtual machine, the hypervisor's inter-processor interrupt)" : "");
+    } else {
+        std::snprintf(how, sizeof how, "the scheduler's wake-up and switch to the waiter, mostly on the waker's own %s",
+                      vm ? "vCPU" : "CPU");
+    }
+    char buf[640];
     std::snprintf(buf, sizeof buf,
-                  "what dominates: the raw futex wake-up itself, %.1f us at the median: the kernel waking a "
-                  "sleeping process and the scheduler switching to it%s; %s (%+.2f us at the median)",
-                  raw,
-                  vm ? ", and on this virtual machine the hypervisor's inter-processor interrupt to the waiter's "
-                       "vCPU when it is idle"
-                     : "",
-                  extra < 0.3 * raw ? "procsafe's own few instructions are lost in it"
-                                    : "procsafe adds a visible part",
-                  extra);
+                  "what dominates: the raw futex wake-up itself, %.1f us at the median: %s (the waiter woke on "
+                  "another CPU than the waker's %.0f%% of the time); %s (%+.2f us at the median)",
+                  raw, how, crossed,
+                  extra < 0.3 * raw ? "procsafe's own few instructions are lost in it" : "procsafe adds a visible part",
+                  std::abs(extra) < 0.005 ? 0.0 : extra);
     return buf;
 }
 
