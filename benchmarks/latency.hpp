@@ -133,24 +133,29 @@ inline wake_latency measure_wake(int samples) {
     samples = std::clamp(samples, 1, detail::max_wake_samples);
     auto seg = procsafe::segment::anonymous(256 * 1024);
     auto& w = seg.construct<detail::wake_shared>("wake");
+    // Step j wakes sample j / 2 of one kind; the two kinds alternate, and
+    // their order flips from one sample to the next (procsafe first, then
+    // the raw futex first), so that neither always follows the other.
+    auto is_raw = [](int j) { return ((j & 1) ^ ((j / 2) & 1)) != 0; };
     std::fflush(nullptr);
     const pid_t pid = ::fork();
     if (pid == 0) {
         const timespec slice{1, 0};
-        for (int i = 0; i < samples; ++i) {
-            w.announced.store(2 * i + 1);
-            if (!w.counter.wait_at_least_for(i + 1, std::chrono::seconds(10))) ::_exit(1);
-            store_shared(w.woke_procsafe[i], now_seconds());
-            w.woke_on[2 * i].store(::sched_getcpu(), std::memory_order_relaxed);
-
-            w.announced.store(2 * i + 2);
-            const double give_up = now_seconds() + 10;
-            while (w.word.load(std::memory_order_acquire) == static_cast<std::uint32_t>(i)) {
-                detail::futex(w.word, FUTEX_WAIT, static_cast<std::uint32_t>(i), &slice);
-                if (now_seconds() > give_up) ::_exit(1);
+        for (int j = 0; j < 2 * samples; ++j) {
+            const int i = j / 2;
+            w.announced.store(j + 1);
+            if (!is_raw(j)) {
+                if (!w.counter.wait_at_least_for(i + 1, std::chrono::seconds(10))) ::_exit(1);
+                store_shared(w.woke_procsafe[i], now_seconds());
+            } else {
+                const double give_up = now_seconds() + 10;
+                while (w.word.load(std::memory_order_acquire) == static_cast<std::uint32_t>(i)) {
+                    detail::futex(w.word, FUTEX_WAIT, static_cast<std::uint32_t>(i), &slice);
+                    if (now_seconds() > give_up) ::_exit(1);
+                }
+                store_shared(w.woke_raw[i], now_seconds());
             }
-            store_shared(w.woke_raw[i], now_seconds());
-            w.woke_on[2 * i + 1].store(::sched_getcpu(), std::memory_order_relaxed);
+            w.woke_on[j].store(::sched_getcpu(), std::memory_order_relaxed);
         }
         ::_exit(0);
     }
@@ -158,19 +163,19 @@ inline wake_latency measure_wake(int samples) {
     out.samples = samples;
     std::vector<double> stamped_procsafe(static_cast<std::size_t>(samples)), stamped_raw(stamped_procsafe);
     std::vector<int> waker_on(2 * static_cast<std::size_t>(samples), -1);
-    for (int i = 0; i < samples && pid > 0; ++i) {
-        if (!w.announced.wait_at_least_for(2 * i + 1, std::chrono::seconds(10))) break;
+    for (int j = 0; j < 2 * samples && pid > 0; ++j) {
+        const auto i = static_cast<std::size_t>(j / 2);
+        if (!w.announced.wait_at_least_for(j + 1, std::chrono::seconds(10))) break;
         detail::busy_wait(200e-6);  // busy: no sleep call of ours in the way
-        stamped_procsafe[static_cast<std::size_t>(i)] = now_seconds();
-        waker_on[2 * static_cast<std::size_t>(i)] = ::sched_getcpu();
-        w.counter.increment();
-
-        if (!w.announced.wait_at_least_for(2 * i + 2, std::chrono::seconds(10))) break;
-        detail::busy_wait(200e-6);
-        stamped_raw[static_cast<std::size_t>(i)] = now_seconds();
-        waker_on[2 * static_cast<std::size_t>(i) + 1] = ::sched_getcpu();
-        w.word.store(static_cast<std::uint32_t>(i + 1), std::memory_order_release);
-        detail::futex(w.word, FUTEX_WAKE, INT_MAX, nullptr);
+        waker_on[static_cast<std::size_t>(j)] = ::sched_getcpu();
+        if (!is_raw(j)) {
+            stamped_procsafe[i] = now_seconds();
+            w.counter.increment();
+        } else {
+            stamped_raw[i] = now_seconds();
+            w.word.store(static_cast<std::uint32_t>(i + 1), std::memory_order_release);
+            detail::futex(w.word, FUTEX_WAKE, INT_MAX, nullptr);
+        }
     }
     int status = 0;
     if (pid > 0) ::waitpid(pid, &status, 0);

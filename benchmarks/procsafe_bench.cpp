@@ -322,13 +322,16 @@ int main(int argc, char** argv) {
         std::printf("%8zu %12.1f %12.1f %7.2fx\n", slots, latency::median(v.procsafe_ns), latency::median(v.raw_ns),
                     v.ratio());
     }
-    std::printf("  raw: a loop summing slots + 1 plain 128-byte lines (the slots and the overflow line), relaxed loads\n");
+    std::printf("  raw: a loop summing slots + 1 plain 128-byte lines (the slots and the overflow line),"
+                " relaxed loads\n");
 
     // Wake-up latency: procsafe's waiter and a raw futex waiter, alternated.
-    const int wake_samples = quick ? 500 : 1000;
+    // A p99 is the 20th-worst of 2,000 samples: fewer, and a burst of noise moves it.
+    const int wake_samples = quick ? 500 : 2000;
     const latency::wake_latency wake = latency::measure_wake(wake_samples);
     std::printf("\nwake-up latency, increment to a sleeping waiter's return (another process; %d samples of each,\n"
-                "procsafe and a raw FUTEX_WAIT/FUTEX_WAKE on a shared 32-bit word, alternated)\n",
+                "procsafe and a raw FUTEX_WAIT/FUTEX_WAKE on a shared 32-bit word, alternated, order flipped"
+                " each sample)\n",
                 wake.samples);
     if (wake.ok) {
         auto line = [](const char* what, const std::vector<double>& us) {
@@ -520,7 +523,8 @@ int main(int argc, char** argv) {
         target(std::string("wake-up latency / raw futex wake-up, ") + (p99 ? "p99" : "median"), bound_wake, true,
                [&, p99](int attempt) {
                    const latency::wake_latency w = attempt == 0 ? wake : latency::measure_wake(wake_samples);
-                   if (!w.ok) return reading{std::numeric_limits<double>::infinity(), "", "(the waiter process failed)"};
+                   if (!w.ok)
+                       return reading{std::numeric_limits<double>::infinity(), "", "(the waiter process failed)"};
                    const double q = p99 ? 0.99 : 0.5;
                    char buf[96];
                    std::snprintf(buf, sizeof buf, "(%.1f us against %.1f us)", latency::quantile(w.procsafe_us, q),

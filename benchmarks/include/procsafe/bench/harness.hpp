@@ -264,7 +264,9 @@ struct run_outcome {
     double parallelism;  ///< see result::parallelism
 };
 
-inline void store_shared(double& shared, double v) { std::atomic_ref<double>(shared).store(v, std::memory_order_relaxed); }
+inline void store_shared(double& shared, double v) {
+    std::atomic_ref<double>(shared).store(v, std::memory_order_relaxed);
+}
 inline double load_shared(double& shared) { return std::atomic_ref<double>(shared).load(std::memory_order_relaxed); }
 
 template <class Setup>
