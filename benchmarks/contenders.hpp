@@ -11,7 +11,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 #include <pthread.h>
 
 namespace contenders {
@@ -171,6 +175,69 @@ inline auto per_process_slot(bool single_writer) {
         auto& all = seg.construct<slot_array>("slots");
         return ops{all.lines, processes, single_writer};
     };
+}
+
+/// Many series (a label with `series` values): what a user writes is a
+/// counter_array of padded atomic counters, one per series; the k-th increment
+/// of each process goes to element k % series (counted by wrapping, not by a
+/// division, the same index).
+inline auto series_array(std::size_t series) {
+    return [series](procsafe::segment& seg, int) {
+        using array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
+        struct ops {
+            array* a;
+            std::size_t k = 0;
+            void increment() {
+                (*a)[k].increment();
+                if (++k == a->size()) k = 0;
+            }
+            std::int64_t read() { return (*a)[0].value(); }
+            std::int64_t total() {
+                std::int64_t sum = 0;
+                for (std::size_t i = 0; i < a->size(); ++i) sum += (*a)[i].value();
+                return sum;
+            }
+        };
+        return ops{&seg.construct<array>("series", series)};
+    };
+}
+
+/// The same series as `series` sharded counters (`slots` slots each), each
+/// process holding a local() writer for every series: the fast path, at the
+/// price of a counter per series and a writer per series and process.
+inline auto series_sharded(std::size_t series, std::size_t slots) {
+    return [series, slots](procsafe::segment& seg, int) {
+        using counter = procsafe::sharded_counter<std::int64_t>;
+        struct ops {
+            std::vector<counter*> counters;
+            std::shared_ptr<std::deque<counter::writer>> writers;  // writers are neither copied nor moved
+            std::size_t k = 0;
+            void start(int) {  // in the worker, before the start barrier
+                writers = std::make_shared<std::deque<counter::writer>>();
+                for (counter* c : counters) writers->emplace_back(*c);
+            }
+            void increment() {
+                (*writers)[k].increment();
+                if (++k == counters.size()) k = 0;
+            }
+            std::int64_t read() { return counters[0]->value(); }
+            std::int64_t total() {
+                std::int64_t sum = 0;
+                for (counter* c : counters) sum += c->value();
+                return sum;
+            }
+        };
+        ops o;
+        for (std::size_t i = 0; i < series; ++i)
+            o.counters.push_back(&seg.construct<counter>("series." + std::to_string(i), slots));
+        return o;
+    };
+}
+
+/// Segment bytes for series_sharded: a line per slot and the overflow line,
+/// plus the object and its name, per series.
+inline std::size_t series_sharded_bytes(std::size_t series, std::size_t slots) {
+    return series * (slots + 4) * procsafe::cache_line;
 }
 
 /// The racy read-then-write, measured for its lost-update rate only.

@@ -41,6 +41,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -162,7 +163,45 @@ private:
 struct contender_info {
     std::string baseline;  ///< the raw contender it wraps: ratios are taken against it
     std::string note;      ///< one line, printed under the table
+    /// Bytes the contender's state needs in the run's segment, beyond the
+    /// harness's default (a few KiB per process): many counters, many slots.
+    std::size_t segment_bytes = 0;
 };
+
+/// JSON text for a string: quoted, with `"`, `\` and control characters escaped.
+inline std::string json_string(const std::string& s) {
+    std::string q = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') {
+            q += '\\';
+            q += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+            q += buf;
+        } else {
+            q += c;
+        }
+    }
+    return q + "\"";
+}
+
+/// JSON text for a number: null when it is not finite (JSON has no NaN).
+inline std::string json_number(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream o;
+    o.precision(10);
+    o << v;
+    return o.str();
+}
+
+/// JSON array of numbers.
+template <class T>
+std::string json_array(const std::vector<T>& v) {
+    std::string a = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) a += (i ? ", " : "") + json_number(static_cast<double>(v[i]));
+    return a + "]";
+}
 
 namespace detail {
 
@@ -183,6 +222,8 @@ struct control {
     std::atomic<int> ready{0};
     std::atomic<int> go{0};
     std::atomic<int> failed{0};
+    // Written by each worker, read by the parent once the worker reported
+    // through the pipe (atomic anyway: shared memory is touched only atomically).
     double finished[max_processes]{};
     double cpu[max_processes]{};  ///< CPU seconds each worker spent in its loop
 };
@@ -223,9 +264,15 @@ struct run_outcome {
     double parallelism;  ///< see result::parallelism
 };
 
+inline void store_shared(double& shared, double v) {
+    std::atomic_ref<double>(shared).store(v, std::memory_order_relaxed);
+}
+inline double load_shared(double& shared) { return std::atomic_ref<double>(shared).load(std::memory_order_relaxed); }
+
 template <class Setup>
-run_outcome run_once(Setup& setup, int processes, long n, workload w) {
-    auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + std::size_t{256} * 1024);
+run_outcome run_once(Setup& setup, int processes, long n, workload w, std::size_t segment_bytes = 0) {
+    auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + std::size_t{256} * 1024 +
+                                            segment_bytes);
     auto ops = setup(seg, processes);
     auto& ctl = seg.construct<control>("procsafe.bench.control");
     // A finished worker tells the parent through `done` and then blocks on
@@ -249,8 +296,8 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
                 const double cpu0 = cpu_seconds();
                 volatile std::int64_t sink = loop(ops, w, n);
                 (void)sink;
-                ctl.finished[p] = now_seconds();
-                ctl.cpu[p] = cpu_seconds() - cpu0;
+                store_shared(ctl.finished[p], now_seconds());
+                store_shared(ctl.cpu[p], cpu_seconds() - cpu0);
             } catch (...) {
                 ctl.failed.fetch_add(1);
                 rc = 1;
@@ -286,9 +333,9 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w) {
     if (bad != 0 || reported < processes || ctl.failed.load() != 0)
         throw std::runtime_error("procsafe::bench: a worker process failed");
     double end = start;
-    for (int p = 0; p < processes; ++p) end = std::max(end, ctl.finished[p]);
+    for (int p = 0; p < processes; ++p) end = std::max(end, load_shared(ctl.finished[p]));
     double cpu = 0;
-    for (int p = 0; p < processes; ++p) cpu += ctl.cpu[p];
+    for (int p = 0; p < processes; ++p) cpu += load_shared(ctl.cpu[p]);
     run_outcome out{end - start, std::nullopt, end > start ? cpu / (end - start) : 0.0};
     if constexpr (has_total<decltype(ops)>) {
         out.lost = static_cast<std::int64_t>(increments_in(w, n)) * processes - static_cast<std::int64_t>(ops.total());
@@ -310,9 +357,10 @@ public:
     /// total() (the final count, for the lost-update column).
     template <class Setup>
     void add(std::string name, Setup setup, contender_info info = {}) {
+        const std::size_t bytes = info.segment_bytes;
         contenders_.push_back({std::move(name), std::move(info),
-                               [setup](int p, long n, workload w) mutable {
-                                   return detail::run_once(setup, p, n, w);
+                               [setup, bytes](int p, long n, workload w) mutable {
+                                   return detail::run_once(setup, p, n, w, bytes);
                                }});
     }
 
@@ -532,14 +580,7 @@ private:
     static long increments_in(const result& r) {
         return detail::increments_in(r.load, r.ops) * r.processes;
     }
-    static std::string quote(const std::string& s) {
-        std::string q = "\"";
-        for (char c : s) {
-            if (c == '"' || c == '\\') q += '\\';
-            q += c;
-        }
-        return q + "\"";
-    }
+    static std::string quote(const std::string& s) { return json_string(s); }
 
     options options_;
     std::vector<entry> contenders_;
