@@ -5,7 +5,7 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/test_hook.hpp>
-#include <procsafe/detail/wait.hpp>
+#include <procsafe/detail/futex.hpp>
 #include <procsafe/error.hpp>
 
 #include <atomic>
@@ -139,7 +139,7 @@ namespace detail {
 template <>
 struct object_traits<barrier> {
     static constexpr type_facts facts() {
-        return {object_kind::barrier, value_category::unsigned_integer, 8, 8, sizeof(barrier), alignof(barrier), 0, 0};
+        return value_facts<std::uint64_t>(object_kind::barrier, sizeof(barrier), alignof(barrier));  // the state word
     }
 };
 }  // namespace detail

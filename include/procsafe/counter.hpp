@@ -6,10 +6,12 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
-#include <procsafe/detail/wait.hpp>
+#include <procsafe/detail/test_hook.hpp>
+#include <procsafe/wait.hpp>
 
 #include <atomic>
 #include <concepts>
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <type_traits>
@@ -61,8 +63,8 @@ class basic_counter {
 
 /// Lock-free operations on a T (see counter<T, atomic_sync>).
 template <class T, class Layout>
-class basic_counter<T, atomic_sync, Layout> : public detail::waitable<basic_counter<T, atomic_sync, Layout>, T> {
-    friend class detail::waitable<basic_counter, T>;
+class basic_counter<T, atomic_sync, Layout> : public waitable<basic_counter<T, atomic_sync, Layout>, T> {
+    friend class waitable<basic_counter, T>;
     static_assert(atomic_counter_value<T>,
                   "procsafe::atomic_counter<T>: T must be an integer (not bool) or floating-point type");
     static_assert(std::atomic_ref<T>::is_always_lock_free,
@@ -148,13 +150,17 @@ private:
         alignas(std::atomic_ref<T>::required_alignment) T value;
         alignas(64) detail::wait_state wait;
     };
+    // The split layout is the performance claim: the notifier's check of the
+    // wait word reads a line no update writes.
+    static_assert(offsetof(split, wait) - offsetof(split, value) == 64,
+                  "the split layout keeps the wait word on the other 64-byte half of the block");
     mutable std::conditional_t<std::is_same_v<Layout, detail::split_layout>, split, compact> storage_;
 };
 
 /// Operations under a robust mutex on any trivially copyable T (see counter<T, mutex_sync>).
 template <class T, class Layout>
-class basic_counter<T, mutex_sync, Layout> : public detail::waitable<basic_counter<T, mutex_sync, Layout>, T> {
-    friend class detail::waitable<basic_counter, T>;
+class basic_counter<T, mutex_sync, Layout> : public waitable<basic_counter<T, mutex_sync, Layout>, T> {
+    friend class waitable<basic_counter, T>;
     static_assert(mutex_counter_value<T>,
                   "procsafe::mutex_counter<T>: T must be trivially copyable and default constructible "
                   "(it is shared byte for byte between processes)");
@@ -261,6 +267,7 @@ private:
         const std::uint32_t cur = current_.load(std::memory_order_relaxed);
         T& next = slots_[cur ^ 1u];
         next = slots_[cur];
+        PROCSAFE_TEST_HOOK("counter.locked");
         if constexpr (std::is_void_v<std::invoke_result_t<F, T&>>) {
             std::invoke(std::forward<F>(f), next);
             current_.store(cur ^ 1u, std::memory_order_release);
@@ -295,7 +302,7 @@ private:
 /// Place it with segment::construct / find / find_or_construct; each process
 /// gets a reference to the same object. `Sync` is atomic_sync (lock-free) or
 /// mutex_sync (a robust process-shared lock). Any process may block until the
-/// value says so (wait_at_least, wait_equal, wait; detail/wait.hpp). The object fills whole 128-byte
+/// value says so (wait_at_least, wait_equal, wait; procsafe/wait.hpp). The object fills whole 128-byte
 /// lines, so two counters never share a cache line. It holds no pointer, and
 /// is neither copyable nor movable: its address is its identity.
 ///
@@ -342,20 +349,12 @@ template <class T>
 using mutex_counter = counter<T, mutex_sync>;
 
 namespace detail {
-template <class T>
-struct object_traits<counter<T, atomic_sync>> {
-    static_assert(sizeof(counter<T, atomic_sync>) % cache_line == 0, "a counter fills whole lines");
+template <class T, class Sync>
+struct object_traits<counter<T, Sync>> {
+    static_assert(sizeof(counter<T, Sync>) % cache_line == 0, "a counter fills whole lines");
     static constexpr type_facts facts() {
-        return value_facts<T>(object_kind::atomic_counter, sizeof(counter<T, atomic_sync>),
-                              alignof(counter<T, atomic_sync>));
-    }
-};
-template <class T>
-struct object_traits<counter<T, mutex_sync>> {
-    static_assert(sizeof(counter<T, mutex_sync>) % cache_line == 0, "a counter fills whole lines");
-    static constexpr type_facts facts() {
-        return value_facts<T>(object_kind::mutex_counter, sizeof(counter<T, mutex_sync>),
-                              alignof(counter<T, mutex_sync>));
+        return value_facts<T>(std::is_same_v<Sync, atomic_sync> ? object_kind::atomic_counter : object_kind::mutex_counter,
+                              sizeof(counter<T, Sync>), alignof(counter<T, Sync>));
     }
 };
 }  // namespace detail

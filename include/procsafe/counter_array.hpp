@@ -13,8 +13,6 @@
 
 namespace procsafe {
 
-class segment;
-
 /// How a counter_array lays out its elements.
 enum class array_layout : std::uint32_t {
     /// One 128-byte line (or more) per element: writers of different elements
@@ -48,7 +46,9 @@ inline constexpr std::size_t array_align =
 
 template <class T, class Sync>
 class alignas(detail::array_align<T, Sync>) counter_array {
-    friend class segment;  // the elements live after the object, in storage the segment allocates
+    // Only a segment constructs one: the storage after the object comes
+    // from the segment (procsafe_extra_bytes).
+    friend struct detail::object_access;
 
 public:
     using element_type = basic_counter<T, Sync>;

@@ -12,8 +12,8 @@ namespace procsafe {
 /// What went wrong, as a code in procsafe's own error category.
 /// Each bad input has its own code, so callers (and tests) can tell them apart.
 enum class errc {
-    not_found = 1,        ///< open() of a segment that does not exist
-    already_exists,       ///< create() of a segment whose name is taken
+    segment_not_found = 1,  ///< open() of a segment that does not exist
+    segment_exists,         ///< create() of a segment whose name is taken
     object_not_found,     ///< find() of a name the segment does not hold
     object_exists,        ///< construct() of a name the segment already holds
     type_mismatch,        ///< find() with another type than the one constructed
@@ -22,7 +22,7 @@ enum class errc {
     invalid_name,         ///< a segment or object name procsafe does not accept
     out_of_space,         ///< no room: in the segment, or for the segment (/dev/shm)
     permission_denied,    ///< the OS refused access, or the segment has a foreign owner
-    timed_out,            ///< a peer never finished setting up a segment or object
+    timed_out,            ///< a peer did not finish in time (setting up, or holding a lock)
     owner_died,           ///< a process died while changing the segment's directory
     invalid_argument,     ///< a bad size, mode or slot count
     out_of_range,         ///< an index past the end of a counter_array
@@ -37,8 +37,8 @@ public:
     const char* name() const noexcept override { return "procsafe"; }
     std::string message(int code) const override {
         switch (static_cast<errc>(code)) {
-            case errc::not_found: return "segment not found";
-            case errc::already_exists: return "segment already exists";
+            case errc::segment_not_found: return "segment not found";
+            case errc::segment_exists: return "segment already exists";
             case errc::object_not_found: return "object not found";
             case errc::object_exists: return "object already exists";
             case errc::type_mismatch: return "object has another type";
@@ -47,7 +47,7 @@ public:
             case errc::invalid_name: return "invalid name";
             case errc::out_of_space: return "out of space";
             case errc::permission_denied: return "permission denied";
-            case errc::timed_out: return "timed out waiting for initialization";
+            case errc::timed_out: return "timed out waiting for another process";
             case errc::owner_died: return "a process died while changing the segment";
             case errc::invalid_argument: return "invalid argument";
             case errc::out_of_range: return "index out of range";

@@ -58,11 +58,11 @@ public:
     void wait() const { count_.wait_equal(0); }
     /// As wait(), at most d; returns whether the count reached zero.
     template <class Rep, class Period>
-    bool wait_for(const std::chrono::duration<Rep, Period>& d) const {
+    [[nodiscard]] bool wait_for(const std::chrono::duration<Rep, Period>& d) const {
         return count_.wait_equal_for(0, d);
     }
     template <class Clock, class Duration>
-    bool wait_until(const std::chrono::time_point<Clock, Duration>& tp) const {
+    [[nodiscard]] bool wait_until(const std::chrono::time_point<Clock, Duration>& tp) const {
         return count_.wait_equal_until(0, tp);
     }
     /// count_down(n), then wait().
@@ -83,7 +83,7 @@ namespace detail {
 template <>
 struct object_traits<latch> {
     static constexpr type_facts facts() {
-        return {object_kind::latch, value_category::signed_integer, 8, 8, sizeof(latch), alignof(latch), 0, 0};
+        return value_facts<std::int64_t>(object_kind::latch, sizeof(latch), alignof(latch));  // the count
     }
 };
 }  // namespace detail

@@ -38,12 +38,12 @@ enum class shard_strategy : std::uint32_t {
 /// A counter split into slots, one 128-byte line each, so that writers stop
 /// fighting over one cache line (Java's LongAdder, Linux's percpu_counter).
 ///
-/// increment / decrement / add write only the caller's slot; value() sums
-/// the slots. Like LongAdder::sum(), value() is not an atomic snapshot while
+/// increment / decrement / add write only the caller's slot; sum() adds the
+/// slots up. Like LongAdder::sum(), sum() is not an atomic snapshot while
 /// writers run (it may miss updates made while it sums), and it is exact once
 /// they stop. reset() is exact only when no writer runs.
 ///
-/// Memory ordering: relaxed; value() orders nothing. Crash behaviour: with
+/// Memory ordering: relaxed; sum() orders nothing. Crash behaviour: with
 /// owned slots, a process killed in the middle of an increment loses at most
 /// that increment (its slot holds everything it finished); its slot is taken
 /// over by a later writer once the owner is gone. A forked child never writes
@@ -67,7 +67,7 @@ enum class shard_strategy : std::uint32_t {
 /// // in each worker process, as often as you like:
 /// requests.increment();
 /// // in the monitor:
-/// std::int64_t total = requests.value();  // exact once the workers stop
+/// std::int64_t total = requests.sum();  // exact once the workers stop
 /// ```
 template <class T>
 class alignas(cache_line) sharded_counter {
@@ -86,9 +86,9 @@ class alignas(cache_line) sharded_counter {
     };
     static constexpr std::uint64_t overflow = ~std::uint64_t{0};
 
-    // Only a segment constructs one: the slots live after the object, in
-    // storage the segment allocates (procsafe_extra_bytes).
-    friend class segment;
+    // Only a segment constructs one: the storage after the object comes
+    // from the segment (procsafe_extra_bytes).
+    friend struct detail::object_access;
 
 public:
     using value_type = T;
@@ -182,16 +182,21 @@ public:
     /// Lock-free. Never allocates.
     writer local() noexcept { return writer(*this); }
 
-    // mimic: java.util.concurrent.atomic.LongAdder::sum
+    // mimic: java.util.concurrent.atomic.LongAdder::sum (folly's readFull)
     /// The sum of all slots: exact when no writer runs; otherwise it may miss
     /// updates made while it sums (not an atomic snapshot).
-    /// Process-safe. Lock-free. Never allocates. Cost: one load per slot.
-    T value() const noexcept {
-        T sum{};
-        for (std::uint32_t i = 0; i <= slots_; ++i) {
-            sum = detail::wrapping_add(sum, std::atomic_ref<T>(lines()[i].value).load(std::memory_order_relaxed));
+    /// Process-safe. Lock-free. Never allocates. Cost: one load per slot,
+    /// slots() + 1 of them (about 50 ns for the default 64, 600 ns for 1,024).
+    T sum() const noexcept {
+        // Locals, not members: the atomic loads would otherwise make the
+        // compiler reload slots_ and recompute each line's address.
+        const slot* line = lines();
+        const std::uint32_t n = slots_;
+        T total{};
+        for (std::uint32_t i = 0; i <= n; ++i) {
+            total = detail::wrapping_add(total, std::atomic_ref<T>(const_cast<T&>(line[i].value)).load(std::memory_order_relaxed));
         }
-        return sum;
+        return total;
     }
     /// Zeroes every slot. Exact only when no writer runs (a writer that read
     /// its slot before the reset writes its old value plus one back).

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -22,6 +23,10 @@ namespace procsafe {
 inline constexpr std::size_t cache_line = 128;
 
 namespace detail {
+
+/// How long opening a segment, finding an object and taking a segment's
+/// directory lock wait for a peer, unless the caller says otherwise.
+inline constexpr std::chrono::milliseconds default_timeout{2000};
 
 /// Bumped whenever the bytes a segment or an object puts in shared memory
 /// change meaning; a segment made by another layout is refused on open.

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <thread>
 #include <type_traits>
 
 namespace procsafe::detail {
@@ -49,6 +50,20 @@ wait_clock::time_point deadline_at(const std::chrono::time_point<Clock, Duration
                                       ? wide_nanoseconds(steady_now.time_since_epoch()).count()
                                       : wide_nanoseconds(Clock::now().time_since_epoch()).count();
     return deadline_after(wide_nanoseconds(target - clock_now), steady_now);
+}
+
+/// Polls `ready` until it returns true or `timeout` passes; returns whether
+/// it did. Backs off from yielding to 1 ms sleeps: only set-up paths (open,
+/// find) wait here, never a counter.
+template <class Ready>
+bool poll_until(std::chrono::milliseconds timeout, Ready ready) {
+    const auto deadline = deadline_after(timeout);
+    for (int round = 0;; ++round) {
+        if (ready()) return true;
+        if (wait_clock::now() >= deadline) return ready();
+        if (round < 64) std::this_thread::yield();
+        else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 }  // namespace procsafe::detail

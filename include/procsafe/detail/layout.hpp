@@ -7,6 +7,7 @@
 #include <atomic>
 #include <concepts>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -17,6 +18,17 @@
 // fixed width and the whole layout is versioned (detail::layout_version).
 
 namespace procsafe::detail {
+
+/// The one place that runs the constructor of an object placed in a
+/// segment (detail/object_block.hpp). Objects whose storage only a segment
+/// can provide (a sharded counter's slots, an array's elements) keep their
+/// constructors private and befriend it.
+struct object_access {
+    template <class C, class... Args>
+    static C* construct(void* where, Args&&... args) {
+        return ::new (where) C(static_cast<Args&&>(args)...);
+    }
+};
 
 enum class object_kind : std::uint16_t {
     user = 1,  // any other type placed with segment::construct

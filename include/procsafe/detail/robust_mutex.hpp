@@ -89,6 +89,7 @@ public:
 
 private:
     int lock_slow(wait_clock::time_point deadline) noexcept {
+        PROCSAFE_TEST_HOOK("mutex.blocked");
         for (;;) {
             const auto now = wait_clock::now();
             if (now >= deadline) return ETIMEDOUT;

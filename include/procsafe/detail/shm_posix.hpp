@@ -2,25 +2,30 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// POSIX shared memory mappings, done by hand rather than through
-// boost::interprocess::managed_shared_memory, because Boost 1.74
+// POSIX shared memory mappings (detail::mapping on POSIX; the Win32 twin with
+// the same interface is shm_win32.hpp, detail/mapping.hpp picks one), done by
+// hand rather than through boost::interprocess::managed_shared_memory,
+// because Boost 1.74
 //  - creates segments 0644 whatever the umask (we want 0600, exclusive),
 //  - truncates sparsely, so a full /dev/shm is a SIGBUS later, not an error
 //    (we posix_fallocate and report out_of_space),
-//  - waits forever to open a segment that was never initialized (we validate
-//    our own header, with a bounded wait, before Boost touches the memory).
-// Boost.Interprocess still manages what is inside (segment manager, allocator,
-// name index), through a managed_external_buffer over our mapping.
+//  - waits forever to open a segment that was never initialized (we wait for
+//    its size with a bound; segment_header.hpp waits for its header).
+// Boost.Interprocess still manages what is inside (detail/directory.hpp).
 
 #include <procsafe/detail/config.hpp>
-#include <procsafe/detail/thread_cache.hpp>
-#include <procsafe/error.hpp>
+#include <procsafe/detail/deadline.hpp>
+#include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/test_hook.hpp>
+#include <procsafe/error.hpp>
 
 #include <cerrno>
-#include <system_error>
+#include <chrono>
+#include <cstdio>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -31,8 +36,8 @@ namespace procsafe::detail {
 
 inline errc errc_from_errno(int e) {
     switch (e) {
-        case ENOENT: return errc::not_found;
-        case EEXIST: return errc::already_exists;
+        case ENOENT: return errc::segment_not_found;
+        case EEXIST: return errc::segment_exists;
         case EACCES:
         case EPERM: return errc::permission_denied;
         case ENOSPC:
@@ -67,25 +72,22 @@ public:
         return *this;
     }
     ~mapping() {
-        if (addr_ != nullptr) {
-            ::munmap(addr_, size_);
-            bump_cache_epoch();  // cached slot pointers into this mapping are void now
-        }
+        if (addr_ != nullptr) ::munmap(addr_, size_);
         if (fd_ >= 0) ::close(fd_);
     }
-
     void swap(mapping& o) noexcept {
         std::swap(addr_, o.addr_);
         std::swap(size_, o.size_);
         std::swap(fd_, o.fd_);
     }
 
-    /// Creates the object exclusively with exactly `mode` (umask does not
-    /// apply), reserves its pages and maps it. On failure nothing is left.
-    static mapping create(const std::string& os_name, std::string_view name, std::size_t bytes,
-                          unsigned mode) {
+    /// Creates the object `name` exclusively with exactly `mode` (umask does
+    /// not apply), reserves its pages and maps it. On failure nothing is left.
+    /// Throws: segment_exists, permission_denied, out_of_space, invalid_name.
+    static mapping create(std::string_view name, std::size_t bytes, unsigned mode) {
+        const std::string os = os_name(name);
         mapping m;
-        m.fd_ = ::shm_open(os_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        m.fd_ = ::shm_open(os.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
         try {
             PROCSAFE_TEST_HOOK("segment.created");
@@ -101,17 +103,37 @@ public:
             }
             m.map(name, bytes);
         } catch (...) {
-            ::shm_unlink(os_name.c_str());
+            ::shm_unlink(os.c_str());
             throw;
         }
         return m;
     }
 
-    /// Opens an existing object; the caller maps it once it knows the size.
-    static mapping open(const std::string& os_name, std::string_view name) {
+    /// Opens the object `name`, which this process's user must own (anyone
+    /// can create a name under /dev/shm: a foreign one could be anything),
+    /// waits at most `timeout` for its creator to give it `min_size` bytes,
+    /// and maps it.
+    /// Throws: segment_not_found, permission_denied, timed_out.
+    static mapping open(std::string_view name, std::size_t min_size, std::chrono::milliseconds timeout) {
         mapping m;
-        m.fd_ = ::shm_open(os_name.c_str(), O_RDWR | O_CLOEXEC, 0);
+        m.fd_ = ::shm_open(os_name(name).c_str(), O_RDWR | O_CLOEXEC, 0);
         if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
+        struct stat st = m.stat(name);
+        if (st.st_uid != ::geteuid()) {
+            throw error(errc::permission_denied, name, {},
+                        "owned by uid " + std::to_string(st.st_uid) + ", not by this process's uid " +
+                            std::to_string(::geteuid()) + ": not trusted");
+        }
+        const bool sized = poll_until(timeout, [&] {
+            st = m.stat(name);
+            return static_cast<std::size_t>(st.st_size) >= min_size;
+        });
+        if (!sized) {
+            throw error(errc::timed_out, name, {},
+                        "has " + std::to_string(st.st_size) +
+                            " bytes and was never initialized (a creator that died, or not procsafe's)");
+        }
+        m.map(name, static_cast<std::size_t>(st.st_size));
         return m;
     }
 
@@ -123,6 +145,71 @@ public:
         m.addr_ = p;
         m.size_ = bytes;
         return m;
+    }
+
+    /// Removes the name; processes that map it keep their mapping. False if
+    /// there was none. Throws: permission_denied.
+    static bool remove(std::string_view name) {
+        if (::shm_unlink(os_name(name).c_str()) == 0) return true;
+        if (errno == ENOENT) return false;
+        throw_errno(name, "shm_unlink", errno);
+    }
+
+    void* addr() const noexcept { return addr_; }
+    std::size_t size() const noexcept { return size_; }
+
+    /// True when `name` no longer refers to this mapping (removed, perhaps
+    /// recreated). Cost: one fstat system call.
+    bool is_stale(std::string_view name) const { return stat(name).st_nlink == 0; }
+
+    /// Removes `name` if it still refers to this mapping; someone may have
+    /// removed it and created another segment under it meanwhile.
+    void remove_if_same(std::string_view name) const noexcept {
+        struct stat ours {};
+        if (fd_ < 0 || ::fstat(fd_, &ours) != 0) return;
+        auto same = [&](const struct stat& st) { return st.st_ino == ours.st_ino && st.st_dev == ours.st_dev; };
+        const std::string os = os_name(name);
+        const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) return;
+        struct stat theirs {};
+        const bool still_ours = ::fstat(fd, &theirs) == 0 && same(theirs);
+        ::close(fd);
+        if (!still_ours) return;
+        PROCSAFE_TEST_HOOK("segment.remove.checked");
+#if defined(__linux__)
+        // Checking, then unlinking by name, would unlink a segment created
+        // under the name in between. So the name is first moved aside in one
+        // step (renameat2, RENAME_NOREPLACE, in /dev/shm where glibc keeps
+        // POSIX shared memory), and what was moved is looked at: ours is
+        // removed, another is put back. Only if the name was taken yet again
+        // in that instant does the other segment lose its name (its owner's
+        // is_stale() then says so).
+        const int dir = ::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir >= 0) {
+            // Not a valid segment name (it starts with '.'): procsafe never makes one.
+            const std::string aside = "." + std::string(name) + ".removing." + std::to_string(current_pid());
+            const std::string plain(name);
+            if (::renameat2(dir, plain.c_str(), dir, aside.c_str(), RENAME_NOREPLACE) == 0) {
+                struct stat moved {};
+                const bool ours_moved = ::fstatat(dir, aside.c_str(), &moved, 0) == 0 && same(moved);
+                if (ours_moved || ::renameat2(dir, aside.c_str(), dir, plain.c_str(), RENAME_NOREPLACE) != 0) {
+                    ::unlinkat(dir, aside.c_str(), 0);
+                }
+            }
+            ::close(dir);
+            return;
+        }
+#endif
+        ::shm_unlink(os.c_str());
+    }
+
+private:
+    static std::string os_name(std::string_view name) {
+        // Not "/" + std::string(name): GCC 12 at -O3 warns (-Wrestrict, a
+        // false positive, GCC bug 105329) and users may build with -Werror.
+        std::string os(1, '/');
+        os.append(name);
+        return os;
     }
 
     void map(std::string_view name, std::size_t bytes) {
@@ -138,11 +225,6 @@ public:
         return st;
     }
 
-    void* addr() const noexcept { return addr_; }
-    std::size_t size() const noexcept { return size_; }
-    int fd() const noexcept { return fd_; }
-
-private:
     void* addr_ = nullptr;
     std::size_t size_ = 0;
     int fd_ = -1;

@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Win32 shared memory: a named, pagefile-backed section (CreateFileMapping
+// Win32 shared memory (detail::mapping on Windows; the POSIX twin with the
+// same interface is shm_posix.hpp): a named, pagefile-backed section (CreateFileMapping
 // with SEC_COMMIT, so a machine without room says so at create, not later).
 // Not Boost's windows emulation of POSIX shared memory: that one is a file
 // under ProgramData with a boot-time stamp in its path that broke between
@@ -16,20 +17,21 @@
 
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/platform.hpp>
-#include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 namespace procsafe::detail {
 
 inline errc errc_from_win32(DWORD e) {
     switch (e) {
         case ERROR_FILE_NOT_FOUND:
-        case ERROR_PATH_NOT_FOUND: return errc::not_found;
-        case ERROR_ALREADY_EXISTS: return errc::already_exists;
+        case ERROR_PATH_NOT_FOUND: return errc::segment_not_found;
+        case ERROR_ALREADY_EXISTS: return errc::segment_exists;
         case ERROR_ACCESS_DENIED:
         case ERROR_PRIVILEGE_NOT_HELD: return errc::permission_denied;
         case ERROR_NOT_ENOUGH_MEMORY:
@@ -69,10 +71,7 @@ public:
         return *this;
     }
     ~mapping() {
-        if (addr_ != nullptr) {
-            ::UnmapViewOfFile(addr_);
-            bump_cache_epoch();
-        }
+        if (addr_ != nullptr) ::UnmapViewOfFile(addr_);
         if (handle_ != nullptr) ::CloseHandle(handle_);
     }
     void swap(mapping& o) noexcept {
@@ -82,12 +81,14 @@ public:
     }
 
     /// Creates the section exclusively, commits its pages and maps it.
-    static mapping create(const std::string& os_name, std::string_view name, std::size_t bytes, unsigned /*mode*/) {
+    /// `mode` has no Windows meaning: a section carries its creator's
+    /// default security (the creator and administrators).
+    static mapping create(std::string_view name, std::size_t bytes, unsigned /*mode*/) {
         mapping m;
         const auto size = static_cast<unsigned long long>(bytes);
         m.handle_ = ::CreateFileMappingA(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE | SEC_COMMIT,
                                          static_cast<DWORD>(size >> 32), static_cast<DWORD>(size & 0xffffffffu),
-                                         os_name.c_str());
+                                         os_name(name).c_str());
         const DWORD e = ::GetLastError();
         if (m.handle_ == nullptr) throw_win32(name, "CreateFileMapping", e);
         if (e == ERROR_ALREADY_EXISTS) throw_win32(name, "CreateFileMapping", e);  // m closes the handle
@@ -95,16 +96,46 @@ public:
         return m;
     }
 
-    /// Opens an existing section and maps all of it.
-    static mapping open(const std::string& os_name, std::string_view name) {
+    /// Opens an existing section and maps all of it. A section has its size
+    /// from birth, so there is nothing to wait for: one smaller than
+    /// `min_size` is not procsafe's.
+    static mapping open(std::string_view name, std::size_t min_size, std::chrono::milliseconds /*timeout*/) {
         mapping m;
-        m.handle_ = ::OpenFileMappingA(FILE_MAP_ALL_ACCESS, FALSE, os_name.c_str());
+        m.handle_ = ::OpenFileMappingA(FILE_MAP_ALL_ACCESS, FALSE, os_name(name).c_str());
         if (m.handle_ == nullptr) throw_win32(name, "OpenFileMapping", ::GetLastError());
         m.map(name, 0);
         MEMORY_BASIC_INFORMATION info{};
         if (::VirtualQuery(m.addr_, &info, sizeof info) == 0) throw_win32(name, "VirtualQuery", ::GetLastError());
         m.size_ = static_cast<std::size_t>(info.RegionSize);
+        if (m.size_ < min_size) throw error(errc::timed_out, name, {}, "too small to be a procsafe segment");
         return m;
+    }
+
+    /// Windows has no fork(): nothing would inherit an anonymous mapping.
+    [[noreturn]] static mapping anonymous(std::size_t /*bytes*/) {
+        throw error(errc::unsupported, "(anonymous)", {},
+                    "anonymous segments are inherited by fork(), which Windows does not have: use a named one");
+    }
+
+    /// A Windows section has no name to unlink: it disappears when the last
+    /// process that maps it closes it. Nothing to do; says so (false).
+    static bool remove(std::string_view /*name*/) noexcept { return false; }
+
+    void* addr() const noexcept { return addr_; }
+    std::size_t size() const noexcept { return size_; }
+    /// A mapped Windows section cannot be removed under us.
+    bool is_stale(std::string_view /*name*/) const noexcept { return false; }
+    /// Nothing to remove (see remove()).
+    void remove_if_same(std::string_view /*name*/) const noexcept {}
+
+private:
+    /// "Local\\NAME", or "Global\\REST" for a name that starts with "Global.".
+    static std::string os_name(std::string_view name) {
+        constexpr std::string_view global = "Global.";
+        const bool is_global = name.substr(0, global.size()) == global;
+        std::string os(is_global ? "Global\\" : "Local\\");
+        os.append(name.substr(is_global ? global.size() : 0));
+        return os;
     }
 
     void map(std::string_view name, std::size_t bytes) {
@@ -114,10 +145,6 @@ public:
         size_ = bytes;
     }
 
-    void* addr() const noexcept { return addr_; }
-    std::size_t size() const noexcept { return size_; }
-
-private:
     void* addr_ = nullptr;
     std::size_t size_ = 0;
     HANDLE handle_ = nullptr;

@@ -6,11 +6,11 @@
 // increment() (a small cache) and for writers (a list).
 //
 // A cached slot is only valid in the process and the mapping it was found
-// in. A global epoch, bumped in every fork child (pthread_atfork) and
-// whenever procsafe unmaps a segment, invalidates every entry at once: a
-// forked child never writes its parent's owned slot, and a new mapping at a
-// recycled address never inherits a stale pointer. The check on the hot path
-// is one relaxed load and two compares.
+// in. A global epoch, bumped in every fork child (pthread_atfork) and by the
+// segment whenever it unmaps (invalidate_slot_caches), invalidates every
+// entry at once: a forked child never writes its parent's owned slot, and a
+// new mapping at a recycled address never inherits a stale pointer. The
+// check on the hot path is one relaxed load and two compares.
 
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/platform.hpp>
@@ -27,7 +27,8 @@ namespace procsafe::detail {
 
 inline std::atomic<std::uint64_t> cache_epoch{1};
 
-inline void bump_cache_epoch() noexcept { cache_epoch.fetch_add(1, std::memory_order_relaxed); }
+/// Every slot pointer any thread of this process cached is void from now on.
+inline void invalidate_slot_caches() noexcept { cache_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 /// What a sharded_counter::writer keeps, and the list of a thread's live
 /// writers. A fork child's only thread is the one that forked, so the fork
@@ -81,7 +82,7 @@ inline std::uint64_t writer_identity() noexcept {
 
 inline void after_fork_in_child() noexcept {
     writer_nonce = 0;  // the child's thread is another writer
-    bump_cache_epoch();
+    invalidate_slot_caches();
     for (writer_base* w = thread_writers; w != nullptr; w = w->next_) w->value_ = nullptr;
 }
 

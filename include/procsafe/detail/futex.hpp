@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Waiting across processes on a 32-bit word in shared memory.
+// Waiting across processes on a 32-bit word in shared memory (the public
+// waiting API built on it is procsafe/wait.hpp).
 //
 // std::atomic<T>::wait cannot do it: libstdc++ 12 keeps its waiters in a
 // table private to each process. On Linux this is a raw FUTEX_WAIT without
@@ -112,91 +113,5 @@ struct wait_state {
     }
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
-
-}  // namespace procsafe::detail
-
-namespace procsafe::detail {
-
-/// The waiting operations every counter shares (mixed in with CRTP; the
-/// derived class keeps a wait_state, hands it out by wait_state_ref(),
-/// calls notify() after every change of its value, and reads the value for
-/// a waiter with value_until(deadline), which returns nullopt when it could
-/// not read it in time: a mutex counter whose lock is held past the deadline).
-template <class Derived, class T>
-class waitable {
-public:
-    /// Blocks until pred(value()) is true. Waits on the value's state, not on
-    /// a message: a waiter that starts after the value got there returns at
-    /// once. Process-safe. Blocks (a futex on Linux, polling elsewhere).
-    template <class Pred>
-    void wait(Pred pred) const {
-        (void)wait_until_deadline(std::move(pred), wait_clock::time_point::max());
-    }
-    /// As wait(pred), for at most d. Returns whether pred held. Any duration
-    /// type works (a narrow Rep too); zero, negative and NaN durations do not
-    /// wait. Returns false by the deadline also when the value could not be
-    /// read (a mutex counter whose lock another process holds).
-    /// Process-safe. Blocks at most d (plus scheduling).
-    template <class Pred, class Rep, class Period>
-    [[nodiscard]] bool wait_for(Pred pred, const std::chrono::duration<Rep, Period>& d) const {
-        return wait_until_deadline(std::move(pred), deadline_after(d));
-    }
-    /// As wait(pred), until tp at most (any clock). Returns whether pred held,
-    /// as wait_for.  Process-safe. Blocks at most until tp (plus scheduling).
-    template <class Pred, class Clock, class Duration>
-    [[nodiscard]] bool wait_until(Pred pred, const std::chrono::time_point<Clock, Duration>& tp) const {
-        return wait_until_deadline(std::move(pred), deadline_at(tp));
-    }
-
-    /// Blocks until value() >= n (a parent waiting for n workers to report).
-    void wait_at_least(T n) const requires std::totally_ordered<T> {
-        wait([n](const T& v) { return !(v < n); });
-    }
-    template <class Rep, class Period>
-    [[nodiscard]] bool wait_at_least_for(T n, const std::chrono::duration<Rep, Period>& d) const
-        requires std::totally_ordered<T> {
-        return wait_for([n](const T& v) { return !(v < n); }, d);
-    }
-    template <class Clock, class Duration>
-    [[nodiscard]] bool wait_at_least_until(T n, const std::chrono::time_point<Clock, Duration>& tp) const
-        requires std::totally_ordered<T> {
-        return wait_until([n](const T& v) { return !(v < n); }, tp);
-    }
-
-    /// Blocks until value() == v.
-    void wait_equal(T v) const requires std::equality_comparable<T> {
-        wait([v](const T& x) { return x == v; });
-    }
-    template <class Rep, class Period>
-    [[nodiscard]] bool wait_equal_for(T v, const std::chrono::duration<Rep, Period>& d) const
-        requires std::equality_comparable<T> {
-        return wait_for([v](const T& x) { return x == v; }, d);
-    }
-    template <class Clock, class Duration>
-    [[nodiscard]] bool wait_equal_until(T v, const std::chrono::time_point<Clock, Duration>& tp) const
-        requires std::equality_comparable<T> {
-        return wait_until([v](const T& x) { return x == v; }, tp);
-    }
-
-protected:
-    waitable() = default;
-    /// After every change of the value: wakes waiters, if there are any.
-    void notify(std::memory_order order = std::memory_order_seq_cst) const noexcept {
-        self().wait_state_ref().notify(order);
-    }
-
-private:
-    const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
-
-    template <class Pred>
-    bool wait_until_deadline(Pred pred, wait_clock::time_point deadline) const {
-        return self().wait_state_ref().wait_until(
-            [&] {
-                const auto v = self().value_until(deadline);
-                return v.has_value() && static_cast<bool>(pred(*v));
-            },
-            deadline);
-    }
-};
 
 }  // namespace procsafe::detail

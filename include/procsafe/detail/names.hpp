@@ -1,0 +1,47 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The rules for segment and object names. A segment name becomes a file
+// name (/dev/shm/NAME) or a Win32 object name, so it is short and plain: no
+// '/', no leading '.', nothing a shell or a path would read specially.
+
+#include <procsafe/error.hpp>
+
+#include <string_view>
+
+namespace procsafe::detail {
+
+inline constexpr std::size_t max_name_length = 200;
+
+/// A letter, then letters, digits, '_', '-', '.'; at most 200 characters.
+/// Throws: invalid_name.
+inline void check_segment_name(std::string_view name) {
+    auto bad = [&](const char* why) {
+        throw error(errc::invalid_name, name.size() > 64 ? name.substr(0, 64) : name, {}, why);
+    };
+    if (name.empty()) bad("a segment name must not be empty");
+    if (name.size() > max_name_length) bad("a segment name has at most 200 characters");
+    auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (!letter(name[0])) bad("a segment name starts with a letter");
+    for (char c : name) {
+        if (!letter(c) && !digit(c) && c != '_' && c != '-' && c != '.') {
+            bad("a segment name has only letters, digits, '_', '-' and '.'");
+        }
+    }
+}
+
+/// Printable characters, 1 to 200 of them. Throws: invalid_name.
+inline void check_object_name(std::string_view segment, std::string_view name) {
+    auto bad = [&](const char* why) {
+        throw error(errc::invalid_name, segment, name.size() > 64 ? name.substr(0, 64) : name, why);
+    };
+    if (name.empty()) bad("an object name must not be empty");
+    if (name.size() > max_name_length) bad("an object name has at most 200 characters");
+    for (char c : name) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) bad("an object name must be printable");
+    }
+}
+
+}  // namespace procsafe::detail

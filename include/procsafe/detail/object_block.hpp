@@ -1,0 +1,246 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The object protocol: how construct, find and find_or_construct place a
+// named object in a segment and hand it to every process.
+//
+// A named block is [object_header][padding][the object][its extra storage].
+// The process that allocates the block (under the directory lock) claims it
+// before the lock is released: it writes the header (state constructing, its
+// pid, the type facts, the object's offset), then runs the constructor
+// outside the lock and publishes state ready (release). Only the allocator
+// ever constructs in a block. A peer that finds the block copies its header
+// under the lock, type-checks it at once, and while it is constructing looks
+// the name up again under the lock each time (up to the segment's
+// timeout()): a constructor that throws frees the block and the name, so the
+// peer sees the name gone, never the memory's next tenant. A ready block is
+// never freed (procsafe has no destroy), so the reference stays valid.
+
+#include <procsafe/detail/config.hpp>
+#include <procsafe/detail/deadline.hpp>
+#include <procsafe/detail/directory.hpp>
+#include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/platform.hpp>
+#include <procsafe/detail/test_hook.hpp>
+#include <procsafe/error.hpp>
+
+#include <cassert>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <new>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+namespace procsafe::detail {
+
+/// An object of variable size (a sharded counter's slots, an array's
+/// elements) keeps that storage right after itself. It says so with two
+/// members: the segment allocates C::procsafe_extra_bytes(args...) more
+/// bytes for the constructor arguments args (which it also validates,
+/// throwing procsafe::error), and a process that finds one asks
+/// obj.procsafe_fits(bytes_after) whether the object's own header fits the
+/// block it is in (a corrupted size must not send anyone past the block).
+template <class C>
+concept variable_size = requires(const C& c, std::size_t bytes_after) {
+    { c.procsafe_fits(bytes_after) } -> std::convertible_to<bool>;
+};
+
+enum class lookup { find, create, find_or_create };
+
+template <class C>
+constexpr std::size_t object_align() {
+    return alignof(C) > cache_line ? alignof(C) : cache_line;
+}
+/// Bytes a block for C needs (without C's extra storage).
+template <class C>
+constexpr std::size_t block_size() {
+    return sizeof(object_header) + object_align<C>() - 1 + sizeof(C);
+}
+/// Where C starts in a block. Boost 1.74 does not honour alignof(C) > 16
+/// inside a segment (boostorg/interprocess #217), so procsafe aligns the
+/// object itself; mappings start on page boundaries, so the offset is the
+/// same in every process.
+template <class C>
+std::size_t object_offset(const unsigned char* block) noexcept {
+    const auto p = reinterpret_cast<std::uintptr_t>(block) + sizeof(object_header);
+    const std::uintptr_t align = object_align<C>();
+    return static_cast<std::size_t>((p + align - 1) / align * align - reinterpret_cast<std::uintptr_t>(block));
+}
+template <class C>
+C* object_in(unsigned char* block) noexcept {
+    return reinterpret_cast<C*>(block + object_offset<C>(block));
+}
+inline object_header* header_of(unsigned char* block) noexcept { return reinterpret_cast<object_header*>(block); }
+
+/// Extra storage C needs after itself, for these constructor arguments.
+template <class C, class... Args>
+std::size_t extra_bytes_for(std::string_view segment, std::string_view name, const Args&... args) {
+    if constexpr (variable_size<C>) {
+        static_assert(requires { { C::procsafe_extra_bytes(args...) } -> std::convertible_to<std::size_t>; },
+                      "procsafe: these constructor arguments do not say how much storage the object needs "
+                      "(C::procsafe_extra_bytes(args...))");
+        try {
+            return C::procsafe_extra_bytes(args...);
+        } catch (const error& e) {
+            throw error(e.code_value(), segment, name, e.detail());
+        }
+    } else {
+        return 0;
+    }
+}
+
+/// What the directory said about a name, copied under its lock (only there
+/// is the block sure not to be freed by a constructor that threw).
+struct located {
+    unsigned char* block = nullptr;  // nullptr: no such name
+    std::size_t length = 0;
+    bool mine = false;  // this process allocated it, and constructs in it
+    std::uint32_t state = 0, magic = 0, layout = 0, constructor_pid = 0, offset = 0;
+    type_facts facts{};
+};
+
+/// Under the directory lock: finds the named block, or allocates it (as
+/// `how` allows) and claims it for C before the lock is released.
+template <class C>
+located locate(directory& dir, std::string_view name, lookup how, std::size_t extra) {
+    const std::string key(name);
+    return dir.locked([&]() -> located {
+        PROCSAFE_TEST_HOOK("directory.locked");
+        located at;
+        if (how != lookup::create) {
+            const auto [block, length] = dir.buffer().find<unsigned char>(key.c_str());
+            if (block != nullptr || how == lookup::find) {
+                at.block = block;
+                at.length = length;
+                if (block != nullptr && length >= sizeof(object_header)) {
+                    const object_header* h = header_of(block);
+                    at.state = h->state.load(std::memory_order_acquire);
+                    at.magic = h->magic;
+                    at.layout = h->layout;
+                    at.constructor_pid = h->constructor_pid;
+                    at.offset = h->object_offset;
+                    at.facts = h->facts;
+                }
+                return at;
+            }
+        }
+        const std::size_t bytes = block_size<C>() + extra;
+        directory::change change(dir);
+        try {
+            at.block = dir.buffer().construct<unsigned char>(key.c_str())[bytes](0);
+        } catch (const boost::interprocess::interprocess_exception& e) {
+            if (e.get_error_code() == boost::interprocess::already_exists_error) {
+                throw error(errc::object_exists, dir.name(), name, "an object of that name exists");
+            }
+            throw error(errc::out_of_space, dir.name(), name,
+                        "the segment has no room for " + std::to_string(bytes) + " more bytes (" +
+                            std::to_string(dir.buffer().get_free_memory()) + " free)");
+        }
+        at.length = bytes;
+        at.mine = true;
+        object_header* h = header_of(at.block);
+        h->magic = object_magic;
+        h->layout = layout_version;
+        h->constructor_pid = current_pid();
+        h->facts = object_traits<C>::facts();
+        h->object_offset = static_cast<std::uint32_t>(object_offset<C>(at.block));
+        h->state.store(state_constructing, std::memory_order_release);
+        return at;
+    });
+}
+
+/// Runs C's constructor in a block this process claimed, and publishes it.
+/// A constructor that throws gives the name back.
+template <class C, class... Args>
+C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... args) {
+    PROCSAFE_TEST_HOOK("object.allocated");
+    C* obj = object_in<C>(block);
+    assert(reinterpret_cast<std::uintptr_t>(obj) % object_align<C>() == 0);
+    try {
+        object_access::construct<C>(obj, std::forward<Args>(args)...);
+    } catch (...) {
+        // Peers waiting for the object look the name up again under the
+        // lock and see it gone. If even the directory cannot be had, the
+        // block stays "constructing" by this pid: peers time out, and get
+        // owner_died once this process is gone.
+        const std::string key(name);
+        try {
+            dir.locked([&] {
+                directory::change change(dir);
+                dir.buffer().destroy<unsigned char>(key.c_str());
+            });
+        } catch (const error&) {
+        }
+        throw;
+    }
+    header_of(block)->state.store(state_ready, std::memory_order_release);
+    return *obj;
+}
+
+/// The object in a block someone else claimed: type-checked at once;
+/// nullptr while its constructor still runs.
+template <class C>
+C* ready(const directory& dir, const located& at, std::string_view name) {
+    static constexpr type_facts want = object_traits<C>::facts();
+    if (at.length < sizeof(object_header)) {
+        throw error(errc::type_mismatch, dir.name(), name,
+                    "holds a block of " + std::to_string(at.length) + " bytes, not a procsafe object");
+    }
+    if (at.magic != object_magic || at.layout != layout_version) {
+        throw error(errc::incompatible_layout, dir.name(), name, "object header of another layout version");
+    }
+    if (!(at.facts == want)) {
+        throw error(errc::type_mismatch, dir.name(), name, "holds " + describe(at.facts) + ", asked for " + describe(want));
+    }
+    if (at.state == state_constructing) {
+        if (process_gone(at.constructor_pid)) {
+            throw error(errc::owner_died, dir.name(), name,
+                        "the process constructing it (pid " + std::to_string(at.constructor_pid) +
+                            ") died; destroy the segment or use another name");
+        }
+        return nullptr;
+    }
+    const std::size_t offset = object_offset<C>(at.block);
+    if (at.state != state_ready || at.offset != offset || offset + sizeof(C) > at.length) {
+        throw error(errc::incompatible_layout, dir.name(), name,
+                    "its header disagrees with its block (" + std::to_string(at.length) + " bytes)");
+    }
+    C* obj = object_in<C>(at.block);
+    if constexpr (variable_size<C>) {
+        if (!obj->procsafe_fits(at.length - offset - sizeof(C))) {
+            throw error(errc::incompatible_layout, dir.name(), name, "its header claims more storage than its block holds");
+        }
+    }
+    return obj;
+}
+
+/// construct / find / find_or_construct: locate the name; construct in a
+/// block of our own; otherwise type-check what is there and wait (up to the
+/// directory's timeout()) for its constructor.
+template <class C, lookup How, class... Args>
+C& obtain(directory& dir, std::string_view name, std::size_t extra, Args&&... args) {
+    const auto deadline = deadline_after(dir.timeout());
+    for (unsigned round = 0;; ++round) {
+        const located at = locate<C>(dir, name, How, extra);
+        if constexpr (How != lookup::find) {
+            if (at.mine) return build<C>(dir, at.block, name, std::forward<Args>(args)...);
+        }
+        if (at.block == nullptr) throw error(errc::object_not_found, dir.name(), name, "no such object");
+        if (round == 0) PROCSAFE_TEST_HOOK("object.found");
+        if (C* obj = ready<C>(dir, at, name)) return *obj;
+        if (wait_clock::now() >= deadline) {
+            throw error(errc::timed_out, dir.name(), name,
+                        "still being constructed (by pid " + std::to_string(at.constructor_pid) + ") after " +
+                            std::to_string(dir.timeout().count()) + " ms");
+        }
+        PROCSAFE_TEST_HOOK("object.waiting");
+        if (round < 64) std::this_thread::yield();
+        else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
+}  // namespace procsafe::detail
