@@ -1,6 +1,7 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -8,6 +9,7 @@
 #include <cstdint>
 
 using procsafe::array_layout;
+using procsafe_test::catch_error;
 using procsafe_test::fork_children;
 using procsafe_test::join_children;
 using procsafe_test::start_barrier;
@@ -69,31 +71,15 @@ TEST_CASE("counter_array: bad sizes and indexes are errors, not undefined behavi
     auto seg = procsafe::segment::anonymous(1 << 20);
     auto& a = seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("a", 10);
     for (std::size_t bad : {std::size_t{10}, std::size_t{11}, static_cast<std::size_t>(-1)}) {
-        try {
-            a[bad].increment();
-            FAIL("no error");
-        } catch (const procsafe::error& e) {
-            REQUIRE(e.code() == procsafe::errc::out_of_range);
-            REQUIRE(std::string(e.what()).find(std::to_string(bad)) != std::string::npos);
-        }
+        const auto e = catch_error([&] { a[bad].increment(); });
+        REQUIRE(e.code() == procsafe::errc::out_of_range);
+        REQUIRE(std::string(e.what()).find(std::to_string(bad)) != std::string::npos);
     }
-    try {
-        seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("empty", 0);
-        FAIL("no error");
-    } catch (const procsafe::error& e) {
-        REQUIRE(e.code() == procsafe::errc::invalid_argument);
-        REQUIRE(e.object_name() == "empty");
-    }
-    try {
-        seg.find<procsafe::counter_array<long, procsafe::mutex_sync>>("a");
-        FAIL("no error");
-    } catch (const procsafe::error& e) {
-        REQUIRE(e.code() == procsafe::errc::type_mismatch);
-    }
-    try {
-        seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("huge", std::size_t{1} << 23);
-        FAIL("no error");
-    } catch (const procsafe::error& e) {
-        REQUIRE(e.code() == procsafe::errc::out_of_space);  // 8M lines do not fit in 1 MiB
-    }
+    auto e = catch_error([&] { seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("empty", 0); });
+    REQUIRE(e.code() == procsafe::errc::invalid_argument);
+    REQUIRE(e.object_name() == "empty");
+    e = catch_error([&] { seg.find<procsafe::counter_array<long, procsafe::mutex_sync>>("a"); });
+    REQUIRE(e.code() == procsafe::errc::type_mismatch);
+    e = catch_error([&] { seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("huge", std::size_t{1} << 23); });
+    REQUIRE(e.code() == procsafe::errc::out_of_space);  // 8M lines do not fit in 1 MiB
 }

@@ -4,6 +4,7 @@
 // inside construct, several at once. Nothing hangs (every wait is bounded
 // and a timeout fails the test), no completed increment is lost.
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
 #include "support/values.hpp"
 
@@ -158,14 +159,12 @@ TEST_CASE("crash: a process killed inside construct: the others get owner_died a
     auto peer = procsafe::segment::open(name);
     for (int attempt = 0; attempt < 2; ++attempt) {
         const auto start = std::chrono::steady_clock::now();
-        try {
+        const auto e = procsafe_test::catch_error([&] {
             if (attempt == 0) peer.find<slow_to_build>("half");
             else peer.find_or_construct<slow_to_build>("half", &started);
-            FAIL("no error");
-        } catch (const procsafe::error& e) {
-            REQUIRE(e.code() == procsafe::errc::owner_died);
-            REQUIRE(e.object_name() == "half");
-        }
+        });
+        REQUIRE(e.code() == procsafe::errc::owner_died);
+        REQUIRE(e.object_name() == "half");
         REQUIRE(std::chrono::steady_clock::now() - start < peer.timeout());
     }
     // The rest of the segment still works.

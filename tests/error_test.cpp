@@ -41,7 +41,7 @@ using procsafe_test::tamper;
 
 TEST_CASE("the error category names every code", "[error]") {
     REQUIRE(std::string(procsafe::error_category().name()) == "procsafe");
-    for (int c = static_cast<int>(errc::not_found); c <= static_cast<int>(errc::system_error); ++c) {
+    for (int c = static_cast<int>(errc::segment_not_found); c <= static_cast<int>(errc::system_error); ++c) {
         REQUIRE(procsafe::error_category().message(c) != "unknown procsafe error");
     }
     const procsafe::error e(errc::type_mismatch, "seg", "obj", "details");
@@ -52,16 +52,16 @@ TEST_CASE("the error category names every code", "[error]") {
     REQUIRE(std::error_code(errc::out_of_space) == procsafe::make_error_code(errc::out_of_space));
 }
 
-TEST_CASE("not_found: opening a missing segment", "[error]") {
+TEST_CASE("segment_not_found: opening a missing segment", "[error]") {
     const auto name = unique_name("missing");
-    const auto msg = require_error(errc::not_found, [&] { procsafe::segment::open(name); });
+    const auto msg = require_error(errc::segment_not_found, [&] { (void)procsafe::segment::open(name); });
     REQUIRE(msg.find(name) != std::string::npos);
 }
 
-TEST_CASE("already_exists: creating an existing segment", "[error]") {
+TEST_CASE("segment_exists: creating an existing segment", "[error]") {
     const auto name = unique_name("exists");
     auto seg = procsafe::segment::create(name, 4096);
-    require_error(errc::already_exists, [&] { procsafe::segment::create(name, 4096); });
+    require_error(errc::segment_exists, [&] { (void)procsafe::segment::create(name, 4096); });
     seg.construct<procsafe::atomic_counter<int>>("kept", 3);
     REQUIRE(seg.find<procsafe::atomic_counter<int>>("kept").value() == 3);  // untouched
 }
@@ -71,12 +71,12 @@ TEST_CASE("invalid_name: bad segment and object names, and nothing is created", 
                                   "ctl\x01"};
     for (const char* name : bad_segments) {
         INFO("segment name '" << name << "'");
-        require_error(errc::invalid_name, [&] { procsafe::segment::create(name, 4096); });
-        require_error(errc::invalid_name, [&] { procsafe::segment::open(name); });
+        require_error(errc::invalid_name, [&] { (void)procsafe::segment::create(name, 4096); });
+        require_error(errc::invalid_name, [&] { (void)procsafe::segment::open(name); });
         require_error(errc::invalid_name, [&] { procsafe::segment::remove(name); });
     }
     const std::string too_long(256, 'a');
-    require_error(errc::invalid_name, [&] { procsafe::segment::create(too_long, 4096); });
+    require_error(errc::invalid_name, [&] { (void)procsafe::segment::create(too_long, 4096); });
     REQUIRE(::access(("/dev/shm/" + too_long.substr(0, 200)).c_str(), F_OK) != 0);
 
     auto seg = procsafe::segment::anonymous(4096);
@@ -124,7 +124,7 @@ TEST_CASE("type_mismatch: find with another counter type", "[error]") {
 TEST_CASE("bad_magic: a foreign object under our name is refused, not trusted", "[error]") {
     const auto name = unique_name("garbage");
     raw_shm(name, 8192, 0xAB);
-    const auto msg = require_error(errc::bad_magic, [&] { procsafe::segment::open(name); });
+    const auto msg = require_error(errc::bad_magic, [&] { (void)procsafe::segment::open(name); });
     REQUIRE(msg.find(name) != std::string::npos);
     procsafe::segment::remove(name);
 }
@@ -133,12 +133,12 @@ TEST_CASE("timed_out: a zero-size object under our name is refused within the bo
     const auto name = unique_name("empty");
     raw_shm(name, 0, 0);
     const auto start = std::chrono::steady_clock::now();
-    require_error(errc::timed_out, [&] { procsafe::segment::open(name, std::chrono::milliseconds(100)); });
+    require_error(errc::timed_out, [&] { (void)procsafe::segment::open(name, std::chrono::milliseconds(100)); });
     REQUIRE(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
     // A zeroed object of full size: the magic is never published.
     procsafe::segment::remove(name);
     raw_shm(name, 8192, 0);
-    require_error(errc::timed_out, [&] { procsafe::segment::open(name, std::chrono::milliseconds(100)); });
+    require_error(errc::timed_out, [&] { (void)procsafe::segment::open(name, std::chrono::milliseconds(100)); });
     procsafe::segment::remove(name);
 }
 
@@ -157,7 +157,7 @@ TEST_CASE("incompatible_layout: another layout version, Boost version or line si
     SECTION("size") {
         tamper(name, [](auto& h) { h.total_size *= 2; });
     }
-    const auto msg = require_error(errc::incompatible_layout, [&] { procsafe::segment::open(name); });
+    const auto msg = require_error(errc::incompatible_layout, [&] { (void)procsafe::segment::open(name); });
     REQUIRE(msg.find(name) != std::string::npos);
 }
 
@@ -186,10 +186,10 @@ TEST_CASE("out_of_space: a segment too small for the object", "[error]") {
 
 TEST_CASE("invalid_argument: a zero size or a bad mode", "[error]") {
     const auto name = unique_name("arg");
-    require_error(errc::invalid_argument, [&] { procsafe::segment::create(name, 0); });
-    require_error(errc::invalid_argument, [&] { procsafe::segment::create(name, 4096, 0); });
-    require_error(errc::invalid_argument, [&] { procsafe::segment::create(name, 4096, 04777); });
-    require_error(errc::invalid_argument, [&] { procsafe::segment::anonymous(0); });
+    require_error(errc::invalid_argument, [&] { (void)procsafe::segment::create(name, 0); });
+    require_error(errc::invalid_argument, [&] { (void)procsafe::segment::create(name, 4096, 0); });
+    require_error(errc::invalid_argument, [&] { (void)procsafe::segment::create(name, 4096, 04777); });
+    require_error(errc::invalid_argument, [&] { (void)procsafe::segment::anonymous(0); });
     REQUIRE_FALSE(procsafe::segment::remove(name));  // nothing was created
 }
 
@@ -198,6 +198,6 @@ TEST_CASE("permission_denied: a segment owned by another user is not trusted", "
     const auto name = unique_name("owner");
     auto seg = procsafe::segment::create(name, 4096);
     REQUIRE(::chown(("/dev/shm/" + name).c_str(), 65534, 65534) == 0);
-    const auto msg = require_error(errc::permission_denied, [&] { procsafe::segment::open(name); });
+    const auto msg = require_error(errc::permission_denied, [&] { (void)procsafe::segment::open(name); });
     REQUIRE(msg.find("65534") != std::string::npos);
 }

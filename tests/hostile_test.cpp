@@ -50,7 +50,7 @@ TEST_CASE("hostile: each header field tampered one at a time gives its own error
         const auto name = unique_name("tamper");
         auto seg = procsafe::segment::create(name, 4096);
         tamper(name, f.change);
-        const auto e = catch_error([&] { procsafe::segment::open(name); });
+        const auto e = catch_error([&] { (void)procsafe::segment::open(name); });
         REQUIRE(e.code() == f.code);
         REQUIRE(e.segment_name() == name);
         REQUIRE(std::string(e.what()).find(f.says) != std::string::npos);
@@ -64,7 +64,7 @@ TEST_CASE("hostile: a segment with our magic but a garbage body is refused, not 
         auto* bytes = reinterpret_cast<unsigned char*>(&h);
         std::memset(bytes + sizeof(std::uint64_t), 0x5A, 64);  // everything after the magic
     });
-    const auto e = catch_error([&] { procsafe::segment::open(name); });
+    const auto e = catch_error([&] { (void)procsafe::segment::open(name); });
     REQUIRE(e.code() == errc::incompatible_layout);
 }
 
@@ -76,7 +76,7 @@ TEST_CASE("hostile: open_or_create refuses a name pre-created by another user", 
         squatter.disown();
     }
     REQUIRE(::chown(("/dev/shm/" + name).c_str(), 65534, 65534) == 0);
-    const auto e = catch_error([&] { procsafe::segment::open_or_create(name, 4096); });
+    const auto e = catch_error([&] { (void)procsafe::segment::open_or_create(name, 4096); });
     REQUIRE(e.code() == errc::permission_denied);
     REQUIRE(procsafe::segment::remove(name));
 }
@@ -110,7 +110,7 @@ TEST_CASE("hostile: a full /dev/shm is out_of_space at create, never a SIGBUS la
         }
         int rc = 0;
         try {
-            procsafe::segment::create("toobig", 4 << 20);
+            (void)procsafe::segment::create("toobig", 4 << 20);
             rc = 10;  // must not succeed
         } catch (const procsafe::error& e) {
             if (e.code() != errc::out_of_space) rc = 11;

@@ -7,6 +7,7 @@
 // on every run instead of once in 50,000. Each protocol also has one stress
 // test without hooks. Label: race (ctest -L race --repeat until-fail:50).
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/pause.hpp"
 #include "support/process.hpp"
 #include "support/skip.hpp"
@@ -54,6 +55,14 @@ void report(outcome& out, F&& f) {
     out.done.store(1);
 }
 
+/// A segment with a pause board and A's and B's outcomes.
+struct arena {
+    procsafe::segment seg = procsafe::segment::anonymous(1 << 20);
+    pause_board& board = seg.construct<pause_board>("board");
+    outcome& a_out = seg.construct<outcome>("a");
+    outcome& b_out = seg.construct<outcome>("b");
+};
+
 /// Holds A at `a_point`, lets B run to one of B's points, then releases B;
 /// once B has finished or has started waiting for A, releases A.
 struct two_step {
@@ -98,80 +107,71 @@ struct two_step {
 TEST_CASE("race: find_or_construct of another type, while the allocator is between allocation and "
           "construction, gets type_mismatch and leaves the block to its allocator",
           "[race][multiprocess]") {
-    auto seg = procsafe::segment::anonymous(1 << 20);
-    auto& board = seg.construct<pause_board>("board");
-    auto& a_out = seg.construct<outcome>("a");
-    auto& b_out = seg.construct<outcome>("b");
-    two_step t{board};
+    arena r;
+    two_step t{r.board};
     const pid_t a = t.hold_a("object.allocated", [&] {
-        report(a_out, [&] { a_out.value.store(seg.find_or_construct<procsafe::atomic_counter<int>>("x", 5).value()); });
+        report(r.a_out, [&] { r.a_out.value.store(r.seg.find_or_construct<procsafe::atomic_counter<int>>("x", 5).value()); });
     });
-    const pid_t b = t.run_b(b_out, [&] {
-        report(b_out, [&] { seg.find_or_construct<procsafe::mutex_counter<std::int64_t>>("x", 7); });
+    const pid_t b = t.run_b(r.b_out, [&] {
+        report(r.b_out, [&] { r.seg.find_or_construct<procsafe::mutex_counter<std::int64_t>>("x", 7); });
     });
     REQUIRE(join_children({a, b}) == 2);
-    INFO("A got code " << a_out.code.load() << ", B got code " << b_out.code.load());
-    REQUIRE(a_out.code.load() == 0);
-    REQUIRE(a_out.value.load() == 5);
-    REQUIRE(b_out.code.load() == static_cast<int>(errc::type_mismatch));
-    REQUIRE(seg.find<procsafe::atomic_counter<int>>("x").value() == 5);
+    INFO("A got code " << r.a_out.code.load() << ", B got code " << r.b_out.code.load());
+    REQUIRE(r.a_out.code.load() == 0);
+    REQUIRE(r.a_out.value.load() == 5);
+    REQUIRE(r.b_out.code.load() == static_cast<int>(errc::type_mismatch));
+    REQUIRE(r.seg.find<procsafe::atomic_counter<int>>("x").value() == 5);
 }
 
 TEST_CASE("race: find_or_construct of a bigger array of the same type never writes past the allocator's "
           "block: it gets the existing array",
           "[race][multiprocess]") {
-    auto seg = procsafe::segment::anonymous(1 << 20);
-    auto& board = seg.construct<pause_board>("board");
-    auto& a_out = seg.construct<outcome>("a");
-    auto& b_out = seg.construct<outcome>("b");
-    two_step t{board};
+    arena r;
+    two_step t{r.board};
     const pid_t a = t.hold_a("object.allocated", [&] {
-        report(a_out, [&] { a_out.value.store(static_cast<std::int64_t>(seg.find_or_construct<array>("arr", 1).size())); });
+        report(r.a_out, [&] { r.a_out.value.store(static_cast<std::int64_t>(r.seg.find_or_construct<array>("arr", 1).size())); });
     });
     // Neighbours allocated after the array's block: an overrun would zero them.
-    for (int i = 0; i < 8; ++i) seg.construct<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("canary", i), 12345 + i);
-    const pid_t b = t.run_b(b_out, [&] {
-        report(b_out, [&] { b_out.value.store(static_cast<std::int64_t>(seg.find_or_construct<array>("arr", 64).size())); });
+    for (int i = 0; i < 8; ++i) r.seg.construct<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("canary", i), 12345 + i);
+    const pid_t b = t.run_b(r.b_out, [&] {
+        report(r.b_out, [&] { r.b_out.value.store(static_cast<std::int64_t>(r.seg.find_or_construct<array>("arr", 64).size())); });
     });
     REQUIRE(join_children({a, b}) == 2);
-    INFO("A got code " << a_out.code.load() << ", B got code " << b_out.code.load());
+    INFO("A got code " << r.a_out.code.load() << ", B got code " << r.b_out.code.load());
     for (int i = 0; i < 8; ++i)
-        REQUIRE(seg.find<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("canary", i)).value() == 12345 + i);
-    REQUIRE(a_out.code.load() == 0);
-    REQUIRE(b_out.code.load() == 0);
-    REQUIRE(a_out.value.load() == 1);
-    REQUIRE(b_out.value.load() == 1);  // documented: the same type with other arguments finds the existing object
-    REQUIRE(seg.find<array>("arr").size() == 1);
+        REQUIRE(r.seg.find<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("canary", i)).value() == 12345 + i);
+    REQUIRE(r.a_out.code.load() == 0);
+    REQUIRE(r.b_out.code.load() == 0);
+    REQUIRE(r.a_out.value.load() == 1);
+    REQUIRE(r.b_out.value.load() == 1);  // documented: the same type with other arguments finds the existing object
+    REQUIRE(r.seg.find<array>("arr").size() == 1);
 }
 
 TEST_CASE("race: construct and find_or_construct of the same name: construct's arguments win, both get "
           "one object",
           "[race][multiprocess]") {
-    auto seg = procsafe::segment::anonymous(1 << 20);
-    auto& board = seg.construct<pause_board>("board");
-    auto& a_out = seg.construct<outcome>("a");
-    auto& b_out = seg.construct<outcome>("b");
-    two_step t{board};
+    arena r;
+    two_step t{r.board};
     const pid_t a = t.hold_a("object.allocated", [&] {
-        report(a_out, [&] {
-            auto& c = seg.construct<procsafe::atomic_counter<int>>("y", 5);
-            a_out.value.store(c.value());
-            a_out.address.store(reinterpret_cast<std::intptr_t>(&c));
+        report(r.a_out, [&] {
+            auto& c = r.seg.construct<procsafe::atomic_counter<int>>("y", 5);
+            r.a_out.value.store(c.value());
+            r.a_out.address.store(reinterpret_cast<std::intptr_t>(&c));
         });
     });
-    const pid_t b = t.run_b(b_out, [&] {
-        report(b_out, [&] {
-            auto& c = seg.find_or_construct<procsafe::atomic_counter<int>>("y", 7);
-            b_out.value.store(c.value());
-            b_out.address.store(reinterpret_cast<std::intptr_t>(&c));
+    const pid_t b = t.run_b(r.b_out, [&] {
+        report(r.b_out, [&] {
+            auto& c = r.seg.find_or_construct<procsafe::atomic_counter<int>>("y", 7);
+            r.b_out.value.store(c.value());
+            r.b_out.address.store(reinterpret_cast<std::intptr_t>(&c));
         });
     });
     REQUIRE(join_children({a, b}) == 2);
-    REQUIRE(a_out.code.load() == 0);
-    REQUIRE(b_out.code.load() == 0);
-    REQUIRE(a_out.value.load() == 5);
-    REQUIRE(b_out.value.load() == 5);
-    REQUIRE(a_out.address.load() == b_out.address.load());
+    REQUIRE(r.a_out.code.load() == 0);
+    REQUIRE(r.b_out.code.load() == 0);
+    REQUIRE(r.a_out.value.load() == 5);
+    REQUIRE(r.b_out.value.load() == 5);
+    REQUIRE(r.a_out.address.load() == r.b_out.address.load());
 }
 
 namespace {
@@ -186,38 +186,35 @@ struct maybe_throws {
 TEST_CASE("race: a constructor that throws while a peer waits for it: the peer gets object_not_found, "
           "never the object that reuses the freed block",
           "[race][multiprocess]") {
-    auto seg = procsafe::segment::anonymous(1 << 20);
-    auto& board = seg.construct<pause_board>("board");
-    auto& a_out = seg.construct<outcome>("a");
-    auto& b_out = seg.construct<outcome>("b");
-    const int a_slot = board.arm("object.allocated");
+    arena r;
+    const int a_slot = r.board.arm("object.allocated");
     const pid_t a = fork_children(1, [&](int) {
-        board.use();
+        r.board.use();
         try {
-            seg.construct<maybe_throws>("t", true);
+            r.seg.construct<maybe_throws>("t", true);
         } catch (const std::runtime_error&) {
-            a_out.code.store(1);
+            r.a_out.code.store(1);
         }
         return 0;
     })[0];
-    REQUIRE(board.wait_reached(a_slot));
-    const int b_slot = board.arm("object.waiting");
+    REQUIRE(r.board.wait_reached(a_slot));
+    const int b_slot = r.board.arm("object.waiting");
     const pid_t b = fork_children(1, [&](int) {
-        board.use();
-        report(b_out, [&] { b_out.value.store(seg.find<maybe_throws>("t").v); });
+        r.board.use();
+        report(r.b_out, [&] { r.b_out.value.store(r.seg.find<maybe_throws>("t").v); });
         return 0;
     })[0];
-    REQUIRE(board.wait_reached(b_slot));  // B holds a pointer to the block and is about to wait on it
-    board.release(a_slot);                // A's constructor throws; the block is freed
+    REQUIRE(r.board.wait_reached(b_slot));  // B holds a pointer to the block and is about to wait on it
+    r.board.release(a_slot);                // A's constructor throws; the block is freed
     REQUIRE(join_children({a}) == 1);
-    REQUIRE(a_out.code.load() == 1);
-    auto& reuse = seg.construct<maybe_throws>("t2", false);  // same size: best fit reuses the freed block
+    REQUIRE(r.a_out.code.load() == 1);
+    auto& reuse = r.seg.construct<maybe_throws>("t2", false);  // same size: best fit reuses the freed block
     REQUIRE(reuse.v == 42);
-    board.release(b_slot);
+    r.board.release(b_slot);
     REQUIRE(join_children({b}) == 1);
-    INFO("B got code " << b_out.code.load() << " value " << b_out.value.load());
-    REQUIRE(b_out.code.load() == static_cast<int>(errc::object_not_found));
-    REQUIRE_FALSE(seg.contains("t"));
+    INFO("B got code " << r.b_out.code.load() << " value " << r.b_out.value.load());
+    REQUIRE(r.b_out.code.load() == static_cast<int>(errc::object_not_found));
+    REQUIRE_FALSE(r.seg.contains("t"));
 }
 
 TEST_CASE("race: natural find_or_construct races with CPU hogs: no block is ever constructed by anyone "
@@ -453,7 +450,7 @@ TEST_CASE("race: a sharded slot taken over at the moment its dead owner's thread
     REQUIRE(join_children({taker, reused}) == 2);
     INFO("dead pid " << dead << ", reused " << reused << ", owned slots " << c.owned_slots());
     // Two writers that both believed the slot theirs (plain load + store) lose updates.
-    REQUIRE(c.value() == 1 + 1 + 1 + 2 * per_writer);
+    REQUIRE(c.sum() == 1 + 1 + 1 + 2 * per_writer);
 }
 
 TEST_CASE("race: a locker killed while it recovers a dead owner's mutex: the next locker recovers it, "
@@ -509,13 +506,9 @@ TEST_CASE("race: a segment held between its steps of creation: open waits within
         })[0];
         REQUIRE(board.wait_reached(held));
         auto start = std::chrono::steady_clock::now();
-        try {
-            procsafe::segment::open(name, 200ms);
-            FAIL("opened a segment whose creator has not finished");
-        } catch (const procsafe::error& e) {
-            REQUIRE(e.code_value() == errc::timed_out);
-            REQUIRE(e.segment_name() == name);
-        }
+        auto e = procsafe_test::catch_error([&] { (void)procsafe::segment::open(name, 200ms); });
+        REQUIRE(e.code_value() == errc::timed_out);
+        REQUIRE(e.segment_name() == name);
         REQUIRE(std::chrono::steady_clock::now() - start < 2s);
         board.release(held);
         REQUIRE(join_children({creator}) == 1);
@@ -533,12 +526,8 @@ TEST_CASE("race: a segment held between its steps of creation: open waits within
         ::kill(doomed, SIGKILL);
         join_children({doomed});
         start = std::chrono::steady_clock::now();
-        try {
-            procsafe::segment::open_or_create(name, 4096, 0600, 200ms);
-            FAIL("a half-made segment was opened");
-        } catch (const procsafe::error& e) {
-            REQUIRE(e.code_value() == errc::timed_out);
-        }
+        e = procsafe_test::catch_error([&] { (void)procsafe::segment::open_or_create(name, 4096, 0600, 200ms); });
+        REQUIRE(e.code_value() == errc::timed_out);
         REQUIRE(std::chrono::steady_clock::now() - start < 2s);
         procsafe::segment::remove(name);
     }

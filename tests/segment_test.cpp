@@ -124,11 +124,34 @@ TEST_CASE("is_stale tells that the name was removed or recreated", "[segment]") 
     REQUIRE(stat_shm(name).exists);
 }
 
-TEST_CASE("a moved-from segment is inert", "[segment]") {
+TEST_CASE("a moved-from segment is inert: it owns nothing, maps nothing, and removes nothing", "[segment]") {
     const auto name = unique_name("move");
     auto a = procsafe::segment::create(name, 4096);
     auto b = std::move(a);
     REQUIRE(b.is_owner());
+    REQUIRE(b.name() == name);
     b.construct<procsafe::atomic_counter<int>>("n");
+    // The moved-from object: no name, no mapping, no ownership, not stale.
+    REQUIRE_FALSE(a.is_owner());  // NOLINT(bugprone-use-after-move): looking at it is the point
+    REQUIRE(a.name().empty());
+    REQUIRE(a.size() == 0);
+    REQUIRE_FALSE(a.is_stale());
+    { auto gone = std::move(a); }  // destroying it removes nothing
     REQUIRE(stat_shm(name).exists);
+    REQUIRE(b.find<procsafe::atomic_counter<int>>("n").value() == 0);
+    // Moved onto: the segment it held before is released (and removed, as its owner).
+    const auto other = unique_name("move");
+    auto c = procsafe::segment::create(other, 4096);
+    c = std::move(b);
+    REQUIRE_FALSE(stat_shm(other).exists);
+    REQUIRE(stat_shm(name).exists);
+    REQUIRE(c.find<procsafe::atomic_counter<int>>("n").value() == 0);
+}
+
+TEST_CASE("the smallest segment (1 byte asked, one page made) can be opened", "[segment]") {
+    const auto name = unique_name("tiny");
+    auto seg = procsafe::segment::create(name, 1);
+    REQUIRE(seg.size() == 4096);
+    auto peer = procsafe::segment::open(name);  // used to be refused: "header says 4096 bytes"
+    REQUIRE(peer.size() == seg.size());
 }

@@ -1,6 +1,7 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 #include "catch.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -36,7 +37,7 @@ std::int64_t run(procsafe::segment& seg, sharded& c, int n, int k) {
     });
     REQUIRE(barrier.release_when(n));
     REQUIRE(join_children(pids) == n);
-    return c.value();
+    return c.sum();
 }
 
 }  // namespace
@@ -46,7 +47,7 @@ TEST_CASE("sharded_counter conformance: the operations its contract has", "[shar
         INFO(name_of(strategy));
         auto seg = procsafe::segment::anonymous(64 * 1024);
         auto& c = seg.construct<sharded>("c", 8, strategy);
-        REQUIRE(c.value() == 0);
+        REQUIRE(c.sum() == 0);
         REQUIRE(c.slots() == 8);
         REQUIRE(c.strategy() == strategy);
         c.increment();
@@ -58,9 +59,9 @@ TEST_CASE("sharded_counter conformance: the operations its contract has", "[shar
         --c;
         c += 5;
         c -= 1;
-        REQUIRE(c.value() == 8);
+        REQUIRE(c.sum() == 8);
         c.reset();
-        REQUIRE(c.value() == 0);
+        REQUIRE(c.sum() == 0);
         REQUIRE(reinterpret_cast<std::uintptr_t>(&c) % procsafe::cache_line == 0);
     }
 }
@@ -71,22 +72,14 @@ TEST_CASE("sharded_counter: slot counts round up to a power of two, bad ones are
     REQUIRE(seg.construct<sharded>("dflt").slots() == sharded::default_slots());
     REQUIRE(sharded::default_slots() >= std::thread::hardware_concurrency());
     for (std::size_t bad : {std::size_t{0}, sharded::max_slots + 1}) {
-        try {
-            seg.construct<sharded>("bad", bad);
-            FAIL("no error");
-        } catch (const procsafe::error& e) {
-            REQUIRE(e.code() == procsafe::errc::invalid_argument);
-            REQUIRE(e.object_name() == "bad");
-            REQUIRE(e.segment_name() == "(anonymous)");
-        }
+        const auto e = procsafe_test::catch_error([&] { seg.construct<sharded>("bad", bad); });
+        REQUIRE(e.code() == procsafe::errc::invalid_argument);
+        REQUIRE(e.object_name() == "bad");
+        REQUIRE(e.segment_name() == "(anonymous)");
         REQUIRE_FALSE(seg.contains("bad"));
     }
-    try {
-        seg.find<procsafe::sharded_counter<int>>("five");
-        FAIL("no error");
-    } catch (const procsafe::error& e) {
-        REQUIRE(e.code() == procsafe::errc::type_mismatch);
-    }
+    REQUIRE(procsafe_test::catch_error([&] { seg.find<procsafe::sharded_counter<int>>("five"); }).code() ==
+            procsafe::errc::type_mismatch);
 }
 
 TEST_CASE("sharded_counter: 10 processes x 100,000 = 1,000,000 for every strategy", "[sharded][multiprocess]") {
@@ -118,7 +111,7 @@ TEST_CASE("sharded_counter: threads each own a slot, exact", "[sharded][threads]
         });
     }
     for (auto& t : pool) t.join();
-    REQUIRE(c.value() == 1'000'000);
+    REQUIRE(c.sum() == 1'000'000);
     REQUIRE(c.owned_slots() >= 2);  // at least the writers alive at once held distinct slots
 }
 
@@ -136,7 +129,7 @@ TEST_CASE("sharded_counter: a forked child takes its own slot, never its parent'
     for (int k = 0; k < 100'000; ++k) c.increment();  // the parent keeps writing its own slot meanwhile
     REQUIRE(barrier.release_when(4));
     REQUIRE(join_children(pids) == 4);
-    REQUIRE(c.value() == 1 + 5 * 100'000);
+    REQUIRE(c.sum() == 1 + 5 * 100'000);
     REQUIRE(c.owned_slots() == 5);
 }
 
@@ -152,7 +145,7 @@ TEST_CASE("sharded_counter: a dead owner's slot is taken over, its count kept", 
                 for (int k = 0; k < 1000; ++k) c.increment();
                 return c.owned_slots() == 1 ? 0 : 3;
             })) == 1);
-    REQUIRE(c.value() == 2000);
+    REQUIRE(c.sum() == 2000);
 }
 
 TEST_CASE("sharded_counter: a child SIGKILLed mid-loop loses at most its last increment",
@@ -188,8 +181,8 @@ TEST_CASE("sharded_counter: a child SIGKILLed mid-loop loses at most its last in
             std::int64_t recorded = 0;
             for (auto& d : progress.done) recorded += d.value();
             // The victim may have incremented once more than it recorded; nothing finished is lost.
-            REQUIRE(c.value() >= recorded);
-            REQUIRE(c.value() <= recorded + 1);
+            REQUIRE(c.sum() >= recorded);
+            REQUIRE(c.sum() <= recorded + 1);
             REQUIRE(progress.done[1].value() == per_child);
         }
     }
@@ -211,7 +204,7 @@ TEST_CASE("sharded_counter writer: exact across processes, and a fork child neve
     for (int k = 0; k < 100'000; ++k) w += 1;  // the parent keeps writing its slot meanwhile
     REQUIRE(barrier.release_when(4));
     REQUIRE(join_children(pids) == 4);
-    REQUIRE(c.value() == 1 + 5 * 100'000);
+    REQUIRE(c.sum() == 1 + 5 * 100'000);
     REQUIRE(c.owned_slots() == 5);
 }
 
@@ -227,5 +220,5 @@ TEST_CASE("sharded_counter writer: one per thread, exact", "[sharded][threads]")
         });
     }
     for (auto& t : pool) t.join();
-    REQUIRE(c.value() == 10 * (100'000 - 10));
+    REQUIRE(c.sum() == 10 * (100'000 - 10));
 }

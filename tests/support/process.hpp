@@ -2,9 +2,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Helpers for multi-process tests: a start barrier in shared memory, forked
-// and spawned children with bounded waits, unique segment names. No sleeps:
-// children meet at the barrier, the parent waits on pidfds with a deadline.
+// Helpers for multi-process tests: forked and spawned children with bounded
+// waits, unique segment names, and the start barrier (start_barrier.hpp). No
+// sleeps: children meet at the barrier, the parent waits on pidfds with a
+// deadline.
+
+#include "start_barrier.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -28,34 +31,6 @@ extern char** environ;
 namespace procsafe_test {
 
 using namespace std::chrono_literals;
-
-/// Children arrive, then spin until the parent releases them all at once, so
-/// their loops overlap. Placed in shared memory. Every wait is bounded.
-struct start_barrier {
-    std::atomic<int> arrived{0};
-    std::atomic<int> released{0};
-
-    /// In a child: returns false if the parent never released it.
-    bool arrive_and_wait(std::chrono::milliseconds limit = 30s) {
-        arrived.fetch_add(1);
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (released.load(std::memory_order_acquire) == 0) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::yield();
-        }
-        return true;
-    }
-    /// In the parent: releases the children once n have arrived.
-    bool release_when(int n, std::chrono::milliseconds limit = 30s) {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (arrived.load() < n) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::yield();
-        }
-        released.store(1, std::memory_order_release);
-        return true;
-    }
-};
 
 /// A unique, valid segment name for this process and tag.
 inline std::string unique_name(const char* tag) {

@@ -18,7 +18,7 @@ int main() {
         auto& s = seg.construct<procsafe::sharded_counter<long>>("s");
         s.local().increment();
         seg.construct<procsafe::counter_array<long, procsafe::atomic_sync>>("arr", 4)[1].increment();
-        return static_cast<int>(s.value() - 1);
+        return static_cast<int>(s.sum() - 1);
     } catch (const std::exception&) {
         return 1;
     }

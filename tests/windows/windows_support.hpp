@@ -5,6 +5,8 @@
 // The Windows test leg's helpers: CreateProcess children (no fork on
 // Windows), a start line in the segment, bounded waits.
 
+#include "../support/start_barrier.hpp"
+
 #include <procsafe/procsafe.hpp>
 
 #include <atomic>
@@ -17,28 +19,7 @@
 namespace wintest {
 
 /// Children arrive, then spin until the parent lets them all go at once.
-struct start_line {
-    std::atomic<int> arrived{0};
-    std::atomic<int> go{0};
-    bool arrive_and_wait() {
-        arrived.fetch_add(1);
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-        while (go.load(std::memory_order_acquire) == 0) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::yield();
-        }
-        return true;
-    }
-    bool release_when(int n) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-        while (arrived.load() < n) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::yield();
-        }
-        go.store(1, std::memory_order_release);
-        return true;
-    }
-};
+using start_line = procsafe_test::start_barrier;
 
 /// Children report here.
 struct board {
