@@ -48,8 +48,8 @@ inline auto sharded(procsafe::shard_strategy strategy) {
         struct ops {
             counter* c;
             void increment() { c->increment(); }
-            std::int64_t read() { return c->value(); }
-            std::int64_t total() { return c->value(); }
+            std::int64_t read() { return c->sum(); }
+            std::int64_t total() { return c->sum(); }
         };
         return ops{&seg.construct<counter>("sharded", counter::default_slots(), strategy)};
     };
@@ -64,8 +64,8 @@ inline auto sharded_writer(procsafe::shard_strategy strategy) {
             std::optional<counter::writer> w;
             void start(int) { w.emplace(*c); }  // before the start barrier
             void increment() { w->increment(); }
-            std::int64_t read() { return c->value(); }
-            std::int64_t total() { return c->value(); }
+            std::int64_t read() { return c->sum(); }
+            std::int64_t total() { return c->sum(); }
         };
         return ops{&seg.construct<counter>("sharded", counter::default_slots(), strategy), {}};
     };
@@ -220,10 +220,10 @@ inline auto series_sharded(std::size_t series, std::size_t slots) {
                 (*writers)[k].increment();
                 if (++k == counters.size()) k = 0;
             }
-            std::int64_t read() { return counters[0]->value(); }
+            std::int64_t read() { return counters[0]->sum(); }
             std::int64_t total() {
                 std::int64_t sum = 0;
-                for (counter* c : counters) sum += c->value();
+                for (counter* c : counters) sum += c->sum();
                 return sum;
             }
         };

@@ -4,7 +4,7 @@
 
 // Single operations of procsafe-bench with their raw baselines, each pair
 // measured interleaved in one run so that drift on a shared machine hits
-// both: a sharded counter's value() against a plain loop over as many lines,
+// both: a sharded counter's sum() against a plain loop over as many lines,
 // and a sleeping waiter's wake-up against a raw futex wait/wake.
 
 #include "contenders.hpp"
@@ -41,9 +41,9 @@ inline double quantile(std::vector<double> v, double q) {
     return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
 }
 
-// ---------------------------------------------------------------- value()
+// ---------------------------------------------------------------- sum()
 
-/// sharded_counter<int64>::value() with `slots` slots, and its raw baseline:
+/// sharded_counter<int64>::sum() with `slots` slots, and its raw baseline:
 /// a loop summing slots + 1 plain 128-byte lines (the slots and the overflow
 /// line) with relaxed loads. ns per call, one sample per repetition.
 struct value_cost {
@@ -72,7 +72,7 @@ inline value_cost measure_value(std::size_t slots, int repeat, long calls) {
         return (procsafe::bench::detail::now_seconds() - t0) * 1e9 / static_cast<double>(calls);
     };
     for (int r = 0; r < repeat; ++r) {  // interleaved: procsafe, raw, procsafe, raw...
-        out.procsafe_ns.push_back(time([&] { return c.value(); }));
+        out.procsafe_ns.push_back(time([&] { return c.sum(); }));
         out.raw_ns.push_back(time([&] {
             std::int64_t sum = 0;
             for (std::size_t i = 0; i <= slots; ++i) sum += contenders::load(lines[i].value);

@@ -313,7 +313,7 @@ int main(int argc, char** argv) {
     // What a sharded counter's read costs, by slot count, against a plain
     // loop over as many lines (one process, the two interleaved).
     const long value_calls = quick ? 20'000 : 200'000;
-    std::printf("\nsharded_counter value() by slot count (one process, median of %d, interleaved with the raw loop)\n"
+    std::printf("\nsharded_counter sum() by slot count (one process, median of %d, interleaved with the raw loop)\n"
                 "%8s %12s %12s %8s\n", opt.repeat, "slots", "ns/value()", "raw ns", "ratio");
     std::vector<latency::value_cost> values;
     for (std::size_t slots : {1, 4, 16, 64, 256, 1024}) {
@@ -511,7 +511,7 @@ int main(int argc, char** argv) {
                                 *std::min_element(v.raw_ns.begin(), v.raw_ns.end());
             return quick ? std::min(median, best) : median;
         };
-        target("sharded_counter value() / raw loop over 65 lines, 64 slots", bound_value, true, [&](int attempt) {
+        target("sharded_counter sum() / raw loop over 65 lines, 64 slots", bound_value, true, [&](int attempt) {
             const latency::value_cost v = attempt == 0 ? *v64 : latency::measure_value(64, opt.repeat, value_calls);
             char buf[96];
             std::snprintf(buf, sizeof buf, "(%.1f ns against %.1f ns)", latency::median(v.procsafe_ns),

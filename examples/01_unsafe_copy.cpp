@@ -1,7 +1,8 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 1. The unsafe copy (seed 000 step 1; seed 003 "cannot race with a global").
+// 1. The unsafe copy (the tutorial's first counter: an ordinary object, copied into each child;
+//    a forked global "cannot race" for the same reason).
 //
 // An ordinary counter object lives in the parent's memory. fork() gives every
 // child its own copy, so each child counts in its own copy and the parent's
@@ -10,7 +11,7 @@
 
 #include <cstdio>
 
-// The seeds' UnsafeCounter, in C++: a plain member, no sharing at all.
+// The tutorial's UnsafeCounter, in C++: a plain member, no sharing at all.
 class unsafe_counter {
 public:
     void increment() { ++value_; }

@@ -1,14 +1,14 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 2. Shared, but racy (seed 000 step 2; seed 001 "the wrong way").
+// 2. Shared, but racy (the tutorial's shared Value without its lock: "the wrong way").
 //
 // Now the value lives in shared memory, so every process sees the same one.
 // But an increment is a read followed by a write. Between the two, another
 // process may write; its update is then overwritten: lost. Each half is a
 // relaxed atomic access (well-defined C++; `++*p` would be undefined
 // behaviour), the pair is not atomic. Pass --yield to give the CPU away
-// between the halves, as the seeds' sleep(0): then the loss shows on any
+// between the halves, as the tutorial's sleep(0): then the loss shows on any
 // machine, even when the loops would otherwise not overlap.
 #include "support.hpp"
 

@@ -1,7 +1,7 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 3. Safe, with a lock (seed 000 step 3; seed 001 "the right way").
+// 3. Safe, with a lock (the tutorial's Value guarded by get_lock(): "the right way").
 //
 // mutex_counter holds the value and a process-shared mutex together in shared
 // memory; every update is made under the lock, so none is lost: exactly

@@ -1,7 +1,7 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 5. An adder and a subtractor (seed 003).
+// 5. An adder and a subtractor (the tutorial's race between an adding and a subtracting process).
 //
 // One process adds 1, the other subtracts 1, the same number of times: the
 // balance must end at 0. With a racy read-then-write, each lost update

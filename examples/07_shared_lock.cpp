@@ -1,7 +1,8 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 7. The lock must be shared, not copied (seed 004).
+// 7. The lock must be shared, not copied (the tutorial's process pool, where a lock passed as a
+//    task argument is refused or silently copied).
 //
 // A lock protects only the processes that lock the *same* lock. Here a
 // process-shared pthread mutex sits in ordinary memory: fork() copies it, so

@@ -1,7 +1,8 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 8. The timing race (seed 003's condition and event).
+// 8. The timing race (the tutorial's child that waits on a condition after it was already
+//    notified, and hangs; fixed with an event).
 //
 // A notification is a message, not a state: if it is sent before the child
 // starts to wait, nobody receives it, and the child waits forever. Here the

@@ -1,7 +1,7 @@
 // procsafe: process-safe shared counters.
 // SPDX-License-Identifier: MIT
 //
-// 9. The same story with threads (seed 002).
+// 9. The same story with threads (the tutorial's thread-unsafe and thread-safe counters).
 //
 // Threads share memory already, so there is no copy problem, but the racy
 // read-then-write loses updates just the same. procsafe's counters are

@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
                 auto mine = sharded.local();  // this process's own slot
                 for (long k = 0; k < increments; ++k) mine.increment();
             }));
-            v.got.push_back(static_cast<long>(sharded.value()));
+            v.got.push_back(static_cast<long>(sharded.sum()));
         };
         run(variants[0], [&] { ++unsafe; }, [&] { return unsafe; });
         run(variants[1], [&] { example::racy_add(racy, 1, false); }, [&] { return example::racy_read(racy); });

@@ -27,7 +27,7 @@ struct counts {
     long increments = 100'000;
 };
 
-/// `prog [processes] [increments]`, defaults 10 x 100,000 (the seeds' workload).
+/// `prog [processes] [increments]`, defaults 10 x 100,000 (the tutorial's workload).
 inline counts parse_counts(int argc, char** argv) {
     counts c;
     if (argc > 1) c.processes = std::atoi(argv[1]);
@@ -39,30 +39,27 @@ inline counts parse_counts(int argc, char** argv) {
     return c;
 }
 
-/// Workers wait here until all have started, so their loops really overlap
-/// (on 2 cores a 100,000-step loop can finish before the next fork returns).
-struct start_line {
-    std::atomic<int> ready{0};
-    std::atomic<bool> go{false};
-};
-
 /// Forks n workers that run work(i) together, then waits for all of them.
-/// Returns the seconds from the start signal to the last exit.
+/// Returns the seconds from the start signal to the last exit. The workers
+/// wait at a start line (two procsafe latches) until all have started, so
+/// their loops really overlap (on 2 cores a 100,000-step loop can finish
+/// before the next fork returns).
 inline double run_processes(int n, const std::function<void(int)>& work) {
-    auto barrier_segment = procsafe::segment::anonymous(4096);
-    auto& line = barrier_segment.construct<start_line>("start");
+    auto start_segment = procsafe::segment::anonymous(64 * 1024);
+    auto& ready = start_segment.construct<procsafe::latch>("ready", n);
+    auto& go = start_segment.construct<procsafe::latch>("go", 1);
     std::fflush(nullptr);
     for (int i = 0; i < n; ++i) {
         if (::fork() == 0) {
-            line.ready.fetch_add(1);
-            while (!line.go.load(std::memory_order_acquire)) std::this_thread::yield();
+            ready.count_down();
+            while (!go.try_wait()) std::this_thread::yield();  // spin: all start within microseconds
             work(i);
             ::_exit(0);  // never run the parent's destructors or atexit handlers
         }
     }
-    while (line.ready.load() < n) std::this_thread::yield();
+    ready.wait();
     const auto start = std::chrono::steady_clock::now();
-    line.go.store(true, std::memory_order_release);
+    go.count_down();
     while (::wait(nullptr) > 0) {}
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -77,7 +74,7 @@ inline std::int64_t racy_read(std::int64_t& shared) {
 inline void racy_write(std::int64_t& shared, std::int64_t value) {
     std::atomic_ref<std::int64_t>(shared).store(value, std::memory_order_relaxed);
 }
-/// `yield` gives the CPU away between the halves, as the seeds' sleep(0):
+/// `yield` gives the CPU away between the halves, as the tutorial's sleep(0):
 /// another process then runs inside the window, on any machine.
 inline void racy_add(std::int64_t& shared, std::int64_t delta, bool yield) {
     const std::int64_t seen = racy_read(shared);

@@ -8,13 +8,12 @@
 # the last worker's exit and prints "TOTAL SECONDS" (TOTAL read back from the
 # shared memory after the workers ended).
 import sys
-import time
-from multiprocessing import Array, Barrier, Event, Process, Value
+from multiprocessing import Array, Value
+
+from start_line import time_workers
 
 
-def work(counter, ready, go, n, series):
-    ready.wait()
-    go.wait()
+def work(counter, n, series):
     if series == 1:
         for _ in range(n):
             with counter.get_lock():
@@ -28,18 +27,7 @@ def work(counter, ready, go, n, series):
 def main():
     processes, n, series = (int(a) for a in sys.argv[1:4])
     counter = Value('i', 0) if series == 1 else Array('i', series)
-    ready, go = Barrier(processes + 1), Event()
-    workers = [Process(target=work, args=(counter, ready, go, n, series)) for _ in range(processes)]
-    for w in workers:
-        w.start()
-    ready.wait()  # every worker is at the barrier
-    start = time.perf_counter()
-    go.set()
-    for w in workers:
-        w.join()
-    seconds = time.perf_counter() - start
-    if any(w.exitcode != 0 for w in workers):
-        sys.exit('a worker failed')
+    seconds = time_workers(processes, work, counter, n, series)
     total = counter.value if series == 1 else sum(counter[:])
     print(total, seconds)
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 directory = tempfile.mkdtemp(prefix='procsafe-bench-prometheus-')
 os.environ['PROMETHEUS_MULTIPROC_DIR'] = directory  # before the import: it selects the mode
@@ -25,17 +24,15 @@ except ImportError as e:
     print('prometheus_client not installed (Debian: python3-prometheus-client): %s' % e, file=sys.stderr)
     sys.exit(77)
 
-from multiprocessing import Barrier, Event, Process
+from start_line import time_workers
 
 
-def work(counter, ready, go, n, series):
-    names = [str(i) for i in range(series)]
-    ready.wait()
-    go.wait()
+def work(counter, n, series):
     if series == 1:
         for _ in range(n):
             counter.inc()
     else:
+        names = [str(i) for i in range(series)]
         for k in range(n):
             counter.labels(names[k % series]).inc()
 
@@ -47,18 +44,7 @@ def main():
             counter = Counter('requests', 'Requests handled.')
         else:
             counter = Counter('requests', 'Requests handled, by series.', ['series'])
-        ready, go = Barrier(processes + 1), Event()
-        workers = [Process(target=work, args=(counter, ready, go, n, series)) for _ in range(processes)]
-        for w in workers:
-            w.start()
-        ready.wait()  # every worker is at the barrier
-        start = time.perf_counter()
-        go.set()
-        for w in workers:
-            w.join()
-        seconds = time.perf_counter() - start
-        if any(w.exitcode != 0 for w in workers):
-            sys.exit('a worker failed')
+        seconds = time_workers(processes, work, counter, n, series)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         total = sum(s.value for m in registry.collect() for s in m.samples if s.name == 'requests_total')

@@ -217,10 +217,11 @@ inline double cpu_seconds() {
 
 inline constexpr int max_processes = 256;
 
-/// The start barrier and the finish stamps, in the run's segment.
+/// The start line (procsafe latches) and the finish stamps, in the run's segment.
 struct control {
-    std::atomic<int> ready{0};
-    std::atomic<int> go{0};
+    explicit control(int processes) : ready(processes) {}
+    procsafe::latch ready;  ///< each worker counts down when set up
+    procsafe::latch go{1};  ///< the parent opens it; workers spin on it (try_wait: one load)
     std::atomic<int> failed{0};
     // Written by each worker, read by the parent once the worker reported
     // through the pipe (atomic anyway: shared memory is touched only atomically).
@@ -274,7 +275,7 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w, std::size_
     auto seg = procsafe::segment::anonymous(static_cast<std::size_t>(processes) * 512 + std::size_t{256} * 1024 +
                                             segment_bytes);
     auto ops = setup(seg, processes);
-    auto& ctl = seg.construct<control>("procsafe.bench.control");
+    auto& ctl = seg.construct<control>("procsafe.bench.control", processes);
     // A finished worker tells the parent through `done` and then blocks on
     // `release` instead of exiting: on an oversubscribed machine an exiting
     // process's teardown would delay the workers still waiting for a CPU, and
@@ -289,16 +290,19 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w, std::size_
             ::close(done[0]);
             ::close(release[1]);
             int rc = 0;
+            bool counted = false;  // a worker that fails in start() must still count, or the parent waits forever
             try {
                 if constexpr (has_start<decltype(ops)>) ops.start(p);
-                ctl.ready.fetch_add(1);
-                while (ctl.go.load(std::memory_order_acquire) == 0) {}
+                ctl.ready.count_down();
+                counted = true;
+                while (!ctl.go.try_wait()) {}
                 const double cpu0 = cpu_seconds();
                 volatile std::int64_t sink = loop(ops, w, n);
                 (void)sink;
                 store_shared(ctl.finished[p], now_seconds());
                 store_shared(ctl.cpu[p], cpu_seconds() - cpu0);
             } catch (...) {
+                if (!counted) ctl.ready.count_down();
                 ctl.failed.fetch_add(1);
                 rc = 1;
             }
@@ -312,9 +316,9 @@ run_outcome run_once(Setup& setup, int processes, long n, workload w, std::size_
     }
     ::close(done[1]);
     ::close(release[0]);
-    while (ctl.ready.load() < processes) std::this_thread::yield();
+    ctl.ready.wait();
     const double start = now_seconds();
-    ctl.go.store(1, std::memory_order_release);
+    ctl.go.count_down();
     int reported = 0;
     char buf[64];
     while (reported < processes) {  // EOF only if every worker died
