@@ -14,7 +14,7 @@ namespace procsafe::detail {
 /// a + b; integers wrap around as the atomic fetch_add does.
 template <class T>
 constexpr T wrapping_add(T a, T b) noexcept(noexcept(a + b)) {
-    if constexpr (std::is_integral_v<T>) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<std::remove_cv_t<T>, bool>) {
         using U = std::make_unsigned_t<T>;
         return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
     } else {
@@ -25,7 +25,7 @@ constexpr T wrapping_add(T a, T b) noexcept(noexcept(a + b)) {
 /// a - b; integers wrap around as the atomic fetch_sub does.
 template <class T>
 constexpr T wrapping_sub(T a, T b) noexcept(noexcept(a - b)) {
-    if constexpr (std::is_integral_v<T>) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<std::remove_cv_t<T>, bool>) {
         using U = std::make_unsigned_t<T>;
         return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
     } else {

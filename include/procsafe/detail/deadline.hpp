@@ -25,12 +25,20 @@ namespace procsafe::detail {
 using wait_clock = std::chrono::steady_clock;
 using wide_nanoseconds = std::chrono::duration<long double, std::nano>;
 
+/// d in long double nanoseconds, from Period's num and den (a duration_cast
+/// would compute the ratio to nano in intmax_t, which overflows for exa).
+template <class Rep, class Period>
+constexpr long double to_wide_ns(const std::chrono::duration<Rep, Period>& d) noexcept {
+    return static_cast<long double>(d.count()) * static_cast<long double>(Period::num) * 1e9L /
+           static_cast<long double>(Period::den);
+}
+
 /// now + d, saturated to [now, wait_clock::time_point::max()]. A NaN or
 /// non-positive d is now; +infinity and anything past the clock's range is max().
 template <class Rep, class Period>
 wait_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d,
                                       wait_clock::time_point now = wait_clock::now()) noexcept {
-    const long double ns = wide_nanoseconds(d).count();
+    const long double ns = to_wide_ns(d);
     if (!(ns > 0)) return now;  // also NaN
     const long double room =
         static_cast<long double>((wait_clock::time_point::max() - now).count()) *
@@ -45,19 +53,17 @@ wait_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& 
 template <class Clock, class Duration>
 wait_clock::time_point deadline_at(const std::chrono::time_point<Clock, Duration>& tp) noexcept {
     const auto steady_now = wait_clock::now();
-    const long double target = wide_nanoseconds(tp.time_since_epoch()).count();
-    const long double clock_now = std::is_same_v<Clock, wait_clock>
-                                      ? wide_nanoseconds(steady_now.time_since_epoch()).count()
-                                      : wide_nanoseconds(Clock::now().time_since_epoch()).count();
+    const long double target = to_wide_ns(tp.time_since_epoch());
+    const long double clock_now = std::is_same_v<Clock, wait_clock> ? to_wide_ns(steady_now.time_since_epoch())
+                                                                     : to_wide_ns(Clock::now().time_since_epoch());
     return deadline_after(wide_nanoseconds(target - clock_now), steady_now);
 }
 
-/// Polls `ready` until it returns true or `timeout` passes; returns whether
+/// Polls `ready` until it returns true or `deadline` passes; returns whether
 /// it did. Backs off from yielding to 1 ms sleeps: only set-up paths (open,
 /// find) wait here, never a counter.
 template <class Ready>
-bool poll_until(std::chrono::milliseconds timeout, Ready ready) {
-    const auto deadline = deadline_after(timeout);
+bool poll_until(wait_clock::time_point deadline, Ready ready) {
     for (int round = 0;; ++round) {
         if (ready()) return true;
         if (wait_clock::now() >= deadline) return ready();

@@ -68,14 +68,17 @@ public:
     std::chrono::milliseconds timeout() const noexcept { return timeout_; }
     void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
     managed_buffer& buffer() noexcept { return buffer_; }
+    segment_header& header() const noexcept { return *header_; }
 
-    /// Runs f() with the directory lock held, waiting at most timeout() for
-    /// it. Throws: timed_out, owner_died (poisoned), incompatible_layout (the
+    /// Runs f() with the directory lock held, waiting for it at most
+    /// timeout(), and never past `deadline` (a caller's own bound).
+    /// Throws: timed_out, owner_died (poisoned), incompatible_layout (the
     /// lock word is no lock).
     template <class F>
-    decltype(auto) locked(F&& f) {
+    decltype(auto) locked(F&& f, wait_clock::time_point deadline = wait_clock::time_point::max()) {
         if (header_->poisoned.load(std::memory_order_acquire) != 0) throw poisoned();
-        lock guard(*this);
+        const auto mine = deadline_after(timeout_);
+        lock guard(*this, deadline < mine ? deadline : mine);
         if (guard.recovered() && header_->directory_dirty.load(std::memory_order_relaxed) != 0) {
             header_->poisoned.store(1, std::memory_order_release);
             throw poisoned();
@@ -88,7 +91,11 @@ public:
     /// an exception included, clears it (Boost's changes are exception-safe).
     class change {
     public:
-        explicit change(directory& d) : h_(*d.header_) { h_.directory_dirty.store(1, std::memory_order_relaxed); }
+        explicit change(directory& d) : h_(*d.header_) {
+            h_.directory_dirty.store(1, std::memory_order_relaxed);
+            // Boost's plain stores that follow must not be moved above the mark.
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+        }
         ~change() { h_.directory_dirty.store(0, std::memory_order_release); }
         change(const change&) = delete;
         change& operator=(const change&) = delete;
@@ -118,10 +125,10 @@ private:
     /// is timed_out, never a hang.
     class lock {
     public:
-        explicit lock(directory& d) : d_(d) {
+        lock(directory& d, wait_clock::time_point deadline) : d_(d) {
             lock_result r{};
             try {
-                r = d.header_->directory.lock_until(deadline_after(d.timeout_));
+                r = d.header_->directory.lock_until(deadline);
             } catch (const error& e) {
                 throw error(errc::incompatible_layout, d.name(), {},
                             "its directory lock is not a usable lock (" + e.detail() + "): the segment is corrupted");

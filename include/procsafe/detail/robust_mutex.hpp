@@ -76,6 +76,12 @@ public:
     /// Throws: procsafe::error (system_error) if the mutex is unusable (its
     /// memory is not a valid mutex).
     lock_result lock_until(wait_clock::time_point deadline) {
+#if defined(__GLIBC__)
+        // A kind word flipped to another kind (priority inheritance, say) with
+        // an owner that never existed makes glibc abort the process (an
+        // assertion in pthread_mutex_clocklock) instead of failing: refuse it.
+        if (__atomic_load_n(&mutex_.__data.__kind, __ATOMIC_RELAXED) != expected_kind()) fail("pthread_mutex_lock", EINVAL);
+#endif
         int rc = pthread_mutex_trylock(&mutex_);
         if (rc == EBUSY) rc = lock_slow(deadline);
         if (rc == ETIMEDOUT) return lock_result::timed_out;
@@ -118,6 +124,26 @@ private:
         }
         fail("pthread_mutex_lock", rc);
     }
+
+#if defined(__GLIBC__)
+    /// The kind word glibc gives a process-shared robust mutex (it never
+    /// changes while the mutex is in use).
+    static int expected_kind() noexcept {
+        static const int kind = [] {
+            pthread_mutexattr_t attr;
+            pthread_mutex_t m;
+            pthread_mutexattr_init(&attr);
+            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+            pthread_mutex_init(&m, &attr);
+            pthread_mutexattr_destroy(&attr);
+            const int k = m.__data.__kind;
+            pthread_mutex_destroy(&m);
+            return k;
+        }();
+        return kind;
+    }
+#endif
 
     [[noreturn]] static void fail(const char* what, int rc) {
         throw error(errc::system_error, {}, {}, std::string(what) + ": " + std::system_category().message(rc));

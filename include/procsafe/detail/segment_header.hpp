@@ -38,6 +38,10 @@ struct segment_header {
     std::atomic<std::uint32_t> poisoned;         // a process died while changing the directory
     std::atomic<std::uint32_t> directory_dirty;  // under `directory`: a change is in progress
     std::uint32_t reserved;
+    std::uint64_t catalog;       // offset of the first catalog chunk (detail/catalog.hpp)
+    std::uint64_t catalog_tail;  // the last chunk; writers only, under `directory`
+    std::uint64_t incarnation;   // drawn at creation: a segment recreated under a name is another one
+    std::uint64_t created_ns;    // creation time, nanoseconds since the Unix epoch
     // Guards Boost's segment manager, which runs with null_mutex_family: its
     // own interprocess_mutex is not robust, and a dead process holding it
     // would hang every later construct and find.
@@ -45,11 +49,27 @@ struct segment_header {
 };
 
 inline constexpr std::size_t managed_offset = 256;
+
+/// A 64-bit number that tells this creation of a segment from any other
+/// under the same name (the creation time alone repeats across hosts).
+inline std::uint64_t draw_incarnation(std::uint64_t now_ns, std::uint32_t pid, const void* where) noexcept {
+    std::uint64_t x = now_ns ^ (std::uint64_t{pid} << 32) ^ static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(where));
+    x ^= static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 30;  // splitmix64's finalizer
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x != 0 ? x : 1;
+}
 static_assert(sizeof(segment_header) <= managed_offset, "the segment header must fit before Boost's buffer");
 
 /// Writes a fresh header at `base` (magic still 0: not yet published).
 inline segment_header& write_header(void* base, std::size_t total, std::uint32_t creator_pid) {
     auto* h = ::new (base) segment_header{};
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    h->created_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
+    h->incarnation = draw_incarnation(h->created_ns, creator_pid, base);
     h->layout = layout_version;
     h->header_size = sizeof(segment_header);
     h->boost_version = BOOST_VERSION;
@@ -97,12 +117,12 @@ inline void check_header(const segment_header& h, std::size_t mapped, std::strin
     }
 }
 
-/// Waits at most `timeout` for the creator to publish the header, then
-/// validates it. Throws: timed_out, bad_magic, incompatible_layout.
+/// Waits until `deadline` at most for the creator to publish the header,
+/// then validates it. Throws: timed_out, bad_magic, incompatible_layout.
 inline segment_header& await_header(void* base, std::size_t mapped, std::string_view name,
-                                    std::chrono::milliseconds timeout) {
+                                    wait_clock::time_point deadline) {
     auto* h = static_cast<segment_header*>(base);
-    if (!poll_until(timeout, [&] { return h->magic.load(std::memory_order_acquire) != 0; })) {
+    if (!poll_until(deadline, [&] { return h->magic.load(std::memory_order_acquire) != 0; })) {
         throw error(errc::timed_out, name, {}, "its creator never finished initializing it");
     }
     check_header(*h, mapped, name);

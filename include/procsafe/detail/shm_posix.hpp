@@ -27,6 +27,9 @@
 #include <system_error>
 #include <utility>
 
+#include <vector>
+
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -111,10 +114,10 @@ public:
 
     /// Opens the object `name`, which this process's user must own (anyone
     /// can create a name under /dev/shm: a foreign one could be anything),
-    /// waits at most `timeout` for its creator to give it `min_size` bytes,
-    /// and maps it.
+    /// waits until `deadline` at most for its creator to give it `min_size`
+    /// bytes, and maps it.
     /// Throws: segment_not_found, permission_denied, timed_out.
-    static mapping open(std::string_view name, std::size_t min_size, std::chrono::milliseconds timeout) {
+    static mapping open(std::string_view name, std::size_t min_size, wait_clock::time_point deadline) {
         mapping m;
         m.fd_ = ::shm_open(os_name(name).c_str(), O_RDWR | O_CLOEXEC, 0);
         if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
@@ -124,7 +127,7 @@ public:
                         "owned by uid " + std::to_string(st.st_uid) + ", not by this process's uid " +
                             std::to_string(::geteuid()) + ": not trusted");
         }
-        const bool sized = poll_until(timeout, [&] {
+        const bool sized = poll_until(deadline, [&] {
             st = m.stat(name);
             return static_cast<std::size_t>(st.st_size) >= min_size;
         });
@@ -135,6 +138,59 @@ public:
         }
         m.map(name, static_cast<std::size_t>(st.st_size));
         return m;
+    }
+
+    /// Opens the object `name` for reading only (O_RDONLY, PROT_READ): read
+    /// permission is enough, whoever owns it (a monitor trusts nothing in
+    /// it: the reader validates what it follows). Never waits: an object
+    /// smaller than `min_size` is not initialized (yet).
+    /// Throws: segment_not_found, permission_denied, timed_out.
+    static mapping open_read_only(std::string_view name, std::size_t min_size) {
+        mapping m;
+        m.fd_ = ::shm_open(os_name(name).c_str(), O_RDONLY | O_CLOEXEC, 0);
+        if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
+        const struct stat st = m.stat(name);
+        if (static_cast<std::size_t>(st.st_size) < min_size) {
+            throw error(errc::timed_out, name, {},
+                        "has " + std::to_string(st.st_size) + " bytes: not initialized (yet), or not procsafe's");
+        }
+        void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, m.fd_, 0);
+        if (p == MAP_FAILED) throw_errno(name, "mmap", errno);
+        m.addr_ = p;
+        m.size_ = static_cast<std::size_t>(st.st_size);
+        return m;
+    }
+
+    /// Who may use the object, as the OS says (for listings).
+    struct owner_facts {
+        std::uint32_t uid = 0, gid = 0, mode = 0;
+    };
+    owner_facts owner(std::string_view name) const {
+        const struct stat st = stat(name);
+        return {static_cast<std::uint32_t>(st.st_uid), static_cast<std::uint32_t>(st.st_gid),
+                static_cast<std::uint32_t>(st.st_mode & 07777)};
+    }
+
+    /// The names of the shared memory objects on this host that could be
+    /// segments (valid segment names); procsafe's or not, as the caller
+    /// finds out by opening them.
+    static std::vector<std::string> names() {
+        std::vector<std::string> out;
+#if defined(__linux__)
+        if (DIR* dir = ::opendir("/dev/shm")) {
+            while (const dirent* e = ::readdir(dir)) {
+                const std::string_view n = e->d_name;
+                if (n.empty() || n[0] == '.' || n.size() > 200) continue;
+                bool plain = (n[0] >= 'a' && n[0] <= 'z') || (n[0] >= 'A' && n[0] <= 'Z');
+                for (char c : n)
+                    plain = plain && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                      c == '_' || c == '-' || c == '.');
+                if (plain) out.emplace_back(n);
+            }
+            ::closedir(dir);
+        }
+#endif
+        return out;
     }
 
     /// A shared anonymous mapping, inherited by fork().
@@ -168,39 +224,39 @@ public:
         struct stat ours {};
         if (fd_ < 0 || ::fstat(fd_, &ours) != 0) return;
         auto same = [&](const struct stat& st) { return st.st_ino == ours.st_ino && st.st_dev == ours.st_dev; };
-        const std::string os = os_name(name);
-        const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0) return;
-        struct stat theirs {};
-        const bool still_ours = ::fstat(fd, &theirs) == 0 && same(theirs);
-        ::close(fd);
-        if (!still_ours) return;
-        PROCSAFE_TEST_HOOK("segment.remove.checked");
 #if defined(__linux__)
+        // By path, with no new file descriptor: a process at its descriptor
+        // limit (EMFILE) still removes its segment.
+        const std::string path = "/dev/shm/" + std::string(name);
+        struct stat theirs {};
+        if (::stat(path.c_str(), &theirs) != 0 || !same(theirs)) return;
+        PROCSAFE_TEST_HOOK("segment.remove.checked");
         // Checking, then unlinking by name, would unlink a segment created
         // under the name in between. So the name is first moved aside in one
         // step (renameat2, RENAME_NOREPLACE, in /dev/shm where glibc keeps
         // POSIX shared memory), and what was moved is looked at: ours is
         // removed, another is put back. Only if the name was taken yet again
         // in that instant does the other segment lose its name (its owner's
-        // is_stale() then says so).
-        const int dir = ::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir >= 0) {
-            // Not a valid segment name (it starts with '.'): procsafe never makes one.
-            const std::string aside = "." + std::string(name) + ".removing." + std::to_string(current_pid());
-            const std::string plain(name);
-            if (::renameat2(dir, plain.c_str(), dir, aside.c_str(), RENAME_NOREPLACE) == 0) {
-                struct stat moved {};
-                const bool ours_moved = ::fstatat(dir, aside.c_str(), &moved, 0) == 0 && same(moved);
-                if (ours_moved || ::renameat2(dir, aside.c_str(), dir, plain.c_str(), RENAME_NOREPLACE) != 0) {
-                    ::unlinkat(dir, aside.c_str(), 0);
-                }
+        // is_stale() then says so). Not a valid segment name (it starts with
+        // '.'): procsafe never makes one.
+        const std::string aside = "/dev/shm/." + std::string(name) + ".removing." + std::to_string(current_pid());
+        if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) == 0) {
+            struct stat moved {};
+            const bool ours_moved = ::stat(aside.c_str(), &moved) == 0 && same(moved);
+            if (ours_moved || ::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+                ::unlink(aside.c_str());
             }
-            ::close(dir);
-            return;
         }
+#else
+        const std::string os = os_name(name);
+        const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) return;
+        struct stat theirs {};
+        const bool still_ours = ::fstat(fd, &theirs) == 0 && same(theirs);
+        ::close(fd);
+        PROCSAFE_TEST_HOOK("segment.remove.checked");
+        if (still_ours) ::shm_unlink(os.c_str());
 #endif
-        ::shm_unlink(os.c_str());
     }
 
 private:

@@ -16,6 +16,7 @@
 // "Global\\REST", which needs SeCreateGlobalPrivilege to create).
 
 #include <procsafe/detail/config.hpp>
+#include <procsafe/detail/deadline.hpp>
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/error.hpp>
 
@@ -24,6 +25,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace procsafe::detail {
 
@@ -99,7 +101,7 @@ public:
     /// Opens an existing section and maps all of it. A section has its size
     /// from birth, so there is nothing to wait for: one smaller than
     /// `min_size` is not procsafe's.
-    static mapping open(std::string_view name, std::size_t min_size, std::chrono::milliseconds /*timeout*/) {
+    static mapping open(std::string_view name, std::size_t min_size, wait_clock::time_point /*deadline*/) {
         mapping m;
         m.handle_ = ::OpenFileMappingA(FILE_MAP_ALL_ACCESS, FALSE, os_name(name).c_str());
         if (m.handle_ == nullptr) throw_win32(name, "OpenFileMapping", ::GetLastError());
@@ -110,6 +112,30 @@ public:
         if (m.size_ < min_size) throw error(errc::timed_out, name, {}, "too small to be a procsafe segment");
         return m;
     }
+
+    /// Opens the section for reading only (FILE_MAP_READ). Never waits.
+    static mapping open_read_only(std::string_view name, std::size_t min_size) {
+        mapping m;
+        m.handle_ = ::OpenFileMappingA(FILE_MAP_READ, FALSE, os_name(name).c_str());
+        if (m.handle_ == nullptr) throw_win32(name, "OpenFileMapping", ::GetLastError());
+        void* p = ::MapViewOfFile(m.handle_, FILE_MAP_READ, 0, 0, 0);
+        if (p == nullptr) throw_win32(name, "MapViewOfFile", ::GetLastError());
+        m.addr_ = p;
+        MEMORY_BASIC_INFORMATION info{};
+        if (::VirtualQuery(m.addr_, &info, sizeof info) == 0) throw_win32(name, "VirtualQuery", ::GetLastError());
+        m.size_ = static_cast<std::size_t>(info.RegionSize);
+        if (m.size_ < min_size) throw error(errc::timed_out, name, {}, "too small to be a procsafe segment");
+        return m;
+    }
+
+    /// Who may use the section: Windows sections carry an ACL, not a mode.
+    struct owner_facts {
+        std::uint32_t uid = 0, gid = 0, mode = 0;
+    };
+    owner_facts owner(std::string_view /*name*/) const noexcept { return {}; }
+
+    /// Windows cannot list the sections of a session.
+    static std::vector<std::string> names() { return {}; }
 
     /// Windows has no fork(): nothing would inherit an anonymous mapping.
     [[noreturn]] static mapping anonymous(std::size_t /*bytes*/) {
