@@ -86,6 +86,10 @@ public:
     void arrive_and_drop() { (void)step(1, /*drop=*/true); }
     /// The number of completed phases (modulo 2^32).  Process-safe. Lock-free.
     std::uint32_t phase() const noexcept { return phase_of(load()); }
+    /// Participants expected in later phases (drops lower it). A snapshot.
+    std::ptrdiff_t expected() const noexcept { return static_cast<std::ptrdiff_t>(expected_of(load())); }
+    /// Arrivals the current phase still misses. A snapshot.
+    std::ptrdiff_t missing() const noexcept { return static_cast<std::ptrdiff_t>(missing_of(load())); }
 
 private:
     // word_: phase (bits 32-63) | expected in later phases (16-31) | arrivals still missing now (0-15)

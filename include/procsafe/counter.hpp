@@ -12,6 +12,7 @@
 #include <atomic>
 #include <concepts>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <type_traits>
@@ -238,7 +239,23 @@ public:
     /// A consistent copy of the value.  Process-safe. Blocks (takes the lock). Never allocates.
     T value() const {
         detail::robust_lock<detail::robust_mutex> guard(mutex_);
-        return slots_[current_.load(std::memory_order_relaxed)];
+        return slots_[committed() & 1u];
+    }
+    /// The last committed value, read without the lock, the way a seqlock
+    /// reader reads: copy the committed slot, then check that no update
+    /// committed meanwhile (the next update writes the other slot; only the
+    /// one after it can touch this one). For monitors that must not make an
+    /// update wait, or that map the segment read-only (segment_view).
+    /// nullopt when updates kept committing under it for `tries` attempts.
+    /// Process-safe. Lock-free. Never waits, never writes.
+    std::optional<T> read_committed(int tries = 64) const noexcept {
+        for (int i = 0; i < tries; ++i) {
+            const std::uint32_t before = current_.load(std::memory_order_acquire);
+            const T copy = copy_of(slots_[before & 1u]);
+            std::atomic_thread_fence(std::memory_order_acquire);
+            if (current_.load(std::memory_order_relaxed) == before) return copy;
+        }
+        return std::nullopt;
     }
     /// Stores v.  Process-safe. Blocks. Never allocates.
     void store(T nv) {
@@ -260,21 +277,43 @@ public:
     std::uint32_t recoveries() const noexcept { return mutex_.recoveries(); }
 
 private:
-    /// f on a copy of the committed value; commit = one 4-byte store.
+    /// f on a copy of the committed value; commit = one 4-byte store of the
+    /// next generation (its low bit names the slot that holds the value).
     template <class F>
     decltype(auto) locked_update(F&& f) {
         detail::robust_lock<detail::robust_mutex> guard(mutex_);
-        const std::uint32_t cur = current_.load(std::memory_order_relaxed);
-        T& next = slots_[cur ^ 1u];
-        next = slots_[cur];
+        const std::uint32_t generation = committed();
+        // A lock-free reader (read_committed) that sees a write below also
+        // sees the commit made before this lock was taken, and retries.
+        std::atomic_thread_fence(std::memory_order_release);
+        T& next = slots_[(generation + 1u) & 1u];
+        next = slots_[generation & 1u];
         PROCSAFE_TEST_HOOK("counter.locked");
         if constexpr (std::is_void_v<std::invoke_result_t<F, T&>>) {
             std::invoke(std::forward<F>(f), next);
-            current_.store(cur ^ 1u, std::memory_order_release);
+            current_.store(generation + 1u, std::memory_order_release);
         } else {
             auto result = std::invoke(std::forward<F>(f), next);
-            current_.store(cur ^ 1u, std::memory_order_release);
+            current_.store(generation + 1u, std::memory_order_release);
             return result;
+        }
+    }
+
+    std::uint32_t committed() const noexcept { return current_.load(std::memory_order_relaxed); }
+
+    /// A copy made with atomic loads (a writer may be storing into it).
+    static T copy_of(const T& slot) noexcept {
+        if constexpr (std::is_arithmetic_v<T> && std::atomic_ref<T>::is_always_lock_free &&
+                      alignof(T) >= std::atomic_ref<T>::required_alignment) {
+            return std::atomic_ref<T>(const_cast<T&>(slot)).load(std::memory_order_relaxed);
+        } else {
+            unsigned char bytes[sizeof(T)];
+            auto* from = reinterpret_cast<unsigned char*>(const_cast<T*>(&slot));
+            for (std::size_t i = 0; i < sizeof(T); ++i)
+                bytes[i] = std::atomic_ref<unsigned char>(from[i]).load(std::memory_order_relaxed);
+            T out;
+            std::memcpy(static_cast<void*>(&out), bytes, sizeof(T));
+            return out;
         }
     }
 
@@ -285,13 +324,13 @@ private:
     std::optional<T> value_until(detail::wait_clock::time_point deadline) const {
         const detail::lock_result r = mutex_.lock_until(deadline);
         if (r == detail::lock_result::timed_out) return std::nullopt;
-        const T v = slots_[current_.load(std::memory_order_relaxed)];
+        const T v = slots_[committed() & 1u];
         mutex_.unlock();
         return v;
     }
 
     mutable detail::robust_mutex mutex_;
-    std::atomic<std::uint32_t> current_{0};  // which slot holds the committed value
+    std::atomic<std::uint32_t> current_{0};  // the committed generation; slot current_ & 1 holds the value
     T slots_[2]{};
     alignas(std::is_same_v<Layout, detail::split_layout> ? 64 : alignof(detail::wait_state))
         mutable detail::wait_state wait_;

@@ -82,6 +82,9 @@ public:
                                             const T& = T{}) {
         return checked(n, layout) * stride_for(layout);
     }
+    static std::size_t procsafe_elements(std::size_t n, array_layout = array_layout::padded, const T& = T{}) {
+        return n;
+    }
     bool procsafe_fits(std::size_t bytes_after) const noexcept {
         return size_ <= max_size && stride_ == stride_for(layout_) && bytes_after >= size_ * stride_;
     }

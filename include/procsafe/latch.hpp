@@ -54,6 +54,9 @@ public:
     }
     /// True once the count is zero.  Process-safe. Lock-free.
     bool try_wait() const noexcept { return count_.value() == 0; }
+    /// The count left (a snapshot: other processes may count down at once).
+    /// Process-safe. Lock-free.
+    std::ptrdiff_t count() const noexcept { return static_cast<std::ptrdiff_t>(count_.value()); }
     /// Blocks until the count is zero.  Process-safe. Blocks.
     void wait() const { count_.wait_equal(0); }
     /// As wait(), at most d; returns whether the count reached zero.

@@ -7,7 +7,13 @@
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/histogram.hpp>
 #include <procsafe/latch.hpp>
+#include <procsafe/live_gauge.hpp>
+#include <procsafe/metadata.hpp>
+#include <procsafe/prometheus.hpp>
 #include <procsafe/segment.hpp>
+#include <procsafe/segment_view.hpp>
 #include <procsafe/sharded_counter.hpp>
 #include <procsafe/version.hpp>
+#include <procsafe/wait.hpp>

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/catalog.hpp>
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/directory.hpp>
 #include <procsafe/detail/mapping.hpp>
@@ -11,6 +12,7 @@
 #include <procsafe/detail/segment_header.hpp>
 #include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/metadata.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -72,8 +74,11 @@ public:
     /// another user owns it), bad_magic, incompatible_layout, timed_out.
     [[nodiscard]] static segment open(std::string_view name, std::chrono::milliseconds timeout = default_timeout) {
         detail::check_segment_name(name);
-        segment s{std::string(name), detail::mapping::open(name, detail::managed_offset, timeout)};
-        auto& h = detail::await_header(s.map_.addr(), s.map_.size(), name, timeout);
+        // One deadline for every wait below (saturated: milliseconds::max()
+        // is "no deadline", not an overflow).
+        const auto deadline = detail::deadline_after(timeout);
+        segment s{std::string(name), detail::mapping::open(name, detail::managed_offset, deadline)};
+        auto& h = detail::await_header(s.map_.addr(), s.map_.size(), name, deadline);
         s.dir_ = detail::directory::attach(h, s.map_.size(), s.name_);
         s.dir_.set_timeout(timeout);
         return s;
@@ -141,10 +146,16 @@ public:
     /// full), owner_died, timed_out (the directory lock); whatever C's
     /// constructor throws (nothing is left: the name is free again).
     template <class C, class... Args>
+        requires(!detail::metadata_first<Args...>)
     C& construct(std::string_view name, Args&&... args) {
-        detail::check_object_name(dir_.name(), name);
-        const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
-        return detail::obtain<C, detail::lookup::create>(dir_, name, extra, std::forward<Args>(args)...);
+        return place<C, detail::lookup::create>(name, nullptr, std::forward<Args>(args)...);
+    }
+    /// As construct(name, args...), with monitoring metadata stored with the
+    /// object (procsafe/metadata.hpp). Throws also: invalid_argument for bad
+    /// metadata (a label's values must be one per element of a counter_array).
+    template <class C, class... Args>
+    C& construct(std::string_view name, const metadata& meta, Args&&... args) {
+        return place<C, detail::lookup::create>(name, &meta, std::forward<Args>(args)...);
     }
 
     /// The C named `name`, constructed by this or any other process.
@@ -154,7 +165,7 @@ public:
     template <class C>
     C& find(std::string_view name) {
         detail::check_object_name(dir_.name(), name);
-        return detail::obtain<C, detail::lookup::find>(dir_, name, 0);
+        return detail::obtain<C, detail::lookup::find>(dir_, name, nullptr, 0);
     }
 
     /// The C named `name`, constructing it from args if no process has.
@@ -166,10 +177,15 @@ public:
     /// matters. Process-safe.
     /// Throws: as construct() and find().
     template <class C, class... Args>
+        requires(!detail::metadata_first<Args...>)
     C& find_or_construct(std::string_view name, Args&&... args) {
-        detail::check_object_name(dir_.name(), name);
-        const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
-        return detail::obtain<C, detail::lookup::find_or_create>(dir_, name, extra, std::forward<Args>(args)...);
+        return place<C, detail::lookup::find_or_create>(name, nullptr, std::forward<Args>(args)...);
+    }
+    /// As find_or_construct(name, args...), with metadata for the object if
+    /// this call constructs it (an existing object keeps its own).
+    template <class C, class... Args>
+    C& find_or_construct(std::string_view name, const metadata& meta, Args&&... args) {
+        return place<C, detail::lookup::find_or_create>(name, &meta, std::forward<Args>(args)...);
     }
 
     /// True when an object of that name exists (of any type).
@@ -211,6 +227,17 @@ private:
         std::swap(creator_pid_, o.creator_pid_);
     }
 
+    template <class C, detail::lookup How, class... Args>
+    C& place(std::string_view name, const metadata* meta, Args&&... args) {
+        detail::check_object_name(dir_.name(), name);
+        if (meta != nullptr) {
+            detail::check_metadata(*meta, dir_.name(), name);
+            detail::check_labels<C>(*meta, dir_.name(), name, args...);
+        }
+        const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
+        return detail::obtain<C, How>(dir_, name, meta, extra, std::forward<Args>(args)...);
+    }
+
     static std::size_t checked_size(std::string_view name, std::size_t bytes) {
         const std::size_t page = detail::page_size();
         if (bytes == 0 || bytes > (std::size_t{1} << 46)) {
@@ -224,6 +251,7 @@ private:
     void format() {
         auto& h = detail::write_header(map_.addr(), map_.size(), creator_pid_);
         dir_ = detail::directory::format(h, map_.size(), name_.empty() ? "(anonymous)" : name_);
+        detail::catalog_writer(h, dir_).format();
         PROCSAFE_TEST_HOOK("segment.initializing");
         detail::publish_header(h);
     }

@@ -32,7 +32,10 @@ inline constexpr std::chrono::milliseconds default_timeout{2000};
 /// change meaning; a segment made by another layout is refused on open.
 // 2: counters carry a wait word. 3: objects are claimed by their allocator
 // (object_offset), the barrier is one word, sharded slot owners are 64-bit.
-inline constexpr std::uint32_t layout_version = 3;
+// 4: the catalog, names and metadata in object headers, the constructor's
+// PID namespace, bool and struct value types told apart, the mutex counter's
+// commit generation.
+inline constexpr std::uint32_t layout_version = 4;
 
 }  // namespace detail
 }  // namespace procsafe

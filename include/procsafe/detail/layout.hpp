@@ -30,6 +30,18 @@ struct object_access {
     }
 };
 
+/// An object of variable size (a sharded counter's slots, an array's
+/// elements) keeps that storage right after itself. It says so with two
+/// members: the segment allocates C::procsafe_extra_bytes(args...) more
+/// bytes for the constructor arguments args (which it also validates,
+/// throwing procsafe::error), and a process that finds one asks
+/// obj.procsafe_fits(bytes_after) whether the object's own header fits the
+/// block it is in (a corrupted size must not send anyone past the block).
+template <class C>
+concept variable_size = requires(const C& c, std::size_t bytes_after) {
+    { c.procsafe_fits(bytes_after) } -> std::convertible_to<bool>;
+};
+
 enum class object_kind : std::uint16_t {
     user = 1,  // any other type placed with segment::construct
     atomic_counter = 2,
@@ -39,6 +51,8 @@ enum class object_kind : std::uint16_t {
     mutex_counter_array = 6,
     latch = 7,
     barrier = 8,
+    histogram = 9,
+    live_gauge = 10,
 };
 
 enum class value_category : std::uint16_t {
@@ -46,7 +60,8 @@ enum class value_category : std::uint16_t {
     signed_integer = 1,
     unsigned_integer = 2,
     floating_point = 3,
-    trivially_copyable = 4,  // a user struct: told apart by size and alignment only
+    trivially_copyable = 4,  // a user struct or enum: told apart by a hash of its name (type_hash)
+    boolean = 5,             // bool: not an unsigned byte (a bool holding 2 is undefined behaviour)
 };
 
 /// The facts find<C>() compares before it hands out a reference.
@@ -66,7 +81,8 @@ static_assert(sizeof(type_facts) == 32, "type_facts is part of the shared layout
 
 template <class T>
 constexpr value_category category_of() {
-    if constexpr (std::is_floating_point_v<T>) return value_category::floating_point;
+    if constexpr (std::is_same_v<std::remove_cv_t<T>, bool>) return value_category::boolean;
+    else if constexpr (std::is_floating_point_v<T>) return value_category::floating_point;
     else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return value_category::signed_integer;
     else if constexpr (std::is_integral_v<T>) return value_category::unsigned_integer;
     else return value_category::trivially_copyable;
@@ -86,7 +102,11 @@ constexpr std::string_view type_name() {
 template <class T>
 constexpr type_facts value_facts(object_kind kind, std::uint32_t object_size,
                                  std::uint32_t object_align) {
-    return {kind, category_of<T>(), sizeof(T), alignof(T), object_size, object_align, 0, 0};
+    // A struct is told apart by its name too (as a user object is): two
+    // structs of one size and alignment are not one type.
+    constexpr value_category category = category_of<T>();
+    return {kind, category, sizeof(T), alignof(T), object_size, object_align, 0,
+            category == value_category::trivially_copyable ? fnv1a(type_name<T>()) : 0};
 }
 
 /// How a type describes itself to the segment. procsafe's objects specialize
@@ -107,11 +127,13 @@ inline std::string describe(const type_facts& f) {
         case object_kind::atomic_counter: kind = "atomic_counter"; break;
         case object_kind::mutex_counter: kind = "mutex_counter"; break;
         case object_kind::sharded_counter: kind = "sharded_counter"; break;
-        case object_kind::atomic_counter_array: kind = "counter_array<atomic_sync>"; break;
-        case object_kind::mutex_counter_array: kind = "counter_array<mutex_sync>"; break;
+        case object_kind::atomic_counter_array: kind = "atomic_counter_array"; break;
+        case object_kind::mutex_counter_array: kind = "mutex_counter_array"; break;
         case object_kind::user: return "user type (" + std::to_string(f.object_size) + " bytes)";
         case object_kind::latch: return "latch";
         case object_kind::barrier: return "barrier";
+        case object_kind::histogram: return "histogram";
+        case object_kind::live_gauge: kind = "live_gauge"; break;
         default: return "unknown kind " + std::to_string(static_cast<unsigned>(f.kind));
     }
     std::string value;
@@ -119,6 +141,7 @@ inline std::string describe(const type_facts& f) {
         case value_category::signed_integer: value = "int" + std::to_string(f.value_size * 8); break;
         case value_category::unsigned_integer: value = "uint" + std::to_string(f.value_size * 8); break;
         case value_category::floating_point: value = "float" + std::to_string(f.value_size * 8); break;
+        case value_category::boolean: value = "bool"; break;
         default: value = "struct of " + std::to_string(f.value_size) + " bytes"; break;
     }
     return kind + "<" + value + ">";
@@ -129,8 +152,8 @@ inline constexpr std::uint32_t object_magic = 0x424F5350u;                     /
 
 enum object_state : std::uint32_t { state_empty = 0, state_constructing = 1, state_ready = 2 };
 
-/// In front of every object, in the same cache line as nothing hot: the object
-/// itself starts on the next 128-byte (or its own, if larger) boundary.
+/// In front of every object: [object_header][name, metadata][padding][the
+/// object, on its 128-byte (or larger) boundary][its extra storage].
 ///
 /// Written by the process that allocated the block, under the directory lock,
 /// before the lock is released (state: constructing); only that process
@@ -138,6 +161,13 @@ enum object_state : std::uint32_t { state_empty = 0, state_constructing = 1, sta
 /// constructor returned. A peer that finds the block type-checks `facts` at
 /// once and waits for ready, looking the name up again under the lock each
 /// time (a constructor that throws frees the block and removes the name).
+/// Everything but `state` is written once, before the block is published
+/// in the segment's catalog, so readers outside the lock copy it safely.
+///
+/// The strings after the header, in this order, `meta_bytes` in all: the
+/// object's name (name_length), help (help_length), unit (unit_length),
+/// label name (label_length), then label_values values, each a 2-byte
+/// little-endian length and its bytes.
 struct object_header {
     std::atomic<std::uint32_t> state;  // object_state
     std::uint32_t magic;
@@ -145,9 +175,18 @@ struct object_header {
     std::uint32_t constructor_pid;
     type_facts facts;
     std::uint32_t object_offset;  // from the start of the block to the object
-    std::uint32_t reserved;
+    std::uint32_t meta_bytes;     // the strings that follow this header
+    std::uint64_t block_size;     // bytes of the block (readers cannot ask Boost)
+    std::uint16_t name_length;
+    std::uint16_t help_length;
+    std::uint16_t unit_length;
+    std::uint16_t label_length;
+    std::uint32_t label_values;
+    std::uint32_t constructor_pidns;  // the PID namespace constructor_pid belongs to (0: unknown)
+    std::uint8_t metric;              // metric_type
+    std::uint8_t reserved[7];
 };
-static_assert(sizeof(object_header) <= 64, "the object header must fit before the object");
+static_assert(sizeof(object_header) == 88, "the object header is part of the shared layout");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 }  // namespace procsafe::detail

@@ -17,6 +17,7 @@
 // peer sees the name gone, never the memory's next tenant. A ready block is
 // never freed (procsafe has no destroy), so the reference stays valid.
 
+#include <procsafe/detail/catalog.hpp>
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/deadline.hpp>
 #include <procsafe/detail/directory.hpp>
@@ -24,6 +25,7 @@
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/metadata.hpp>
 
 #include <cassert>
 #include <chrono>
@@ -33,52 +35,82 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 namespace procsafe::detail {
-
-/// An object of variable size (a sharded counter's slots, an array's
-/// elements) keeps that storage right after itself. It says so with two
-/// members: the segment allocates C::procsafe_extra_bytes(args...) more
-/// bytes for the constructor arguments args (which it also validates,
-/// throwing procsafe::error), and a process that finds one asks
-/// obj.procsafe_fits(bytes_after) whether the object's own header fits the
-/// block it is in (a corrupted size must not send anyone past the block).
-template <class C>
-concept variable_size = requires(const C& c, std::size_t bytes_after) {
-    { c.procsafe_fits(bytes_after) } -> std::convertible_to<bool>;
-};
 
 enum class lookup { find, create, find_or_create };
 
 template <class C>
 constexpr std::size_t object_align() {
+    // Every process maps a segment at a page boundary, and nothing more: an
+    // object aligned beyond a page would lie at different offsets in
+    // different processes' mappings.
+    static_assert(alignof(C) <= 4096, "procsafe: a type aligned beyond 4096 bytes (a page) cannot be placed in a segment");
     return alignof(C) > cache_line ? alignof(C) : cache_line;
 }
-/// Bytes a block for C needs (without C's extra storage).
+/// Bytes a block for C needs: the header, the strings, the alignment, C.
 template <class C>
-constexpr std::size_t block_size() {
-    return sizeof(object_header) + object_align<C>() - 1 + sizeof(C);
+constexpr std::size_t block_size(std::size_t meta_bytes) {
+    return sizeof(object_header) + meta_bytes + object_align<C>() - 1 + sizeof(C);
 }
 /// Where C starts in a block. Boost 1.74 does not honour alignof(C) > 16
 /// inside a segment (boostorg/interprocess #217), so procsafe aligns the
 /// object itself; mappings start on page boundaries, so the offset is the
 /// same in every process.
 template <class C>
-std::size_t object_offset(const unsigned char* block) noexcept {
-    const auto p = reinterpret_cast<std::uintptr_t>(block) + sizeof(object_header);
+std::size_t object_offset(const unsigned char* block, std::size_t meta_bytes) noexcept {
+    const auto p = reinterpret_cast<std::uintptr_t>(block) + sizeof(object_header) + meta_bytes;
     const std::uintptr_t align = object_align<C>();
     return static_cast<std::size_t>((p + align - 1) / align * align - reinterpret_cast<std::uintptr_t>(block));
 }
-template <class C>
-C* object_in(unsigned char* block) noexcept {
-    return reinterpret_cast<C*>(block + object_offset<C>(block));
-}
 inline object_header* header_of(unsigned char* block) noexcept { return reinterpret_cast<object_header*>(block); }
 
+/// The name and metadata as they are laid out after the object's header.
+struct object_strings {
+    std::string_view name;
+    const metadata* meta = nullptr;
+
+    std::size_t bytes() const noexcept {
+        std::size_t n = name.size();
+        if (meta != nullptr) {
+            n += meta->help.size() + meta->unit.size() + meta->label.size();
+            for (std::string_view v : meta->label_values) n += 2 + v.size();
+        }
+        return n;
+    }
+    /// Fills the header's lengths and writes the strings after it.
+    void write(object_header& h) const noexcept {
+        auto* out = reinterpret_cast<unsigned char*>(&h) + sizeof(object_header);
+        auto put = [&](std::string_view s) {
+            for (char c : s) *out++ = static_cast<unsigned char>(c);
+        };
+        h.name_length = static_cast<std::uint16_t>(name.size());
+        put(name);
+        if (meta == nullptr) return;
+        h.help_length = static_cast<std::uint16_t>(meta->help.size());
+        h.unit_length = static_cast<std::uint16_t>(meta->unit.size());
+        h.label_length = static_cast<std::uint16_t>(meta->label.size());
+        h.label_values = static_cast<std::uint32_t>(meta->label_values.size());
+        h.metric = static_cast<std::uint8_t>(meta->type);
+        put(meta->help);
+        put(meta->unit);
+        put(meta->label);
+        for (std::string_view v : meta->label_values) {
+            *out++ = static_cast<unsigned char>(v.size() & 0xFF);
+            *out++ = static_cast<unsigned char>(v.size() >> 8);
+            put(v);
+        }
+    }
+};
+
 /// Extra storage C needs after itself, for these constructor arguments.
+/// The arguments are the caller's lvalues as the constructor gets them (a
+/// conversion the constructor can use, a non-const operator size_t say, is
+/// used here too): never "no extra bytes" for an object that has them.
 template <class C, class... Args>
-std::size_t extra_bytes_for(std::string_view segment, std::string_view name, const Args&... args) {
+std::size_t extra_bytes_for(std::string_view segment, std::string_view name, Args&... args) {
     if constexpr (variable_size<C>) {
         static_assert(requires { { C::procsafe_extra_bytes(args...) } -> std::convertible_to<std::size_t>; },
                       "procsafe: these constructor arguments do not say how much storage the object needs "
@@ -93,20 +125,43 @@ std::size_t extra_bytes_for(std::string_view segment, std::string_view name, con
     }
 }
 
+/// Metadata that must agree with the object: a label only for a
+/// counter_array (C::procsafe_elements(args...) says how many elements, and
+/// its values are one per element); the histogram type only for a histogram.
+template <class C, class... Args>
+void check_labels(const metadata& m, std::string_view segment, std::string_view name, Args&... args) {
+    auto bad = [&](const std::string& why) { throw error(errc::invalid_argument, segment, name, "metadata: " + why); };
+    const bool is_histogram = object_traits<std::remove_cv_t<C>>::facts().kind == object_kind::histogram;
+    if (m.type == metric_type::histogram && !is_histogram) bad("only a procsafe::histogram is a histogram");
+    if (is_histogram && m.type != metric_type::automatic && m.type != metric_type::histogram) {
+        bad("a procsafe::histogram is exported as a histogram");
+    }
+    if (m.label.empty()) return;
+    if constexpr (requires { { C::procsafe_elements(args...) } -> std::convertible_to<std::size_t>; }) {
+        const std::size_t n = C::procsafe_elements(args...);
+        if (!m.label_values.empty() && m.label_values.size() != n) {
+            bad(std::to_string(m.label_values.size()) + " label values for " + std::to_string(n) + " elements");
+        }
+    } else {
+        bad("a label names the elements of a counter_array; this object has none");
+    }
+}
+
 /// What the directory said about a name, copied under its lock (only there
 /// is the block sure not to be freed by a constructor that threw).
 struct located {
     unsigned char* block = nullptr;  // nullptr: no such name
     std::size_t length = 0;
     bool mine = false;  // this process allocated it, and constructs in it
-    std::uint32_t state = 0, magic = 0, layout = 0, constructor_pid = 0, offset = 0;
+    std::uint32_t state = 0, magic = 0, layout = 0, constructor_pid = 0, constructor_pidns = 0, offset = 0, meta_bytes = 0;
     type_facts facts{};
 };
 
 /// Under the directory lock: finds the named block, or allocates it (as
 /// `how` allows) and claims it for C before the lock is released.
 template <class C>
-located locate(directory& dir, std::string_view name, lookup how, std::size_t extra) {
+located locate(directory& dir, std::string_view name, lookup how, std::size_t extra, const metadata* meta,
+               wait_clock::time_point deadline) {
     const std::string key(name);
     return dir.locked([&]() -> located {
         PROCSAFE_TEST_HOOK("directory.locked");
@@ -122,14 +177,19 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
                     at.magic = h->magic;
                     at.layout = h->layout;
                     at.constructor_pid = h->constructor_pid;
+                    at.constructor_pidns = h->constructor_pidns;
                     at.offset = h->object_offset;
+                    at.meta_bytes = h->meta_bytes;
                     at.facts = h->facts;
                 }
                 return at;
             }
         }
-        const std::size_t bytes = block_size<C>() + extra;
+        const object_strings strings{name, meta};
+        const std::size_t bytes = block_size<C>(strings.bytes()) + extra;
         directory::change change(dir);
+        catalog_writer catalog(dir.header(), dir);
+        catalog.reserve();
         try {
             at.block = dir.buffer().construct<unsigned char>(key.c_str())[bytes](0);
         } catch (const boost::interprocess::interprocess_exception& e) {
@@ -146,11 +206,16 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
         h->magic = object_magic;
         h->layout = layout_version;
         h->constructor_pid = current_pid();
-        h->facts = object_traits<C>::facts();
-        h->object_offset = static_cast<std::uint32_t>(object_offset<C>(at.block));
+        h->constructor_pidns = pid_namespace();
+        h->facts = object_traits<std::remove_cv_t<C>>::facts();
+        h->meta_bytes = static_cast<std::uint32_t>(strings.bytes());
+        h->object_offset = static_cast<std::uint32_t>(object_offset<C>(at.block, h->meta_bytes));
+        h->block_size = bytes;
+        strings.write(*h);
         h->state.store(state_constructing, std::memory_order_release);
+        catalog.append(at.block);  // readers see it from here on, constructing
         return at;
-    });
+    }, deadline);
 }
 
 /// Runs C's constructor in a block this process claimed, and publishes it.
@@ -158,7 +223,7 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
 template <class C, class... Args>
 C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... args) {
     PROCSAFE_TEST_HOOK("object.allocated");
-    C* obj = object_in<C>(block);
+    C* obj = reinterpret_cast<C*>(block + header_of(block)->object_offset);
     assert(reinterpret_cast<std::uintptr_t>(obj) % object_align<C>() == 0);
     try {
         object_access::construct<C>(obj, std::forward<Args>(args)...);
@@ -171,6 +236,7 @@ C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... 
         try {
             dir.locked([&] {
                 directory::change change(dir);
+                catalog_writer(dir.header(), dir).remove(block);
                 dir.buffer().destroy<unsigned char>(key.c_str());
             });
         } catch (const error&) {
@@ -185,7 +251,7 @@ C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... 
 /// nullptr while its constructor still runs.
 template <class C>
 C* ready(const directory& dir, const located& at, std::string_view name) {
-    static constexpr type_facts want = object_traits<C>::facts();
+    static constexpr type_facts want = object_traits<std::remove_cv_t<C>>::facts();
     if (at.length < sizeof(object_header)) {
         throw error(errc::type_mismatch, dir.name(), name,
                     "holds a block of " + std::to_string(at.length) + " bytes, not a procsafe object");
@@ -197,19 +263,21 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
         throw error(errc::type_mismatch, dir.name(), name, "holds " + describe(at.facts) + ", asked for " + describe(want));
     }
     if (at.state == state_constructing) {
-        if (process_gone(at.constructor_pid)) {
+        // Only a peer in the constructor's PID namespace can tell whether its
+        // pid is gone; any other waits (and times out).
+        if (at.constructor_pidns == pid_namespace() && process_gone(at.constructor_pid)) {
             throw error(errc::owner_died, dir.name(), name,
                         "the process constructing it (pid " + std::to_string(at.constructor_pid) +
                             ") died; destroy the segment or use another name");
         }
         return nullptr;
     }
-    const std::size_t offset = object_offset<C>(at.block);
+    const std::size_t offset = object_offset<C>(at.block, at.meta_bytes);
     if (at.state != state_ready || at.offset != offset || offset + sizeof(C) > at.length) {
         throw error(errc::incompatible_layout, dir.name(), name,
                     "its header disagrees with its block (" + std::to_string(at.length) + " bytes)");
     }
-    C* obj = object_in<C>(at.block);
+    C* obj = reinterpret_cast<C*>(at.block + offset);
     if constexpr (variable_size<C>) {
         if (!obj->procsafe_fits(at.length - offset - sizeof(C))) {
             throw error(errc::incompatible_layout, dir.name(), name, "its header claims more storage than its block holds");
@@ -222,10 +290,11 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
 /// block of our own; otherwise type-check what is there and wait (up to the
 /// directory's timeout()) for its constructor.
 template <class C, lookup How, class... Args>
-C& obtain(directory& dir, std::string_view name, std::size_t extra, Args&&... args) {
+C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size_t extra, Args&&... args) {
     const auto deadline = deadline_after(dir.timeout());
     for (unsigned round = 0;; ++round) {
-        const located at = locate<C>(dir, name, How, extra);
+        // The directory lock too is waited for only until the deadline.
+        const located at = locate<C>(dir, name, How, extra, meta, deadline);
         if constexpr (How != lookup::find) {
             if (at.mine) return build<C>(dir, at.block, name, std::forward<Args>(args)...);
         }

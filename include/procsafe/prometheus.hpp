@@ -1,0 +1,166 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/metadata.hpp>
+#include <procsafe/segment_view.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace procsafe {
+
+/// The Prometheus text exposition (format 0.0.4) of segments, for a program
+/// that serves its own /metrics from its own HTTP stack, or writes a file for
+/// node_exporter's textfile collector (the `procsafe export` and `procsafe
+/// serve` commands use it too).
+///
+/// One family per metric name, its # HELP and # TYPE before its samples,
+/// however many segments hold it; every sample carries the label
+/// segment="NAME". Names are made valid ([a-zA-Z_:][a-zA-Z0-9_:]*: other
+/// characters become '_'), a unit is appended unless the name ends with it,
+/// counters end in _total; an array's elements are told apart by its label
+/// (metadata, or "index"); a histogram gives _bucket{le=...} (cumulative,
+/// +Inf equal to _count), _sum and _count. Label values and help texts are
+/// escaped. No timestamps (node_exporter's textfile collector skips a whole
+/// file that has one). Objects not ready, user types and values that cannot
+/// be read are left out, and said so in warnings(); so is an object whose
+/// name maps onto a family of another type.
+///
+/// ```
+/// procsafe::prometheus_exposition text;
+/// text.add(procsafe::segment_view::open("web"));
+/// std::string body = text.str();  // Content-Type: text/plain; version=0.0.4
+/// ```
+class prometheus_exposition {
+public:
+    /// The Content-Type to serve str() with.
+    static constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// Adds every object of the segment, read now.
+    /// Throws: what segment_view::objects() throws.
+    void add(const segment_view& view) { add(view.name(), view.objects()); }
+
+    /// Adds objects read from the segment named `segment`.
+    void add(std::string_view segment, const std::vector<object_info>& objects) {
+        for (const auto& o : objects) add_object(segment, o);
+    }
+
+    /// The exposition, families in the order they were first met.
+    std::string str() const {
+        std::string out;
+        for (const auto& f : families_) {
+            out += "# HELP " + f.name + ' ' + escape_help(f.help) + '\n';
+            out += "# TYPE " + f.name + ' ' + f.type + '\n';
+            out += f.samples;
+        }
+        return out;
+    }
+
+    /// What was left out, and why (one line each).
+    const std::vector<std::string>& warnings() const noexcept { return warnings_; }
+
+    /// name, made a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*).
+    static std::string metric_name(std::string_view name) {
+        std::string out;
+        for (char c : name) {
+            const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
+            out += ok ? c : '_';
+        }
+        if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
+        return out;
+    }
+    /// A label value, escaped: backslash, double quote, newline.
+    static std::string escape_label(std::string_view v) {
+        std::string out;
+        for (char c : v) {
+            if (c == '\\') out += "\\\\";
+            else if (c == '"') out += "\\\"";
+            else if (c == '\n') out += "\\n";
+            else out += c;
+        }
+        return out;
+    }
+    /// A help text, escaped: backslash, newline.
+    static std::string escape_help(std::string_view v) {
+        std::string out;
+        for (char c : v) {
+            if (c == '\\') out += "\\\\";
+            else if (c == '\n') out += "\\n";
+            else out += c;
+        }
+        return out;
+    }
+
+private:
+    struct family {
+        std::string name, type, help, samples;
+    };
+
+    static bool ends_with(std::string_view s, std::string_view suffix) {
+        return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+    }
+
+    family* family_for(const std::string& name, const char* type, const std::string& help) {
+        const auto it = index_.find(name);
+        if (it != index_.end()) {
+            family& f = families_[it->second];
+            return f.type == type ? &f : nullptr;
+        }
+        index_.emplace(name, families_.size());
+        families_.push_back({name, type, help, {}});
+        return &families_.back();
+    }
+
+    void add_object(std::string_view segment, const object_info& o) {
+        auto skip = [&](const std::string& why) {
+            warnings_.push_back("segment '" + std::string(segment) + "': object '" + o.name + "': " + why);
+        };
+        if (o.status != object_status::ready) return skip("not constructed (yet): left out");
+        if (o.metric == metric_type::automatic) return skip("a user type: left out");
+        if (o.values.empty() && !o.histogram) return skip("no value to export (" + o.note + ")");
+        std::string name = metric_name(o.name);
+        if (!o.unit.empty() && !ends_with(name, "_" + o.unit) && !ends_with(name, "_" + o.unit + "_total")) {
+            name += "_" + o.unit;
+        }
+        const bool counter = o.metric == metric_type::counter;
+        if (counter && !ends_with(name, "_total")) name += "_total";
+        const std::string help = o.help.empty() ? "procsafe " + o.type + " '" + o.name + "'" : o.help;
+        const char* type = o.metric == metric_type::histogram ? "histogram" : counter ? "counter" : "gauge";
+        family* f = family_for(name, type, help);
+        if (f == nullptr) return skip("its metric " + name + " is another type elsewhere: left out");
+        const std::string seg = "segment=\"" + escape_label(segment) + "\"";
+        if (o.histogram) {
+            const auto& h = *o.histogram;
+            std::uint64_t cumulative = 0;
+            for (std::size_t b = 0; b < h.counts.size(); ++b) {
+                cumulative += h.counts[b];
+                const std::string le = b < h.bounds.size() ? to_string(number{h.bounds[b]}) : "+Inf";
+                f->samples += name + "_bucket{" + seg + ",le=\"" + le + "\"} " + std::to_string(cumulative) + '\n';
+            }
+            f->samples += name + "_sum{" + seg + "} " + to_string(number{h.sum}) + '\n';
+            f->samples += name + "_count{" + seg + "} " + std::to_string(h.count) + '\n';
+            return;
+        }
+        if (o.kind == detail::object_kind::atomic_counter_array || o.kind == detail::object_kind::mutex_counter_array) {
+            const std::string label = o.label.empty() ? "index" : o.label;
+            for (std::size_t i = 0; i < o.values.size(); ++i) {
+                if (std::holds_alternative<std::monostate>(o.values[i])) continue;
+                const std::string value = i < o.label_values.size() ? o.label_values[i] : std::to_string(i);
+                f->samples += name + '{' + seg + ',' + label + "=\"" + escape_label(value) + "\"} " + to_string(o.values[i]) + '\n';
+            }
+            return;
+        }
+        f->samples += name + '{' + seg + "} " + to_string(o.values[0]) + '\n';
+    }
+
+    std::vector<family> families_;
+    std::map<std::string, std::size_t> index_;
+    std::vector<std::string> warnings_;
+};
+
+}  // namespace procsafe

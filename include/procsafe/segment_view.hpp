@@ -1,0 +1,460 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <procsafe/barrier.hpp>
+#include <procsafe/counter.hpp>
+#include <procsafe/counter_array.hpp>
+#include <procsafe/detail/catalog.hpp>
+#include <procsafe/detail/config.hpp>
+#include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/mapping.hpp>
+#include <procsafe/detail/names.hpp>
+#include <procsafe/detail/platform.hpp>
+#include <procsafe/detail/segment_header.hpp>
+#include <procsafe/error.hpp>
+#include <procsafe/histogram.hpp>
+#include <procsafe/latch.hpp>
+#include <procsafe/live_gauge.hpp>
+#include <procsafe/metadata.hpp>
+#include <procsafe/sharded_counter.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace procsafe {
+
+/// A value read from a segment: nothing, a signed or unsigned integer, or a
+/// floating-point number, as the object's value type is.
+using number = std::variant<std::monostate, std::int64_t, std::uint64_t, double>;
+
+/// The number as text: integers exactly, doubles shortest round-trip.
+inline std::string to_string(const number& n) {
+    if (const auto* i = std::get_if<std::int64_t>(&n)) return std::to_string(*i);
+    if (const auto* u = std::get_if<std::uint64_t>(&n)) return std::to_string(*u);
+    if (const auto* d = std::get_if<double>(&n)) {
+        if (*d != *d) return "NaN";
+        if (*d == 1.0 / 0.0) return "+Inf";
+        if (*d == -1.0 / 0.0) return "-Inf";
+        char buf[32];
+        for (int precision = 15; precision <= 17; ++precision) {  // the shortest that reads back exactly
+            std::snprintf(buf, sizeof buf, "%.*g", precision, *d);
+            if (std::strtod(buf, nullptr) == *d) break;
+        }
+        return buf;
+    }
+    return {};
+}
+
+/// Whether an object can be read yet.
+enum class object_status {
+    ready,             ///< constructed: its values are read
+    constructing,      ///< its constructor still runs (or its pid is in another PID namespace)
+    constructor_died,  ///< the process constructing it died: the object never came to be
+};
+
+/// One object of a segment, as a reader sees it: what it is, its metadata,
+/// and its values at the moment it was read.
+struct object_info {
+    std::string name;
+    detail::object_kind kind{};
+    std::string type;  ///< e.g. "atomic_counter<int64>", "histogram"
+    object_status status = object_status::ready;
+    std::uint32_t constructor_pid = 0;
+    std::string help, unit, label;
+    std::vector<std::string> label_values;
+    metric_type metric = metric_type::automatic;  ///< resolved: counter, gauge, histogram; automatic for a user type
+    /// A counter: its value; an array: one per element; a latch: the count
+    /// left; a barrier: the phase; a live_gauge: the live processes' sum.
+    /// Empty when not ready, or when the values cannot be read (see note).
+    std::vector<number> values;
+    std::optional<procsafe::histogram::snapshot> histogram;
+    /// Kind-specific extras: a mutex counter's "recoveries", a barrier's
+    /// "expected" and "missing", a live_gauge's "live_processes".
+    std::vector<std::pair<std::string, number>> details;
+    std::size_t bytes = 0;  ///< the object's block, header and metadata included
+    std::string note;       ///< why values are missing, when they are
+};
+
+/// Facts about a segment, for listings.
+struct segment_info {
+    std::string name;
+    std::size_t size = 0;          ///< bytes mapped
+    std::size_t object_bytes = 0;  ///< bytes the objects' blocks take (their headers and metadata included)
+    std::size_t objects = 0;
+    std::uint32_t creator_pid = 0;
+    bool creator_alive = false;
+    std::uint64_t created_ns = 0;  ///< since the Unix epoch
+    std::uint64_t incarnation = 0;  ///< a number drawn at creation: a recreated segment has another
+    std::uint32_t uid = 0, gid = 0, mode = 0;  ///< POSIX owner and mode (0 on Windows)
+};
+
+/// A segment seen from outside: enumerate its objects and read their values
+/// without writing a byte. Maps the segment read-only (O_RDONLY, PROT_READ),
+/// so read permission is enough (a 0640 segment for its group, a 0644 one for
+/// anyone); takes no lock; never waits for a writer and makes none wait.
+/// Everything it follows in the segment is validated as strictly as open()
+/// validates (the header, every catalog chunk and entry, every object's
+/// header, sizes and offsets inside the mapping, known kinds and types): a
+/// corrupted, truncated or foreign segment is a procsafe::error naming it,
+/// never a crash or a hang. Objects constructed after it attached are seen
+/// at the next objects(); an object whose constructor still runs, or died,
+/// is listed as such, not waited for.
+///
+/// A sharded counter is read as its sum, an array element by element, a
+/// mutex counter without its lock (the last committed value, as a seqlock
+/// reader reads it), a latch as its count, a barrier as its phase.
+///
+/// Not protected against: a process with write permission that truncates
+/// the shared memory object while it is mapped (the next read is a SIGBUS;
+/// such a writer is out of scope, as everywhere in procsafe).
+///
+/// ```
+/// auto view = procsafe::segment_view::open("web");
+/// for (const auto& o : view.objects())
+///     std::printf("%s %s %s\n", o.name.c_str(), o.type.c_str(),
+///                 o.values.empty() ? "-" : procsafe::to_string(o.values[0]).c_str());
+/// ```
+class segment_view {
+public:
+    /// Maps the named segment read-only and validates its header. Never waits.
+    /// Throws: segment_not_found, permission_denied (no read permission),
+    /// invalid_name, bad_magic, incompatible_layout, timed_out (not
+    /// initialized yet: its creator is still setting it up, or died doing so).
+    [[nodiscard]] static segment_view open(std::string_view name) {
+        detail::check_segment_name(name);
+        segment_view v{std::string(name)};
+        v.map_ = detail::mapping::open_read_only(name, detail::managed_offset);
+        v.base_ = static_cast<const unsigned char*>(v.map_.addr());
+        v.size_ = v.map_.size();
+        v.validate();
+        return v;
+    }
+    /// A view of a segment image in memory (tests, fuzzing): validated as a
+    /// mapping would be.  Throws: as open().
+    [[nodiscard]] static segment_view over(const void* base, std::size_t size, std::string name = "(memory)") {
+        segment_view v(std::move(name));
+        v.base_ = static_cast<const unsigned char*>(base);
+        v.size_ = size;
+        if (size < detail::managed_offset) {
+            throw error(errc::timed_out, v.name_, {}, "has " + std::to_string(size) + " bytes: not initialized (yet)");
+        }
+        v.validate();
+        return v;
+    }
+
+    /// The names of the shared memory objects on this host that could be
+    /// segments (POSIX: /dev/shm; none on Windows, which cannot list them).
+    /// Open each to learn whether it is procsafe's.
+    static std::vector<std::string> candidate_names() { return detail::mapping::names(); }
+
+    const std::string& name() const noexcept { return name_; }
+    std::size_t size() const noexcept { return size_; }
+    /// True when the name no longer refers to this mapping (removed, perhaps
+    /// recreated: open it again).  Cost: one system call.
+    bool is_stale() const { return map_.addr() != nullptr && map_.is_stale(name_); }
+
+    /// Every object in the segment, read now. Cost: a walk of the catalog
+    /// and a read of every value (one load per counter, per slot of a
+    /// sharded counter, per element of an array); allocates the result.
+    /// Throws: incompatible_layout when the catalog or an object's header is
+    /// damaged (naming the segment and the object).
+    std::vector<object_info> objects() const {
+        std::vector<object_info> out;
+        detail::walk_catalog(base_, size_, name_, [&](const std::atomic<std::uint64_t>& entry, std::uint64_t block) {
+            if (auto o = read_object(entry, block)) out.push_back(std::move(*o));
+        });
+        return out;
+    }
+
+    /// Facts for a listing. Cost: as objects(), without reading values.
+    segment_info info() const {
+        segment_info i;
+        i.name = name_;
+        i.size = size_;
+        const auto& h = header();
+        i.creator_pid = h.creator_pid;
+        i.creator_alive = !detail::process_gone(h.creator_pid);
+        i.created_ns = h.created_ns;
+        i.incarnation = h.incarnation;
+        if (map_.addr() != nullptr) {
+            const auto o = map_.owner(name_);
+            i.uid = o.uid;
+            i.gid = o.gid;
+            i.mode = o.mode;
+        }
+        detail::walk_catalog(base_, size_, name_, [&](const std::atomic<std::uint64_t>& entry, std::uint64_t block) {
+            if (auto o = read_object(entry, block, /*with_values=*/false)) {
+                ++i.objects;
+                i.object_bytes += o->bytes;
+            }
+        });
+        return i;
+    }
+
+    /// The segment's incarnation (see segment_info).
+    std::uint64_t incarnation() const noexcept { return header().incarnation; }
+
+private:
+    explicit segment_view(std::string name) : name_(std::move(name)) {}
+
+    const detail::segment_header& header() const noexcept {
+        return *reinterpret_cast<const detail::segment_header*>(base_);
+    }
+
+    void validate() const {
+        if (header().magic.load(std::memory_order_acquire) == 0) {
+            throw error(errc::timed_out, name_, {},
+                        "not initialized (yet): its creator is still setting it up, or died doing so");
+        }
+        detail::check_header(header(), size_, name_);
+    }
+
+    [[noreturn]] void corrupt(std::string_view object, const std::string& why) const {
+        throw error(errc::incompatible_layout, name_, object, why);
+    }
+
+    /// Reads the object whose block is at `block` (an offset), following the
+    /// catalog's protocol: copy the header and strings, validate them, then
+    /// re-check the entry after an acquire fence (a block freed by a
+    /// constructor that threw is dropped, never misread).
+    std::optional<object_info> read_object(const std::atomic<std::uint64_t>& entry, std::uint64_t block,
+                                           bool with_values = true) const {
+        if (block % 8 != 0 || block < detail::managed_offset || block > size_ || size_ - block < sizeof(detail::object_header)) {
+            corrupt({}, "catalog: an entry at offset " + std::to_string(block) + " outside the segment");
+        }
+        const unsigned char* b = base_ + block;
+        detail::object_header h;
+        std::memcpy(static_cast<void*>(&h), b, sizeof h);
+        const std::uint32_t state = reinterpret_cast<const detail::object_header*>(b)->state.load(std::memory_order_acquire);
+        if (h.magic != detail::object_magic || h.layout != detail::layout_version) {
+            corrupt({}, "catalog: an entry at offset " + std::to_string(block) + " that is no procsafe object");
+        }
+        const std::size_t strings = std::size_t{h.name_length} + h.help_length + h.unit_length + h.label_length;
+        if (h.block_size > size_ - block || h.meta_bytes > h.block_size || strings > h.meta_bytes ||
+            sizeof(detail::object_header) + h.meta_bytes > h.object_offset || h.object_offset > h.block_size ||
+            h.facts.object_size > h.block_size - h.object_offset || h.name_length == 0 ||
+            h.name_length > detail::max_name_length || h.help_length > detail::max_help || h.unit_length > detail::max_unit ||
+            h.label_length > detail::max_label || h.facts.object_align == 0 ||
+            (h.facts.object_align & (h.facts.object_align - 1)) != 0 ||
+            (block + h.object_offset) % h.facts.object_align != 0) {
+            corrupt({}, "catalog: the object at offset " + std::to_string(block) + " has a damaged header");
+        }
+        object_info o;
+        const auto* s = reinterpret_cast<const char*>(b + sizeof(detail::object_header));
+        o.name.assign(s, h.name_length);
+        s += h.name_length;
+        o.help.assign(s, h.help_length);
+        s += h.help_length;
+        o.unit.assign(s, h.unit_length);
+        s += h.unit_length;
+        o.label.assign(s, h.label_length);
+        s += h.label_length;
+        std::size_t left = h.meta_bytes - strings;
+        for (std::uint32_t i = 0; i < h.label_values; ++i) {
+            if (left < 2) corrupt(o.name, "its label values overrun its metadata");
+            const std::size_t n = static_cast<unsigned char>(s[0]) | static_cast<std::size_t>(static_cast<unsigned char>(s[1])) << 8;
+            if (left - 2 < n) corrupt(o.name, "its label values overrun its metadata");
+            o.label_values.emplace_back(s + 2, n);
+            s += 2 + n;
+            left -= 2 + n;
+        }
+        // The block may have been freed (a constructor that threw) while we copied it.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (entry.load(std::memory_order_relaxed) != block) return std::nullopt;
+
+        o.kind = h.facts.kind;
+        o.type = detail::describe(h.facts);
+        o.constructor_pid = h.constructor_pid;
+        o.bytes = h.block_size;
+        o.metric = resolve(static_cast<metric_type>(h.metric), h.facts.kind);
+        if (state == detail::state_constructing) {
+            const bool here = h.constructor_pidns == detail::pid_namespace();
+            o.status = here && detail::process_gone(h.constructor_pid) ? object_status::constructor_died
+                                                                        : object_status::constructing;
+            return o;
+        }
+        if (state != detail::state_ready) corrupt(o.name, "an unknown object state " + std::to_string(state));
+        if (with_values) read_values(o, h, b + h.object_offset, h.block_size - h.object_offset);
+        return o;
+    }
+
+    static metric_type resolve(metric_type given, detail::object_kind kind) noexcept {
+        using detail::object_kind;
+        if (given == metric_type::counter || given == metric_type::gauge || given == metric_type::histogram) return given;
+        switch (kind) {
+            case object_kind::atomic_counter:
+            case object_kind::mutex_counter:
+            case object_kind::sharded_counter:
+            case object_kind::atomic_counter_array:
+            case object_kind::mutex_counter_array: return metric_type::counter;
+            case object_kind::latch:
+            case object_kind::barrier:
+            case object_kind::live_gauge: return metric_type::gauge;
+            case object_kind::histogram: return metric_type::histogram;
+            default: return metric_type::automatic;
+        }
+    }
+
+    template <class T>
+    struct tag {
+        using type = T;
+    };
+    /// Calls f(tag<T>) for the arithmetic T the facts name; false if none.
+    template <class F>
+    static bool with_value_type(const detail::type_facts& f, F&& fn) {
+        using detail::value_category;
+        switch (f.category) {
+            case value_category::signed_integer:
+                switch (f.value_size) {
+                    case 1: fn(tag<std::int8_t>{}); return true;
+                    case 2: fn(tag<std::int16_t>{}); return true;
+                    case 4: fn(tag<std::int32_t>{}); return true;
+                    case 8: fn(tag<std::int64_t>{}); return true;
+                    default: return false;
+                }
+            case value_category::unsigned_integer:
+                switch (f.value_size) {
+                    case 1: fn(tag<std::uint8_t>{}); return true;
+                    case 2: fn(tag<std::uint16_t>{}); return true;
+                    case 4: fn(tag<std::uint32_t>{}); return true;
+                    case 8: fn(tag<std::uint64_t>{}); return true;
+                    default: return false;
+                }
+            case value_category::floating_point:
+                switch (f.value_size) {
+                    case 4: fn(tag<float>{}); return true;
+                    case 8: fn(tag<double>{}); return true;
+                    default: return false;
+                }
+            case value_category::boolean: fn(tag<bool>{}); return true;
+            default: return false;
+        }
+    }
+
+    template <class T>
+    static number as_number(T v) noexcept {
+        if constexpr (std::is_floating_point_v<T>) return static_cast<double>(v);
+        else if constexpr (std::is_same_v<T, bool>) return std::uint64_t{v ? 1u : 0u};
+        else if constexpr (std::is_signed_v<T>) return static_cast<std::int64_t>(v);
+        else return static_cast<std::uint64_t>(v);
+    }
+
+    /// The object as a C of this build, if the facts in the segment are
+    /// exactly C's (kind, value type, size, alignment) and its storage fits.
+    template <class C>
+    const C* as(const detail::object_header& h, const unsigned char* obj, std::size_t room, object_info& o) const {
+        if (!(h.facts == detail::object_traits<C>::facts()) || room < sizeof(C)) return nullptr;
+        const C* c = reinterpret_cast<const C*>(obj);
+        if constexpr (detail::variable_size<C>) {
+            if (!c->procsafe_fits(room - sizeof(C))) corrupt(o.name, "its header claims more storage than its block holds");
+        }
+        return c;
+    }
+
+    void read_values(object_info& o, const detail::object_header& h, const unsigned char* obj, std::size_t room) const {
+        using detail::object_kind;
+        bool known = true;
+        switch (h.facts.kind) {
+            case object_kind::atomic_counter:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if constexpr (!std::is_same_v<T, bool>) {
+                        if (const auto* c = as<counter<T, atomic_sync>>(h, obj, room, o)) o.values.push_back(as_number(c->value()));
+                    }
+                });
+                break;
+            case object_kind::mutex_counter:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if (const auto* c = as<counter<T, mutex_sync>>(h, obj, room, o)) {
+                        if (const auto v = c->read_committed()) o.values.push_back(as_number(*v));
+                        else o.note = "updated too often to be read without its lock";
+                        o.details.emplace_back("recoveries", std::uint64_t{c->recoveries()});
+                    }
+                });
+                break;
+            case object_kind::sharded_counter:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+                        if (const auto* c = as<sharded_counter<T>>(h, obj, room, o)) o.values.push_back(as_number(c->sum()));
+                    }
+                });
+                break;
+            case object_kind::atomic_counter_array:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if constexpr (!std::is_same_v<T, bool>) {
+                        if (const auto* a = as<counter_array<T, atomic_sync>>(h, obj, room, o)) {
+                            o.values.reserve(a->size());
+                            for (std::size_t i = 0; i < a->size(); ++i) o.values.push_back(as_number(a->at(i).value()));
+                        }
+                    }
+                });
+                break;
+            case object_kind::mutex_counter_array:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if (const auto* a = as<counter_array<T, mutex_sync>>(h, obj, room, o)) {
+                        std::uint64_t recoveries = 0;
+                        o.values.reserve(a->size());
+                        for (std::size_t i = 0; i < a->size(); ++i) {
+                            const auto v = a->at(i).read_committed();
+                            o.values.push_back(v ? as_number(*v) : number{});
+                            recoveries += a->at(i).recoveries();
+                        }
+                        o.details.emplace_back("recoveries", recoveries);
+                    }
+                });
+                break;
+            case object_kind::latch:
+                if (const auto* l = as<latch>(h, obj, room, o)) o.values.push_back(std::int64_t{l->count()});
+                break;
+            case object_kind::barrier:
+                if (const auto* b = as<barrier>(h, obj, room, o)) {
+                    o.values.push_back(std::uint64_t{b->phase()});
+                    o.details.emplace_back("expected", std::int64_t{b->expected()});
+                    o.details.emplace_back("missing", std::int64_t{b->missing()});
+                }
+                break;
+            case object_kind::histogram:
+                if (const auto* hg = as<procsafe::histogram>(h, obj, room, o)) o.histogram = hg->read();
+                break;
+            case object_kind::live_gauge:
+                known = with_value_type(h.facts, [&](auto t) {
+                    using T = typename decltype(t)::type;
+                    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+                        if (const auto* g = as<live_gauge<T>>(h, obj, room, o)) {
+                            o.values.push_back(as_number(g->value()));
+                            o.details.emplace_back("live_processes", std::uint64_t{g->live_processes()});
+                        }
+                    }
+                });
+                break;
+            case object_kind::user:
+                o.note = "a user type: no value to read";
+                return;
+            default:
+                corrupt(o.name, "an unknown object kind " + std::to_string(static_cast<unsigned>(h.facts.kind)));
+        }
+        if (!known || (o.values.empty() && !o.histogram && o.note.empty())) {
+            o.note = "a value type this build does not read (" + o.type + ")";
+        }
+    }
+
+    std::string name_;
+    detail::mapping map_;  // empty for over()
+    const unsigned char* base_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+}  // namespace procsafe
