@@ -26,7 +26,9 @@ namespace procsafe {
 /// killed workers up for good).
 ///
 /// Each process owns a slot (a 128-byte line) named by its pid and its start
-/// time, so a pid reused by a later process is not taken for the dead one.
+/// time, so a pid reused by a later process is not taken for the dead one
+/// (start times have the kernel's resolution, a clock tick of 10 ms: the pid
+/// space would have to wrap within it).
 /// value() adds up the slots whose owner still runs; a process that finds a
 /// dead owner's slot takes it over, zeroed. More live processes than slots:
 /// the rest share an overflow slot whose contributions do not drop out.

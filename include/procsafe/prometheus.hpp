@@ -6,6 +6,7 @@
 #include <procsafe/segment_view.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 #include <map>
 #include <string>
@@ -133,29 +134,58 @@ private:
         const char* type = o.metric == metric_type::histogram ? "histogram" : counter ? "counter" : "gauge";
         family* f = family_for(name, type, help);
         if (f == nullptr) return skip("its metric " + name + " is another type elsewhere: left out");
-        const std::string seg = "segment=\"" + escape_label(segment) + "\"";
+        // Every sample is appended in place: a scrape of 100,000 series is
+        // 100,000 of these lines.
+        std::string& out = f->samples;
+        const std::string segment_label = "segment=\"" + escape_label(segment) + "\"";
+        auto open = [&](std::string_view suffix) {
+            out += name;
+            out += suffix;
+            out += '{';
+            out += segment_label;
+        };
         if (o.histogram) {
             const auto& h = *o.histogram;
             std::uint64_t cumulative = 0;
             for (std::size_t b = 0; b < h.counts.size(); ++b) {
                 cumulative += h.counts[b];
-                const std::string le = b < h.bounds.size() ? to_string(number{h.bounds[b]}) : "+Inf";
-                f->samples += name + "_bucket{" + seg + ",le=\"" + le + "\"} " + std::to_string(cumulative) + '\n';
+                open("_bucket");
+                out += ",le=\"";
+                if (b < h.bounds.size()) append_number(out, h.bounds[b]);
+                else out += "+Inf";
+                out += "\"} ";
+                append_number(out, cumulative);
+                out += '\n';
             }
-            f->samples += name + "_sum{" + seg + "} " + to_string(number{h.sum}) + '\n';
-            f->samples += name + "_count{" + seg + "} " + std::to_string(h.count) + '\n';
+            open("_sum");
+            out += "} ";
+            append_number(out, h.sum);
+            out += '\n';
+            open("_count");
+            out += "} ";
+            append_number(out, h.count);
+            out += '\n';
             return;
         }
         if (o.kind == detail::object_kind::atomic_counter_array || o.kind == detail::object_kind::mutex_counter_array) {
-            const std::string label = o.label.empty() ? "index" : o.label;
+            const std::string label = "," + (o.label.empty() ? std::string("index") : o.label) + "=\"";
+            char index[24];
             for (std::size_t i = 0; i < o.values.size(); ++i) {
                 if (std::holds_alternative<std::monostate>(o.values[i])) continue;
-                const std::string value = i < o.label_values.size() ? o.label_values[i] : std::to_string(i);
-                f->samples += name + '{' + seg + ',' + label + "=\"" + escape_label(value) + "\"} " + to_string(o.values[i]) + '\n';
+                open({});
+                out += label;
+                if (i < o.label_values.size()) out += escape_label(o.label_values[i]);
+                else out.append(index, std::to_chars(index, index + sizeof index, i).ptr);
+                out += "\"} ";
+                append_number(out, o.values[i]);
+                out += '\n';
             }
             return;
         }
-        f->samples += name + '{' + seg + "} " + to_string(o.values[0]) + '\n';
+        open({});
+        out += "} ";
+        append_number(out, o.values[0]);
+        out += '\n';
     }
 
     std::vector<family> families_;

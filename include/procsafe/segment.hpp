@@ -200,6 +200,9 @@ public:
     const std::string& name() const noexcept { return name_; }
     /// Bytes mapped, header included.
     std::size_t size() const noexcept { return map_.size(); }
+    /// Where this process maps the segment (segment_view::of reads it there:
+    /// a server can export an anonymous segment it shares with its workers).
+    const void* data() const noexcept { return map_.addr(); }
     /// Bytes still free for objects (each counter takes its lines plus ~200
     /// bytes of bookkeeping). Cost: takes the directory lock.
     std::size_t free_memory() { return dir_.free_memory(); }

@@ -12,14 +12,18 @@
 #include <procsafe/detail/names.hpp>
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/segment_header.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
 #include <procsafe/histogram.hpp>
 #include <procsafe/latch.hpp>
 #include <procsafe/live_gauge.hpp>
 #include <procsafe/metadata.hpp>
+#include <procsafe/segment.hpp>
 #include <procsafe/sharded_counter.hpp>
 
 #include <atomic>
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -36,22 +40,27 @@ namespace procsafe {
 /// floating-point number, as the object's value type is.
 using number = std::variant<std::monostate, std::int64_t, std::uint64_t, double>;
 
-/// The number as text: integers exactly, doubles shortest round-trip.
-inline std::string to_string(const number& n) {
-    if (const auto* i = std::get_if<std::int64_t>(&n)) return std::to_string(*i);
-    if (const auto* u = std::get_if<std::uint64_t>(&n)) return std::to_string(*u);
-    if (const auto* d = std::get_if<double>(&n)) {
-        if (*d != *d) return "NaN";
-        if (*d == 1.0 / 0.0) return "+Inf";
-        if (*d == -1.0 / 0.0) return "-Inf";
-        char buf[32];
-        for (int precision = 15; precision <= 17; ++precision) {  // the shortest that reads back exactly
-            std::snprintf(buf, sizeof buf, "%.*g", precision, *d);
-            if (std::strtod(buf, nullptr) == *d) break;
-        }
-        return buf;
+/// Appends the number as text: integers exactly, doubles in the shortest
+/// form that reads back exactly, NaN, +Inf and -Inf as Prometheus spells
+/// them; nothing for no number.
+inline void append_number(std::string& out, const number& n) {
+    char buf[32];
+    std::to_chars_result r{buf, std::errc{}};
+    if (const auto* i = std::get_if<std::int64_t>(&n)) r = std::to_chars(buf, buf + sizeof buf, *i);
+    else if (const auto* u = std::get_if<std::uint64_t>(&n)) r = std::to_chars(buf, buf + sizeof buf, *u);
+    else if (const auto* d = std::get_if<double>(&n)) {
+        if (std::isnan(*d)) return void(out += "NaN");
+        if (std::isinf(*d)) return void(out += *d > 0 ? "+Inf" : "-Inf");
+        r = std::to_chars(buf, buf + sizeof buf, *d);
     }
-    return {};
+    out.append(buf, r.ptr);
+}
+
+/// The number as text (see append_number).
+inline std::string to_string(const number& n) {
+    std::string s;
+    append_number(s, n);
+    return s;
 }
 
 /// Whether an object can be read yet.
@@ -149,6 +158,13 @@ public:
         }
         v.validate();
         return v;
+    }
+
+    /// A view of a segment this process has open (named or anonymous),
+    /// through its own mapping: for a server that exports the counters it
+    /// shares with its forked workers.  Throws: as over().
+    [[nodiscard]] static segment_view of(const segment& s) {
+        return over(s.data(), s.size(), s.name().empty() ? "(anonymous)" : s.name());
     }
 
     /// The names of the shared memory objects on this host that could be
@@ -268,6 +284,7 @@ private:
             left -= 2 + n;
         }
         // The block may have been freed (a constructor that threw) while we copied it.
+        PROCSAFE_TEST_HOOK("view.copied");
         std::atomic_thread_fence(std::memory_order_acquire);
         if (entry.load(std::memory_order_relaxed) != block) return std::nullopt;
 

@@ -1,0 +1,181 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+// histogram and live_gauge: exact across processes; a killed process's
+// contribution to a live_gauge drops out by itself; bad arguments refused.
+#include "catch.hpp"
+#include "support/errors.hpp"
+#include "support/process.hpp"
+#include "support/skip.hpp"
+
+#include <procsafe/procsafe.hpp>
+
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <fstream>
+#include <thread>
+
+#include <time.h>
+#include <unistd.h>
+#include <limits>
+#include <vector>
+
+using procsafe::errc;
+using procsafe_test::catch_error;
+using procsafe_test::fork_children;
+using procsafe_test::join_children;
+using procsafe_test::start_barrier;
+using namespace std::chrono_literals;
+
+TEST_CASE("histogram: buckets by le, +Inf, NaN, sum and count", "[histogram]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& h = seg.construct<procsafe::histogram>("h", std::vector{1.0, 2.0, 5.0});
+    REQUIRE(h.buckets() == 4);
+    for (double v : {0.5, 1.0, 1.5, 2.0, 4.0, 5.0, 7.0, -3.0}) h.observe(v);
+    h.observe(std::numeric_limits<double>::quiet_NaN());
+    const auto s = h.read();
+    REQUIRE(s.bounds == std::vector{1.0, 2.0, 5.0});
+    REQUIRE(s.counts == std::vector<std::uint64_t>{3, 2, 2, 2});  // le=1: 0.5 1 -3; le=2: 1.5 2; le=5: 4 5; +Inf: 7 NaN
+    REQUIRE(s.count == 9);
+    REQUIRE(std::isnan(s.sum));
+    auto& empty = seg.construct<procsafe::histogram>("only_inf", std::vector<double>{});
+    empty.observe(42);
+    REQUIRE(empty.read().counts == std::vector<std::uint64_t>{1});
+    REQUIRE(procsafe::histogram::exponential(0.5, 2, 4) == std::vector{0.5, 1.0, 2.0, 4.0});
+}
+
+TEST_CASE("histogram: bad bounds and rows are refused, naming the object", "[histogram][error]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    const std::vector<std::vector<double>> bad = {
+        {2.0, 1.0}, {1.0, 1.0}, {std::numeric_limits<double>::infinity()}, {std::numeric_limits<double>::quiet_NaN()},
+        std::vector<double>(200, 0.0)};
+    for (const auto& b : bad) {
+        const auto e = catch_error([&] { seg.construct<procsafe::histogram>("h", b); });
+        REQUIRE(e.code() == errc::invalid_argument);
+        REQUIRE(e.object_name() == "h");
+    }
+    REQUIRE(catch_error([&] { seg.construct<procsafe::histogram>("h", std::vector{1.0}, 0); }).code() ==
+            errc::invalid_argument);
+    REQUIRE(catch_error([&] { seg.construct<procsafe::histogram>("h", std::vector{1.0}, 1000); }).code() ==
+            errc::invalid_argument);
+    seg.construct<procsafe::histogram>("h", std::vector{1.0}, 3);  // rounded up to 4 rows
+    REQUIRE(seg.find<procsafe::histogram>("h").rows() == 4);
+}
+
+TEST_CASE("histogram: 10 processes x 10,000 observations, every bucket exact", "[histogram][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& h = seg.construct<procsafe::histogram>("h", std::vector{10.0, 20.0, 30.0}, 2);
+    auto& start = seg.construct<start_barrier>("start");
+    const auto pids = fork_children(10, [&](int) {
+        if (!start.arrive_and_wait()) return 2;
+        for (int k = 0; k < 10'000; ++k) h.observe(static_cast<double>(k % 40));  // 0..39: 11, 10, 10, 9 per 40
+        return 0;
+    });
+    REQUIRE(start.release_when(10));
+    REQUIRE(join_children(pids) == 10);
+    const auto s = h.read();
+    REQUIRE(s.counts == std::vector<std::uint64_t>{27'500, 25'000, 25'000, 22'500});
+    REQUIRE(s.count == 100'000);
+    REQUIRE(s.sum == 10.0 * 250.0 * (39.0 * 40.0 / 2.0));  // small integers: exact in a double
+}
+
+TEST_CASE("live_gauge: contributions of live processes add up; a SIGKILLed process's drops out by itself",
+          "[live_gauge][multiprocess][crash]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& busy = seg.construct<procsafe::live_gauge<std::int64_t>>("busy", 8);
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    busy.add(1);  // the test process itself
+    const auto workers = fork_children(4, [&](int i) {
+        busy.add(10 + i);
+        busy.sub(5);
+        holding.increment();
+        (void)holding.wait_at_least_for(1000, 60s);  // held until killed (bounded, should the test fail first)
+        return 0;
+    });
+    REQUIRE(holding.wait_at_least_for(4, 20s));
+    REQUIRE(busy.value() == 1 + (10 + 11 + 12 + 13) - 4 * 5);
+    REQUIRE(busy.live_processes() == 5);
+    ::kill(workers[0], SIGKILL);
+    ::kill(workers[2], SIGKILL);
+    join_children({workers[0], workers[2]});
+    REQUIRE(busy.value() == 1 + (11 - 5) + (13 - 5));  // the dead workers' contributions are gone
+    REQUIRE(busy.live_processes() == 3);
+    REQUIRE(busy.contribution() == 1);
+    busy.set(100);
+    REQUIRE(busy.value() == 100 + 6 + 8);
+    // A new process takes a dead one's slot, zeroed.
+    REQUIRE(join_children(fork_children(1, [&](int) {
+                busy.add(1);
+                return busy.value() == 100 + 6 + 8 + 1 ? 0 : 1;
+            })) == 1);
+    ::kill(workers[1], SIGKILL);
+    ::kill(workers[3], SIGKILL);
+    join_children({workers[1], workers[3]});
+    REQUIRE(busy.value() == 100);
+    // Read from outside too.
+    const auto o = procsafe::segment_view::of(seg).objects();
+    for (const auto& x : o)
+        if (x.name == "busy") REQUIRE(std::get<std::int64_t>(x.values.at(0)) == 100);
+}
+
+TEST_CASE("live_gauge: a dead process whose pid is reused does not count as alive", "[live_gauge][multiprocess]") {
+    if (::geteuid() != 0) PROCSAFE_SKIP("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)");
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 4);
+    const pid_t dead = fork_children(1, [&](int) {
+        g.add(5);
+        return 0;
+    })[0];
+    REQUIRE(join_children({dead}) == 1);
+    REQUIRE(g.value() == 0);
+    // Start times have the kernel's resolution (a clock tick, 10 ms): a pid
+    // reused within the same tick could not be told apart (in real life the
+    // pid space must wrap first). Let the tick pass.
+    const long tick_ns = 1'000'000'000L / ::sysconf(_SC_CLK_TCK);
+    const auto boot_ticks = [&] {
+        timespec t{};
+        ::clock_gettime(CLOCK_BOOTTIME, &t);
+        return (t.tv_sec * 1'000'000'000L + t.tv_nsec) / tick_ns;
+    };
+    const long first = boot_ticks();
+    const auto deadline = std::chrono::steady_clock::now() + 1s;
+    while (boot_ticks() < first + 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    pid_t reused = -1;
+    for (int attempt = 0; attempt < 20 && reused != dead; ++attempt) {
+        std::ofstream("/proc/sys/kernel/ns_last_pid") << dead - 1;
+        reused = fork_children(1, [&](int) {  // a process that never touches the gauge
+            holding.increment();
+            (void)holding.wait_at_least_for(1000, 60s);  // held until killed (bounded)
+            return 0;
+        })[0];
+        if (reused != dead) {
+            ::kill(reused, SIGKILL);
+            join_children({reused});
+            holding.decrement();
+        }
+    }
+    if (reused != dead) PROCSAFE_SKIP("could not get pid " << dead << " again");
+    REQUIRE(holding.wait_at_least_for(1, 20s));
+    REQUIRE(g.value() == 0);  // pid alive again, but another process: its start time differs
+    ::kill(reused, SIGKILL);
+    join_children({reused});
+}
+
+TEST_CASE("live_gauge: more live processes than slots share an overflow slot, exact while they live",
+          "[live_gauge][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 2);
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    auto& release = seg.construct<procsafe::latch>("release", 1);
+    const auto pids = fork_children(5, [&](int) {
+        g.add(3);
+        holding.increment();
+        return release.wait_for(20s) ? 0 : 1;
+    });
+    REQUIRE(holding.wait_at_least_for(5, 20s));
+    REQUIRE(g.value() == 15);
+    release.count_down();
+    REQUIRE(join_children(pids) == 5);
+    REQUIRE(catch_error([&] { seg.construct<procsafe::live_gauge<int>>("bad", 0); }).code() == errc::invalid_argument);
+}
