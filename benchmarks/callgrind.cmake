@@ -1,6 +1,6 @@
 # Instructions per operation, by difference: N operations minus 0 operations.
 set(_n 100000)
-foreach(_kind raw single atomic mutex value writer sharded alternate)
+foreach(_kind raw single atomic mutex value writer sharded alternate per_process)
   foreach(_count 0 ${_n})
     execute_process(
       COMMAND ${VALGRIND} --tool=callgrind --callgrind-out-file=/dev/null ${PROBE} ${_kind} ${_count}
