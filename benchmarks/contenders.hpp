@@ -41,7 +41,7 @@ auto procsafe_counter() {
 }
 
 /// procsafe::sharded_counter with a given slot strategy (default slot count),
-/// through increment() (the slot found through a thread-local cache each time).
+/// through increment() (the thread's last counter and its slot, checked at each call).
 inline auto sharded(procsafe::shard_strategy strategy) {
     return [strategy](procsafe::segment& seg, int) {
         using counter = procsafe::sharded_counter<std::int64_t>;

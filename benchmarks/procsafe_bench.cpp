@@ -45,6 +45,7 @@ const char* fetch_add_name = "raw atomic_ref fetch_add";
 const char* robust_name = "raw pthread mutex (robust)";
 const char* plain_name = "raw pthread mutex (not robust)";
 const char* sharded_name = "procsafe sharded writer (owned_slot)";
+const char* sharded_increment_name = "procsafe sharded increment() (owned_slot)";
 const char* single_writer_name = "raw single-writer slot";
 const char* slot_fetch_add_name = "raw per-process slot fetch_add";
 const char* series_array_name = "procsafe counter_array<int64> (1,000 padded)";
@@ -74,8 +75,8 @@ void add_contenders(procsafe::bench::suite& suite, const std::vector<std::string
     s.add("boost interprocess_mutex", boost_interprocess_mutex(), {"", "Boost 1.74: not robust"});
     s.add(sharded_name, sharded_writer(procsafe::shard_strategy::owned_slot),
           {single_writer_name, "local() writer: the thread's own slot, load + store; read sums 65 lines"});
-    s.add("procsafe sharded increment() (owned_slot)", sharded(procsafe::shard_strategy::owned_slot),
-          {single_writer_name, "increment(): finds the slot through a thread-local cache at every call"});
+    s.add(sharded_increment_name, sharded(procsafe::shard_strategy::owned_slot),
+          {single_writer_name, "increment(): the thread's last counter and its slot, checked at every call"});
     s.add("procsafe sharded writer (per_cpu)", sharded_writer(procsafe::shard_strategy::per_cpu),
           {slot_fetch_add_name, "slot of the CPU, lock xadd (rejected: lock xadd costs more than load + store)"});
     s.add("procsafe sharded increment() (per_cpu)", sharded(procsafe::shard_strategy::per_cpu),
@@ -491,6 +492,13 @@ int main(int argc, char** argv) {
                from_suite(speedup, {sharded_name, atomic_name}, 2, atomic_name));
         target("sharded writer / raw single-writer slot, 2 processes", quick ? 3.0 : 1.5, true,
                from_suite(ratio_of(sharded_name, 2), {sharded_name, single_writer_name}, 2));
+        // The plain call (`++requests`), which most users write rather than local().
+        for (int p : {1, 2}) {
+            target("sharded increment() / raw single-writer slot, " + std::to_string(p) +
+                       (p == 1 ? " process" : " processes"),
+                   quick ? 3.0 : 1.5, true,
+                   from_suite(ratio_of(sharded_increment_name, p), {sharded_increment_name, single_writer_name}, p));
+        }
         const auto* sh10 = tutorial.find(sharded_name, workload::increment, tutorial_procs);
         const auto* at10 = tutorial.find(atomic_name, workload::increment, tutorial_procs);
         if (quick) {

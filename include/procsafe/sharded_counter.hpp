@@ -19,6 +19,21 @@
 
 #include <procsafe/detail/platform.hpp>
 
+// add()'s fast path is a few instructions: inlined even into a large caller
+// (GCC otherwise keeps it a call in a big function, and the call costs as
+// much as the add); its slow path stays a call, so the caller keeps its
+// registers. Undefined at the end of this header.
+#if defined(__GNUC__) || defined(__clang__)
+#define PROCSAFE_SHARDED_INLINE [[gnu::always_inline]] inline
+#define PROCSAFE_SHARDED_OUT_OF_LINE [[gnu::noinline]]
+#elif defined(_MSC_VER)
+#define PROCSAFE_SHARDED_INLINE __forceinline
+#define PROCSAFE_SHARDED_OUT_OF_LINE __declspec(noinline)
+#else
+#define PROCSAFE_SHARDED_INLINE inline
+#define PROCSAFE_SHARDED_OUT_OF_LINE
+#endif
+
 namespace procsafe {
 
 /// How a sharded_counter picks the slot a writer adds to.
@@ -107,33 +122,30 @@ public:
     sharded_counter& operator=(const sharded_counter&) = delete;
 
     /// Adds n to the caller's slot; an integer wraps around at its limits.
-    /// Process-safe. Lock-free. Not async-signal-safe (see the class comment).
-    void add(T n) noexcept {
-        slot* s = nullptr;
-        bool exclusive = false;
-        if (strategy_ == shard_strategy::per_cpu) {
-            s = &lines()[cpu_index()];
-        } else {
-            auto& e = detail::slot_cache_for(this);
-            if (e.owner == this && e.epoch == detail::cache_epoch.load(std::memory_order_relaxed)) [[likely]] {
-                s = static_cast<slot*>(e.slot);
-                exclusive = e.exclusive;
-            } else {
-                s = attach(e, exclusive);
-            }
-        }
-        std::atomic_ref<T> v(s->value);
-        if (exclusive) v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
-        else v.fetch_add(n, std::memory_order_relaxed);
+    /// Cost: when this thread's last add went to this counter's owned slot,
+    /// about a writer's add (9 instructions, inlined: two compares, the
+    /// slot's address, load, add, store); otherwise a call (another counter
+    /// than last time, the first add after a fork or an unmap, the overflow
+    /// line, per_cpu, per_process).
+    /// Process-safe. Lock-free. Never allocates. Not async-signal-safe (see
+    /// the class comment).
+    PROCSAFE_SHARDED_INLINE void add(T n) noexcept {
+        // last_slot only ever holds a slot this thread owns (exclusive): no
+        // test of a flag here, a plain load + store.
+        const detail::slot_cache_entry& e = detail::last_slot;
+        if (e.owner != this || e.epoch != detail::cache_epoch.load(std::memory_order_relaxed)) [[unlikely]]
+            return add_slow(n);
+        std::atomic_ref<T> v(static_cast<slot*>(e.slot)->value);
+        v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
     }
     /// Adds n (default 1).  Process-safe. Lock-free. Never allocates.
-    void increment(T n = T{1}) noexcept { add(n); }
+    PROCSAFE_SHARDED_INLINE void increment(T n = T{1}) noexcept { add(n); }
     /// Subtracts n (default 1).  Process-safe. Lock-free. Never allocates.
-    void decrement(T n = T{1}) noexcept { add(detail::wrapping_sub(T{}, n)); }
-    sharded_counter& operator++() noexcept { add(T{1}); return *this; }
-    sharded_counter& operator--() noexcept { decrement(); return *this; }
-    sharded_counter& operator+=(T n) noexcept { add(n); return *this; }
-    sharded_counter& operator-=(T n) noexcept { decrement(n); return *this; }
+    PROCSAFE_SHARDED_INLINE void decrement(T n = T{1}) noexcept { add(detail::wrapping_sub(T{}, n)); }
+    PROCSAFE_SHARDED_INLINE sharded_counter& operator++() noexcept { add(T{1}); return *this; }
+    PROCSAFE_SHARDED_INLINE sharded_counter& operator--() noexcept { decrement(); return *this; }
+    PROCSAFE_SHARDED_INLINE sharded_counter& operator+=(T n) noexcept { add(n); return *this; }
+    PROCSAFE_SHARDED_INLINE sharded_counter& operator-=(T n) noexcept { decrement(n); return *this; }
 
     /// This thread's own line into the counter: the fastest way to add from a
     /// hot loop (the slot is looked up once, not at every add). An add costs
@@ -169,10 +181,10 @@ public:
 
     private:
         T* refresh() noexcept {
-            bool exclusive = false;
-            slot* s = counter_->attach(detail::slot_cache_for(counter_), exclusive);
+            const detail::slot_cache_entry& e = counter_->attach(detail::slot_cache_for(counter_));
+            slot* s = static_cast<slot*>(e.slot);
             value_ = &s->value;
-            exclusive_ = exclusive;
+            exclusive_ = e.exclusive;
             return &s->value;
         }
         sharded_counter* counter_;
@@ -259,12 +271,40 @@ private:
 
     static std::uint32_t thread_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner); }
 
-    /// The slow path: find this thread's slot and remember it.
-    slot* attach(detail::slot_cache_entry& e, bool& exclusive) noexcept {
+    /// add() past last_slot: the hashed cache. Its rarer paths are tail
+    /// calls, so that a hit saves no register and keeps nothing on the stack.
+    PROCSAFE_SHARDED_OUT_OF_LINE void add_slow(T n) noexcept {
+        if (strategy_ == shard_strategy::per_cpu) return add_on_cpu(n);
+        detail::slot_cache_entry& e = detail::slot_cache_for(this);
+        if (e.owner != this || e.epoch != detail::cache_epoch.load(std::memory_order_relaxed)) [[unlikely]]
+            return add_attached(e, n);
+        add_to(e, n);
+    }
+    PROCSAFE_SHARDED_OUT_OF_LINE void add_attached(detail::slot_cache_entry& e, T n) noexcept { add_to(attach(e), n); }
+    PROCSAFE_SHARDED_OUT_OF_LINE void add_on_cpu(T n) noexcept {
+        // Never cached: the thread may run on another CPU at its next add.
+        std::atomic_ref<T>(lines()[cpu_index()].value).fetch_add(n, std::memory_order_relaxed);
+    }
+    static void add_to(const detail::slot_cache_entry& e, T n) noexcept {
+        std::atomic_ref<T> v(static_cast<slot*>(e.slot)->value);
+        if (e.exclusive) {
+            // Only an owned slot goes to the inlined path, which stores with
+            // no lock prefix; a shared line (the overflow line, per_process)
+            // costs a fetch_add anyway. The epoch copied is the one e was
+            // filled under: a fork or an unmap since leaves both stale.
+            detail::last_slot = e;
+            v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
+        } else {
+            v.fetch_add(n, std::memory_order_relaxed);
+        }
+    }
+
+    /// The slowest path: find this thread's slot and remember it in e.
+    PROCSAFE_SHARDED_OUT_OF_LINE const detail::slot_cache_entry& attach(detail::slot_cache_entry& e) noexcept {
         detail::watch_forks();
         const std::uint64_t epoch = detail::cache_epoch.load(std::memory_order_relaxed);
         slot* s = nullptr;
-        exclusive = false;
+        bool exclusive = false;
         if (strategy_ == shard_strategy::per_process) {
             const std::uint32_t pid = detail::current_pid();
             s = &lines()[(pid * 2654435761u) & mask()];
@@ -276,7 +316,7 @@ private:
             s = claim(exclusive);
         }
         e = {this, epoch, s, exclusive};
-        return s;
+        return e;
     }
 
     slot* claim(bool& exclusive) noexcept {
@@ -325,3 +365,6 @@ struct object_traits<sharded_counter<T>> {
 }  // namespace detail
 
 }  // namespace procsafe
+
+#undef PROCSAFE_SHARDED_INLINE
+#undef PROCSAFE_SHARDED_OUT_OF_LINE

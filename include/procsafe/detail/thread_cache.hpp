@@ -3,7 +3,8 @@
 #pragma once
 
 // Per-thread memory of "which slot of which sharded counter is mine", for
-// increment() (a small cache) and for writers (a list).
+// increment() (the last counter used, then a small hashed cache) and for
+// writers (a list).
 //
 // A cached slot is only valid in the process and the mapping it was found
 // in. A global epoch, bumped in every fork child (pthread_atfork) and by the
@@ -11,6 +12,10 @@
 // entry at once: a forked child never writes its parent's owned slot, and a
 // new mapping at a recycled address never inherits a stale pointer. The
 // check on the hot path is one relaxed load and two compares.
+//
+// Every thread_local here is constant-initialized (no constructor, no
+// destructor): the compiler then reaches it by a direct %fs-relative access,
+// with no TLS wrapper call (_ZTW..., __tls_init) to run its initializer.
 
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/platform.hpp>
@@ -18,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(PROCSAFE_POSIX)
 #include <pthread.h>
@@ -43,11 +49,21 @@ struct writer_base {
 
 inline thread_local writer_base* thread_writers = nullptr;
 
+// GCC 12's -Wdangling-pointer sees a writer on the stack stored in a
+// thread_local once this is inlined into the writer's constructor; the
+// writer's destructor unlinks it, which the warning cannot see.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
 inline void link_writer(writer_base* w) noexcept {
     w->next_ = thread_writers;
     if (thread_writers != nullptr) thread_writers->prev_ = w;
     thread_writers = w;
 }
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
 inline void unlink_writer(writer_base* w) noexcept {
     if (w->prev_ != nullptr) w->prev_->next_ = w->next_;
     else thread_writers = w->next_;
@@ -100,13 +116,21 @@ inline void watch_forks() noexcept {
 
 struct slot_cache_entry {
     const void* owner = nullptr;  // the sharded counter, at this mapping's address
-    std::uint64_t epoch = 0;
+    std::uint64_t epoch = 0;      // 0: never valid (cache_epoch starts at 1)
     void* slot = nullptr;
     bool exclusive = false;  // true: this thread is the slot's only writer
 };
+static_assert(std::is_trivially_destructible_v<slot_cache_entry>,
+              "a thread_local with a destructor is reached through a TLS wrapper call");
+
+/// The counter this thread added to last, and its slot: what increment()
+/// tests first (one compare of the counter's address, one of the epoch), so
+/// that `++requests` in a loop costs what a writer's add costs. A miss goes
+/// to slot_cache, then to the counter's slots.
+inline thread_local constinit slot_cache_entry last_slot{};
 
 inline constexpr std::size_t slot_cache_size = 8;
-inline thread_local slot_cache_entry slot_cache[slot_cache_size];
+inline thread_local constinit slot_cache_entry slot_cache[slot_cache_size]{};
 
 inline slot_cache_entry& slot_cache_for(const void* counter) noexcept {
     return slot_cache[(reinterpret_cast<std::uintptr_t>(counter) >> 7) & (slot_cache_size - 1)];
