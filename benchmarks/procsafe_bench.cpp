@@ -10,6 +10,7 @@
 #include "contenders.hpp"
 #include "latency.hpp"
 #include "peers.hpp"
+#include "scrape.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -348,6 +349,28 @@ int main(int argc, char** argv) {
         std::printf("  the waiter process FAILED\n");
     }
 
+    // Seen from outside (scrape.hpp): what a scrape costs against
+    // prometheus_client, and what being scraped costs the writers.
+    const int render_scrapes = quick ? 5 : 9, python_scrapes_1k = quick ? 5 : 9, python_scrapes_100k = 3;
+    const std::vector<scrape::render_workload> render_loads{{1000, 10, 10'000}, {100'000, 10, 100'000}};
+    std::vector<scrape::render_row> renders;
+    for (const auto& w : render_loads) {
+        const bool big = w.series > 1000;
+        renders.push_back(scrape::measure_render_row(
+            w, render_scrapes, peers_dir, big ? python_scrapes_100k : python_scrapes_1k,
+            !run_peers ? "--no-peers"
+            : !python  ? "--no-python"
+            : quick && big ? "quick mode (its 10 writers and 3 scrapes take about 40 s)"
+                           : ""));
+    }
+    scrape::print_render(renders, render_scrapes);
+    const int scraped_writers = 2, scraped_pairs = quick ? 4 : 9;
+    const double scraped_run_seconds = quick ? 0.3 : 1.0;
+    const auto where = scrape::placement::choose(scraped_writers);
+    std::vector<scrape::under_scrape> under =
+        scrape::measure_all_under_scrape(scraped_writers, scraped_pairs, scraped_run_seconds, where);
+    scrape::print_under_scrape(under, scraped_writers, where);
+
     // The targets, as ratios from this run.
     const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 100;
     // value() is one relaxed load per line, as the raw loop: 1.3 in full; the
@@ -551,6 +574,46 @@ int main(int argc, char** argv) {
               bound_python, false);
     }
 
+    {
+        // A scrape of 1,000 series: prometheus_client's over procsafe's.
+        const std::string what = "scrape of 1,000 series, prometheus_client / procsafe";
+        const double bound = quick ? 5.0 : 10.0;
+        if (!renders[0].python_ran()) {
+            std::printf("  %-58s not judged: python skipped (%s)\n", what.c_str(), renders[0].python.skipped.c_str());
+            rows.push_back({what, std::nullopt, bound, false, verdict::not_judged});
+        } else {
+            target(what, bound, false, [&](int attempt) {
+                const scrape::render_row r =
+                    attempt == 0 ? renders[0]
+                                 : scrape::measure_render_row(render_loads[0], render_scrapes, peers_dir,
+                                                              python_scrapes_1k);
+                if (!r.python_ran()) return reading{std::nullopt, "python failed: " + r.python.skipped, ""};
+                char buf[96];
+                std::snprintf(buf, sizeof buf, "(%.1f ms against %.3f ms)", r.python.median_ms(),
+                              r.procsafe.median_ms());
+                return reading{r.speedup(quick), "", buf};
+            });
+        }
+    }
+    for (std::size_t i = 0; i < under.size(); ++i) {
+        // Writers while scraped 10 times a second over unscraped: wall-clock
+        // throughput when the reader has a CPU of its own, else the writers'
+        // CPU time per operation (see print_under_scrape).
+        target("writers scraped 10/s / not, " + under[i].name.substr(0, under[i].name.find('<')) +
+                   (where.pinned ? " (throughput)" : " (CPU/op)"),
+               quick ? 0.90 : 0.95, false, [&, i](int attempt) {
+                   const scrape::under_scrape u =
+                       attempt == 0 ? under[i]
+                                    : scrape::measure_under_scrape(static_cast<int>(i), scraped_writers, scraped_pairs,
+                                                                   scraped_run_seconds, where);
+                   char buf[128];
+                   std::snprintf(buf, sizeof buf, "(cpu %.3fx, wall %.3fx; %.0f scrapes in %.2f s, reader %.2f%% of a CPU)",
+                                 u.cpu_ratio(), u.wall_ratio(), u.scrapes_per_run(), u.run_seconds(),
+                                 100 * u.reader_cpu_share());
+                   return reading{u.judged(where.pinned, quick), "", buf};
+               });
+    }
+
     if (!json_file.empty()) {
         using procsafe::bench::json_array;
         using procsafe::bench::json_number;
@@ -578,7 +641,8 @@ int main(int argc, char** argv) {
                      ", \"ratio_median\": " + json_number(wake.ratio_median()) +
                      ", \"ratio_p99\": " + json_number(wake.ratio_p99());
         }
-        extra += "},\n  \"targets\": [";
+        extra += "},\n" + scrape::json(renders, under, scraped_writers, where);
+        extra += ",\n  \"targets\": [";
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const auto& r = rows[i];
             extra += std::string(i ? "," : "") + "\n    {\"what\": " + json_string(r.what) + ", \"ratio\": " +
