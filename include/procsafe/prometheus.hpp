@@ -9,6 +9,8 @@
 #include <charconv>
 #include <cstddef>
 #include <map>
+#include <set>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,7 +42,7 @@ namespace procsafe {
 class prometheus_exposition {
 public:
     /// The Content-Type to serve str() with.
-    static constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
+    static constexpr std::string_view content_type = "text/plain; version=0.0.4";
 
     /// Adds every object of the segment, read now.
     /// Throws: what segment_view::objects() throws.
@@ -134,6 +136,11 @@ private:
         const char* type = o.metric == metric_type::histogram ? "histogram" : counter ? "counter" : "gauge";
         family* f = family_for(name, type, help);
         if (f == nullptr) return skip("its metric " + name + " is another type elsewhere: left out");
+        // Each segment's samples of a family come from one object: another
+        // would repeat its series (Prometheus refuses a scrape with those).
+        if (!sources_.emplace(name, std::string(segment)).second) {
+            return skip("its metric " + name + " is another object's in this segment: left out");
+        }
         // Every sample is appended in place: a scrape of 100,000 series is
         // 100,000 of these lines.
         std::string& out = f->samples;
@@ -190,6 +197,7 @@ private:
 
     std::vector<family> families_;
     std::map<std::string, std::size_t> index_;
+    std::set<std::pair<std::string, std::string>> sources_;  // (family, segment) already given samples
     std::vector<std::string> warnings_;
 };
 

@@ -112,6 +112,17 @@ public:
         return s;
     }
 
+    /// True when `name` is a valid segment name: a letter, then letters,
+    /// digits, '_', '-', '.'; at most 200 characters.  Never throws.
+    static bool valid_name(std::string_view name) noexcept {
+        try {
+            detail::check_segment_name(name);
+            return true;
+        } catch (...) {
+            return false;
+        }
+    }
+
     /// Removes the named segment. Processes that map it keep their mapping;
     /// the name is free at once. Returns false if there was none (always on
     /// Windows, where a section goes with its last handle).

@@ -63,6 +63,26 @@ inline std::string to_string(const number& n) {
     return s;
 }
 
+/// What an object is (the kinds procsafe places in a segment).
+using object_kind = detail::object_kind;
+
+/// The kind's name, as procsafe's types are named ("user" for any other type).
+inline const char* to_string(object_kind k) noexcept {
+    switch (k) {
+        case object_kind::user: return "user";
+        case object_kind::atomic_counter: return "atomic_counter";
+        case object_kind::mutex_counter: return "mutex_counter";
+        case object_kind::sharded_counter: return "sharded_counter";
+        case object_kind::atomic_counter_array: return "atomic_counter_array";
+        case object_kind::mutex_counter_array: return "mutex_counter_array";
+        case object_kind::latch: return "latch";
+        case object_kind::barrier: return "barrier";
+        case object_kind::histogram: return "histogram";
+        case object_kind::live_gauge: return "live_gauge";
+    }
+    return "unknown";
+}
+
 /// Whether an object can be read yet.
 enum class object_status {
     ready,             ///< constructed: its values are read
@@ -74,7 +94,7 @@ enum class object_status {
 /// and its values at the moment it was read.
 struct object_info {
     std::string name;
-    detail::object_kind kind{};
+    object_kind kind{};
     std::string type;  ///< e.g. "atomic_counter<int64>", "histogram"
     object_status status = object_status::ready;
     std::uint32_t constructor_pid = 0;

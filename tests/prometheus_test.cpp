@@ -1,0 +1,163 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+// The Prometheus text format (0.0.4) of segments: families, names, labels,
+// escaping, histograms; every exposition here also passes
+// `promtool check metrics` when promtool is installed.
+#include "catch.hpp"
+#include "support/process.hpp"
+#include "support/skip.hpp"
+
+#include <procsafe/procsafe.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+using procsafe::prometheus_exposition;
+
+namespace {
+
+/// Runs `promtool check metrics` on the text; its exit status and output,
+/// or -1 when promtool is not installed.
+int promtool_check(const std::string& text, std::string& output) {
+    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
+    const std::string file = "/tmp/procsafe-promtool-" + std::to_string(::getpid()) + ".prom";
+    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
+        std::fputs(text.c_str(), f);
+        std::fclose(f);
+    }
+    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
+    char buf[512];
+    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
+    const int status = p != nullptr ? ::pclose(p) : -1;
+    std::remove(file.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+    return text.find(line + "\n") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("prometheus: every kind of object, as the text format 0.0.4 spells it", "[prometheus]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    seg.construct<procsafe::sharded_counter<std::int64_t>>("requests", procsafe::metadata{.help = "Requests handled."}).increment(42);
+    auto& codes = seg.construct<procsafe::counter_array<std::int64_t, procsafe::atomic_sync>>(
+        "responses", procsafe::metadata{.help = "Responses.", .label = "code", .label_values = {"200", "404"}}, 2);
+    codes[0].increment(40);
+    codes[1].increment(2);
+    seg.construct<procsafe::counter_array<std::int64_t, procsafe::atomic_sync>>("shards", 2)[1].increment(7);
+    auto& h = seg.construct<procsafe::histogram>("request", procsafe::metadata{.help = "Latency.", .unit = "seconds"},
+                                                 std::vector{0.1, 1.0});
+    h.observe(0.05);
+    h.observe(0.5);
+    h.observe(0.5);
+    h.observe(5.0);
+    seg.construct<procsafe::live_gauge<std::int64_t>>("in_flight", procsafe::metadata{.help = "In flight."}).add(3);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("queue_depth", procsafe::metadata{.type = procsafe::metric_type::gauge}, -2);
+    seg.construct<procsafe::atomic_counter<double>>("bytes", procsafe::metadata{.unit = "bytes"}, 1.5);
+
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    const std::string out = text.str();
+    INFO(out);
+    REQUIRE(has_line(out, "# HELP requests_total Requests handled."));
+    REQUIRE(has_line(out, "# TYPE requests_total counter"));
+    REQUIRE(has_line(out, "requests_total{segment=\"(anonymous)\"} 42"));
+    REQUIRE(has_line(out, "responses_total{segment=\"(anonymous)\",code=\"200\"} 40"));
+    REQUIRE(has_line(out, "responses_total{segment=\"(anonymous)\",code=\"404\"} 2"));
+    REQUIRE(has_line(out, "shards_total{segment=\"(anonymous)\",index=\"1\"} 7"));
+    REQUIRE(has_line(out, "# TYPE request_seconds histogram"));
+    REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"0.1\"} 1"));
+    REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"1\"} 3"));
+    REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"+Inf\"} 4"));  // equals _count
+    REQUIRE(has_line(out, "request_seconds_count{segment=\"(anonymous)\"} 4"));
+    REQUIRE(has_line(out, "request_seconds_sum{segment=\"(anonymous)\"} 6.05"));
+    REQUIRE(has_line(out, "# TYPE in_flight gauge"));
+    REQUIRE(has_line(out, "in_flight{segment=\"(anonymous)\"} 3"));
+    REQUIRE(has_line(out, "queue_depth{segment=\"(anonymous)\"} -2"));
+    REQUIRE(has_line(out, "bytes_total{segment=\"(anonymous)\"} 1.5"));
+    REQUIRE(out.find(" # ") == std::string::npos);
+    // One HELP and one TYPE per family.
+    std::size_t types = 0;
+    for (std::size_t at = out.find("# TYPE "); at != std::string::npos; at = out.find("# TYPE ", at + 1)) ++types;
+    REQUIRE(types == 7);
+    std::string promtool;
+    const int rc = promtool_check(out, promtool);
+    INFO(promtool);
+    if (rc >= 0) REQUIRE(rc == 0);
+}
+
+TEST_CASE("prometheus: names made valid, label values and help escaped, families merged across segments",
+          "[prometheus]") {
+    const auto a_name = procsafe_test::unique_name("promA");
+    const auto b_name = procsafe_test::unique_name("promB");
+    auto a = procsafe::segment::create(a_name, 1 << 20);
+    auto b = procsafe::segment::create(b_name, 1 << 20);
+    a.construct<procsafe::atomic_counter<int>>("jobs done", procsafe::metadata{.help = "Jobs \\ done well."}, 1);
+    b.construct<procsafe::atomic_counter<int>>("jobs done", procsafe::metadata{.help = "Another help."}, 2);
+    a.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
+        "9lives", procsafe::metadata{.label = "who", .label_values = {"a\"b", "c\\d\ne"}}, 2);
+    b.construct<procsafe::atomic_counter<int>>("9lives", procsafe::metadata{.type = procsafe::metric_type::gauge}, 3);
+    a.construct<procsafe::atomic_counter<int>>("half");  // constructed; "user" objects are left out:
+    a.construct<procsafe::live_gauge<int>>("g");
+    struct raw {
+        int x;
+    };
+    a.construct<raw>("raw_struct");
+
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::open(a_name));
+    text.add(procsafe::segment_view::open(b_name));
+    const std::string out = text.str();
+    INFO(out);
+    REQUIRE(prometheus_exposition::metric_name("jobs done") == "jobs_done");
+    REQUIRE(prometheus_exposition::metric_name("9lives") == "_9lives");
+    REQUIRE(prometheus_exposition::metric_name("a.b-c:d") == "a_b_c:d");
+    // One family for both segments' "jobs done", with the first one's help.
+    REQUIRE(has_line(out, "# HELP jobs_done_total Jobs \\\\ done well."));
+    REQUIRE(out.find("Another help.") == std::string::npos);
+    REQUIRE(has_line(out, "jobs_done_total{segment=\"" + a_name + "\"} 1"));
+    REQUIRE(has_line(out, "jobs_done_total{segment=\"" + b_name + "\"} 2"));
+    REQUIRE(out.find("jobs_done_total{segment=\"" + b_name) > out.find("jobs_done_total{segment=\"" + a_name));
+    REQUIRE(out.find("# HELP jobs_done_total") == out.rfind("# HELP jobs_done_total"));
+    REQUIRE(has_line(out, "_9lives_total{segment=\"" + a_name + "\",who=\"a\\\"b\"} 0"));
+    REQUIRE(has_line(out, "_9lives_total{segment=\"" + a_name + "\",who=\"c\\\\d\\ne\"} 0"));
+    REQUIRE(has_line(out, "_9lives{segment=\"" + b_name + "\"} 3"));  // a gauge: another family
+    REQUIRE(out.find("raw_struct") == std::string::npos);
+    bool warned = false;
+    for (const auto& w : text.warnings()) warned = warned || w.find("raw_struct") != std::string::npos;
+    REQUIRE(warned);
+    std::string promtool;
+    const int rc = promtool_check(out, promtool);
+    INFO(promtool);
+    if (rc >= 0) REQUIRE(rc == 0);
+}
+
+TEST_CASE("prometheus: two objects that map onto one series, or onto a family of another type: the second "
+          "is left out and said so",
+          "[prometheus]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    seg.construct<procsafe::atomic_counter<int>>("x_total", 1);  // x_total, a counter
+    seg.construct<procsafe::atomic_counter<int>>("x", 2);        // x_total again: the same series
+    seg.construct<procsafe::atomic_counter<int>>("q", 3);        // q_total, a counter
+    seg.construct<procsafe::atomic_counter<int>>("q_total", procsafe::metadata{.type = procsafe::metric_type::gauge}, 4);
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    const std::string out = text.str();
+    INFO(out);
+    REQUIRE(has_line(out, "x_total{segment=\"(anonymous)\"} 1"));
+    REQUIRE(out.find("} 2\n") == std::string::npos);
+    REQUIRE(has_line(out, "q_total{segment=\"(anonymous)\"} 3"));
+    REQUIRE(out.find("} 4\n") == std::string::npos);
+    REQUIRE(text.warnings().size() == 2);
+    std::string promtool;
+    const int rc = promtool_check(out, promtool);
+    INFO(promtool);
+    if (rc < 0) PROCSAFE_SKIP("promtool not installed (Debian package prometheus)");
+    REQUIRE(rc == 0);
+}
