@@ -138,8 +138,7 @@ int run_rm(const rm_options& o) {
                 } catch (const procsafe::error& e) {
                     // Another layout is still procsafe's (its magic matched): removable.
                     if (e.code_value() != errc::incompatible_layout) {
-                        const bool hint = e.code_value() == errc::bad_magic || e.code_value() == errc::timed_out ||
-                                          e.code_value() == errc::permission_denied;
+                        const bool hint = e.code_value() == errc::bad_magic || e.code_value() == errc::timed_out;
                         throw failure(describe(e) + (hint ? ": not removed (--force removes it anyway)" : ""));
                     }
                 }

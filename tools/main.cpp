@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -248,6 +249,14 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);  // prints the help, the version, or the error
         return code == 0 ? 0 : 2;
+    }
+
+    // A segment named twice would give its series twice (an invalid exposition).
+    for (auto* names : {&export_o.segments, &serve_o.segments, &rm_o.segments}) {
+        std::vector<std::string> once;
+        for (auto& n : *names)
+            if (std::find(once.begin(), once.end(), n) == once.end()) once.push_back(std::move(n));
+        *names = std::move(once);
     }
 
     try {

@@ -168,7 +168,7 @@ TEST_CASE("procsafe show: every object, its value(s), help and unit", "[tools]")
     INFO(r.out << r.err);
     REQUIRE(r.status == 0);
     CHECK(r.err.empty());
-    CHECK(std::regex_search(r.out, std::regex("^segment " + s.name + ": 1\\.0 MiB, 8 objects in [0-9.]+ KiB, owner [^ ]+ 0600, created [0-9-]+ [0-9:]+ by pid " +
+    CHECK(std::regex_search(r.out, std::regex("^segment " + s.name + ": 1\\.0 MiB, 8 objects using [0-9.]+ KiB, owner [^ ]+ 0600, created [0-9-]+ [0-9:]+ by pid " +
                                               std::to_string(::getpid()) + " \\(alive\\)\n\n")));
     CHECK(has_line(r.out, "NAME +TYPE +METRIC +VALUE +UNIT +HELP"));
     CHECK(has_line(r.out, "requests +sharded_counter<int64> +counter +1000 +Requests handled\\."));
@@ -307,6 +307,11 @@ TEST_CASE("procsafe export: the Prometheus text format, passing promtool", "[too
     CHECK(line_count(r.err) == 1);
     CHECK(std::regex_search(r.err, std::regex("^procsafe export: warning: segment '" + b.name + "': object 'opaque': a user type: left out\n$")));
     check_exposition(t);
+
+    // A segment named twice is exported once (its series twice would be invalid).
+    const auto twice = cli({"export", a.name, a.name});
+    CHECK(twice.status == 0);
+    CHECK(matches(twice.out, "requests_total\\{segment=\"" + a.name + "\"\\} 1000\n") == 1);
 
     // --allow-missing: a missing segment is left out, with a warning.
     const std::string missing = unique_name("expmissing");
