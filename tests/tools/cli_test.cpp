@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <regex>
 
 #include <pty.h>
@@ -230,6 +231,50 @@ TEST_CASE("procsafe show --json reads back with the exact values", "[tools]") {
     CHECK(find_named(objects, "temperature").at("value") == 21.5);
 }
 
+namespace {
+/// An object whose constructor never returns: its process is killed in it.
+struct never_constructed {
+    never_constructed() {
+        for (;;) ::pause();
+    }
+    int value = 0;
+};
+}  // namespace
+
+TEST_CASE("procsafe show: an object being constructed, and one whose constructor died", "[tools]") {
+    sample_segment s(unique_name("status"));
+    const auto pids = fork_children(1, [&](int) {
+        s.seg.construct<never_constructed>("stuck");
+        return 0;
+    });
+    REQUIRE(pids.size() == 1);
+    auto status_of_stuck = [&] {
+        const auto r = cli({"show", s.name, "--json"});
+        if (r.status != 0) return std::string("show failed: ") + r.err;
+        const json j = json::parse(r.out);
+        for (const auto& o : j.at("objects"))
+            if (o.at("name") == "stuck") return o.at("status").get<std::string>();
+        return std::string("absent");
+    };
+    std::string status;
+    for (auto deadline = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < deadline;) {
+        if ((status = status_of_stuck()) == "constructing") break;
+        std::this_thread::sleep_for(10ms);
+    }
+    CHECK(status == "constructing");
+    CHECK(has_line(cli({"show", s.name}).out, "stuck +user type \\([0-9]+ bytes\\) +- +\\(constructing\\)"));
+    ::kill(pids[0], SIGKILL);
+    wait_bounded(pids[0], 10s);
+    CHECK(status_of_stuck() == "constructor_died");
+    const auto r = cli({"show", s.name});
+    INFO(r.out);
+    CHECK(has_line(r.out, "stuck +user type \\([0-9]+ bytes\\) +- +\\(constructor died\\)"));
+    CHECK(has_line(r.out, "requests +sharded_counter<int64> +counter +1000 +Requests handled\\."));  // the others as before
+    const auto e = cli({"export", s.name});
+    CHECK(e.status == 0);
+    CHECK(std::regex_search(e.err, std::regex("object 'stuck': not constructed \\(yet\\): left out")));
+}
+
 TEST_CASE("procsafe list: the segments and their facts, foreign objects only with --all", "[tools]") {
     sample_segment s(unique_name("list"), 0640);
     const std::string foreign = unique_name("listforeign");
@@ -395,15 +440,31 @@ TEST_CASE("procsafe watch: rates follow the increments", "[tools]") {
     sample_segment s(unique_name("rate"));
     auto& requests = s.seg.find<procsafe::sharded_counter<std::int64_t>>("requests");
     temp_dir dir;
-    background w({procsafe_cli, "watch", s.name, "--interval", "0.5"}, dir / "watch");
+    background w({procsafe_cli, "watch", s.name, "--interval", "0.3"}, dir / "watch");
     REQUIRE(w.wait_for("requests +1000 +-\n"));
-    requests.add(500);  // between two refreshes 0.5 s apart: about 1000 per second
-    const auto m = w.wait_for("requests +1500 +([0-9.]+)\n");
-    REQUIRE(m);
-    const double rate = std::stod((*m)[1]);
-    CHECK(rate > 500);   // 500 over at most ~1 s on a loaded machine
-    CHECK(rate < 1500);  // and over at least ~0.33 s
+    requests.add(600);
+    REQUIRE(w.wait_for("requests +1600 +[0-9.]+\n"));
     CHECK(w.stop(SIGINT) == 0);
+
+    // The rate is the change over the time between the two refreshes, as
+    // their own time stamps say (to the millisecond).
+    const std::regex line("([0-9]{2}):([0-9]{2}):([0-9]{2}\\.[0-9]{3}) +requests +([0-9]+) +([-0-9.]+)\n");
+    const std::string out = w.out();
+    double previous_time = -1;
+    bool checked = false;
+    for (auto it = std::sregex_iterator(out.begin(), out.end(), line); it != std::sregex_iterator(); ++it) {
+        const auto& m = *it;
+        const double t = std::stod(m[1]) * 3600 + std::stod(m[2]) * 60 + std::stod(m[3]);
+        if (m[4] == "1600" && !checked) {
+            REQUIRE(previous_time >= 0);
+            const double expected = 600 / (t - previous_time);
+            INFO(out << "expected about " << expected);
+            CHECK(std::abs(std::stod(m[5]) - expected) <= 0.05 * expected + 1);
+            checked = true;
+        }
+        previous_time = t;
+    }
+    CHECK(checked);
 }
 
 TEST_CASE("procsafe watch follows its segment through removal and recreation", "[tools]") {
