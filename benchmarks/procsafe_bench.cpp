@@ -67,25 +67,25 @@ struct filtered_suite {
 void add_contenders(procsafe::bench::suite& suite, const std::vector<std::string>& only = {}) {
     using namespace contenders;
     filtered_suite s{suite, only};
-    s.add(atomic_name, procsafe_counter<procsafe::atomic_counter<std::int64_t>>(), {fetch_add_name, ""});
-    s.add(fetch_add_name, raw_fetch_add(), {"", "std::atomic_ref<int64_t>::fetch_add on one 128-byte line"});
+    s.add(atomic_name, procsafe_counter<procsafe::atomic_counter<std::int64_t>>(), {fetch_add_name, "", 0, "atomic"});
+    s.add(fetch_add_name, raw_fetch_add(), {"", "std::atomic_ref<int64_t>::fetch_add on one 128-byte line", 0, "atomic"});
     s.add(mutex_name, procsafe_counter<procsafe::mutex_counter<std::int64_t>>(),
-          {robust_name, "robust + process-shared pthread mutex, double-buffered value"});
-    s.add(robust_name, raw_pthread_mutex(true), {"", "PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST, lock/++/unlock"});
-    s.add(plain_name, raw_pthread_mutex(false), {"", "PTHREAD_PROCESS_SHARED only: a dead owner hangs everyone"});
-    s.add("boost interprocess_mutex", boost_interprocess_mutex(), {"", "Boost 1.74: not robust"});
+          {robust_name, "robust + process-shared pthread mutex, double-buffered value", 0, "mutex"});
+    s.add(robust_name, raw_pthread_mutex(true), {"", "PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST, lock/++/unlock", 0, "mutex"});
+    s.add(plain_name, raw_pthread_mutex(false), {"", "PTHREAD_PROCESS_SHARED only: a dead owner hangs everyone", 0, "mutex"});
+    s.add("boost interprocess_mutex", boost_interprocess_mutex(), {"", "Boost 1.74: not robust", 0, "mutex"});
     s.add(sharded_name, sharded_writer(procsafe::shard_strategy::owned_slot),
-          {single_writer_name, "local() writer: the thread's own slot, load + store; read sums 65 lines"});
+          {single_writer_name, "local() writer: the thread's own slot, load + store; read sums 65 lines", 0, "sharded"});
     s.add(sharded_increment_name, sharded(procsafe::shard_strategy::owned_slot),
-          {single_writer_name, "increment(): the thread's last counter and its slot, checked at every call"});
+          {single_writer_name, "increment(): the thread's last counter and its slot, checked at every call", 0, "sharded"});
     s.add("procsafe sharded writer (per_cpu)", sharded_writer(procsafe::shard_strategy::per_cpu),
-          {slot_fetch_add_name, "slot of the CPU, lock xadd (rejected: lock xadd costs more than load + store)"});
+          {slot_fetch_add_name, "slot of the CPU, lock xadd (rejected: lock xadd costs more than load + store)", 0, "sharded"});
     s.add("procsafe sharded increment() (per_cpu)", sharded(procsafe::shard_strategy::per_cpu),
-          {slot_fetch_add_name, "sched_getcpu() at every call, lock xadd (rejected)"});
+          {slot_fetch_add_name, "sched_getcpu() at every call, lock xadd (rejected)", 0, "sharded"});
     s.add("procsafe sharded writer (per_process)", sharded_writer(procsafe::shard_strategy::per_process),
-          {slot_fetch_add_name, "slot by pid hash, lock xadd (rejected: collisions share a line)"});
-    s.add(slot_fetch_add_name, per_process_slot(false), {"", "own line, lock xadd; read sums all lines"});
-    s.add(single_writer_name, per_process_slot(true), {"", "own line, load + store: the hardware's line"});
+          {slot_fetch_add_name, "slot by pid hash, lock xadd (rejected: collisions share a line)", 0, "sharded"});
+    s.add(slot_fetch_add_name, per_process_slot(false), {"", "own line, lock xadd; read sums all lines", 0, "sharded"});
+    s.add(single_writer_name, per_process_slot(true), {"", "own line, load + store: the hardware's line", 0, "sharded"});
     s.add("racy load+store (not a contender)", racy(), {"", "relaxed load then store: loses updates"});
 }
 

@@ -3,6 +3,7 @@
 #include "catch.hpp"
 #include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/values.hpp"
 
 #include <procsafe/procsafe.hpp>
 
@@ -385,7 +386,7 @@ TEST_CASE("sharded_counter increment(): counters of every strategy and a writer 
     auto seg = procsafe::segment::anonymous(256 * 1024);
     sharded* counters[3] = {};
     for (int i = 0; i < 3; ++i)
-        counters[i] = &seg.construct<sharded>("c" + std::to_string(i), 8, all_strategies[i]);
+        counters[i] = &seg.construct<sharded>(procsafe_test::numbered("c", i), 8, all_strategies[i]);
     std::vector<std::thread> pool;
     for (int t = 0; t < 4; ++t) {
         pool.emplace_back([&counters] {

@@ -166,6 +166,10 @@ struct contender_info {
     /// Bytes the contender's state needs in the run's segment, beyond the
     /// harness's default (a few KiB per process): many counters, many slots.
     std::size_t segment_bytes = 0;
+    /// The plot's panel (contenders of one family side by side: "atomic",
+    /// "mutex"...). When no contender names one, the plot has one panel;
+    /// when some do, the others are left out of it.
+    std::string family;
 };
 
 /// JSON text for a string: quoted, with `"`, `\` and control characters escaped.
@@ -533,28 +537,68 @@ public:
     /// per contender, drawn by gnuplot into a .png or .svg. False (and a
     /// message on stderr) when gnuplot is missing or fails.
     bool plot(const std::string& file, workload w = workload::increment, const std::string& title = {}) const {
-        const std::string data = file + ".dat";
-        std::ofstream d(data);
-        std::vector<std::string> names;
+        // Panels by family; in a panel, a contender and its raw baseline get
+        // one colour, the contender solid, the baseline dashed.
+        std::vector<std::string> names, families;
+        bool any_family = false;
         for (const auto& r : results_)
             if (r.load == w && std::find(names.begin(), names.end(), r.contender) == names.end())
                 names.push_back(r.contender);
+        for (const auto& n : names) any_family = any_family || !info(n).family.empty();
+        for (const auto& n : names) {
+            const std::string& f = any_family ? info(n).family : std::string("all");
+            if (!f.empty() && std::find(families.begin(), families.end(), f) == families.end()) families.push_back(f);
+        }
+        const std::string data = file + ".dat";
+        std::ofstream d(data);
+        std::vector<std::string> in_data;  // the data blocks, in order
         for (const auto& name : names) {
+            if (any_family && info(name).family.empty()) continue;
             d << "\"" << name << "\"\n";
             for (const auto& r : results_)
                 if (r.load == w && r.contender == name) d << r.processes << " " << r.mops() << "\n";
             d << "\n\n";
+            in_data.push_back(name);
         }
         d.close();
         const bool svg = file.size() > 4 && file.substr(file.size() - 4) == ".svg";
+        const int width = families.size() > 1 ? 500 * static_cast<int>(families.size()) : 1000;
         std::ostringstream g;
-        g << "set terminal " << (svg ? "svg size 1000,560" : "pngcairo size 1000,560") << " noenhanced\n"
+        g << "set terminal " << (svg ? "svg" : "pngcairo") << " size " << width << ",620 noenhanced font ',10'\n"
           << "set output " << quote(file) << "\n"
-          << "set title " << quote(title.empty() ? std::string("procsafe: ") + to_string(w) + " throughput" : title)
-          << "\nset xlabel 'processes'\nset ylabel 'Mops/s, all processes (log)'\nset logscale xy 2\n"
-          << "set key outside right\nset grid\n"
-          << "plot for [i=0:" << names.size() - 1 << "] " << quote(data)
-          << " index i using 1:2 with linespoints title columnheader(1)\n";
+          << "set multiplot layout 1," << families.size() << " title "
+          << quote(title.empty() ? std::string("procsafe: ") + to_string(w) + " throughput (Mops/s, all processes; log scales)" : title)
+          << "\nset xlabel 'processes'\nset logscale xy 2\nset grid\nset key below font ',9'\n";
+        for (const auto& f : families) {
+            g << "set title " << quote(f) << "\nplot ";
+            int colour = 0;
+            std::vector<std::pair<std::string, int>> colour_of;  // contender -> colour
+            bool first = true;
+            for (std::size_t k = 0; k < in_data.size(); ++k) {
+                const std::string& n = in_data[k];
+                if (any_family && info(n).family != f) continue;
+                // A baseline takes the colour of the first contender that names it.
+                int c = -1;
+                for (const auto& [other, oc] : colour_of) {
+                    if (info(other).baseline == n || info(n).baseline == other) {
+                        c = oc;
+                        break;
+                    }
+                }
+                if (c < 0) c = ++colour;
+                colour_of.emplace_back(n, c);
+                const bool raw = !info(n).baseline.empty() ? false : [&] {
+                    for (const auto& m : in_data)
+                        if (info(m).baseline == n) return true;
+                    return false;
+                }();
+                g << (first ? "" : ", ") << quote(data) << " index " << k << " using 1:2 with linespoints lc " << c
+                  << " dt " << (raw ? 2 : 1) << " pt " << (raw ? 6 : 7) << " title columnheader(1)";
+                first = false;
+            }
+            g << "\n";
+        }
+        g << "unset multiplot\n";
         const std::string script = file + ".gp";
         std::ofstream(script) << g.str();
         // posix_spawnp, not std::system: no shell, nothing to quote.
