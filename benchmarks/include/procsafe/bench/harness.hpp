@@ -169,7 +169,7 @@ struct contender_info {
     /// The plot's panel (contenders of one family side by side: "atomic",
     /// "mutex"...). When no contender names one, the plot has one panel;
     /// when some do, the others are left out of it.
-    std::string family;
+    std::string family{};
 };
 
 /// JSON text for a string: quoted, with `"`, `\` and control characters escaped.
