@@ -39,3 +39,12 @@ inline constexpr std::uint32_t layout_version = 4;
 
 }  // namespace detail
 }  // namespace procsafe
+
+// ThreadSanitizer builds (it cannot see some calls; see robust_mutex).
+#if defined(__SANITIZE_THREAD__)
+#define PROCSAFE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PROCSAFE_TSAN 1
+#endif
+#endif

@@ -101,7 +101,7 @@ private:
             if (now >= deadline) return ETIMEDOUT;
             const auto left = std::min<wait_clock::duration>(deadline - now, retry_slice);
             timespec until{};
-            clock_gettime(CLOCK_MONOTONIC, &until);
+            clock_gettime(slice_clock, &until);
             const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
             until.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
             until.tv_nsec += static_cast<long>(ns % 1'000'000'000);
@@ -109,10 +109,23 @@ private:
                 until.tv_sec += 1;
                 until.tv_nsec -= 1'000'000'000;
             }
+#if defined(PROCSAFE_TSAN)
+            const int rc = pthread_mutex_timedlock(&mutex_, &until);
+#else
             const int rc = pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &until);
+#endif
             if (rc != ETIMEDOUT) return rc;
         }
     }
+
+#if defined(PROCSAFE_TSAN)
+    // ThreadSanitizer does not intercept pthread_mutex_clocklock: a lock taken
+    // by it would look unheld and every access under it a data race. Its
+    // builds wait on the wall clock (pthread_mutex_timedlock), which it sees.
+    static constexpr clockid_t slice_clock = CLOCK_REALTIME;
+#else
+    static constexpr clockid_t slice_clock = CLOCK_MONOTONIC;
+#endif
 
     bool settle(int rc) {
         if (rc == 0) return false;
