@@ -91,7 +91,7 @@ using i64_array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
 
 }  // namespace
 
-TEST_CASE("redis: every counter-like object adds up under its field; a replay changes nothing", "[redis]") {
+TEST_CASE("redis: every counter-like object adds up under its field, and a replay changes nothing", "[redis]") {
     PROCSAFE_NEED_REDIS();
     redis_server server;
     const auto name = unique_name("rflush");
@@ -269,7 +269,7 @@ TEST_CASE("redis: a recreated segment is a new incarnation: the old one's last v
     CHECK(log.count("a new incarnation") == 1);
 }
 
-TEST_CASE("redis: a gauge is the sum of the live reporters' last values; it goes down, and expires", "[redis]") {
+TEST_CASE("redis: a gauge is the sum of the live reporters' last values, goes down, and expires", "[redis]") {
     PROCSAFE_NEED_REDIS();
     redis_server server;
     const auto a = unique_name("rga"), b = unique_name("rgb");

@@ -32,11 +32,12 @@ extern char** environ;
 
 namespace procsafe_test {
 
-/// The redis-server program on PATH, or "".
+/// The redis-server program: PROCSAFE_REDIS_SERVER if set, else the one on
+/// PATH; "" when there is none.
 inline std::string find_redis_server() {
+    if (const char* given = std::getenv("PROCSAFE_REDIS_SERVER")) return ::access(given, X_OK) == 0 ? given : "";
     const char* path = std::getenv("PATH");
-    std::string p = path != nullptr ? path : "/usr/bin:/bin";
-    p += ":/usr/sbin:/usr/bin";
+    const std::string p = path != nullptr ? path : "/usr/bin:/bin";
     std::size_t at = 0;
     while (at <= p.size()) {
         const std::size_t end = std::min(p.find(':', at), p.size());
