@@ -82,7 +82,7 @@ std::string element_field(std::string_view object, std::string_view label, std::
     return s;
 }
 
-collected collect(const std::vector<object_info>& objects) {
+collected collect(const std::vector<object_info>& objects, const std::function<bool(const std::string&)>& with_meta) {
     using procsafe::detail::object_kind;
     collected out;
     std::unordered_set<std::string> names;
@@ -151,6 +151,7 @@ collected collect(const std::vector<object_info>& objects) {
             names.insert(f.name);
             out.fields.push_back(std::move(f));
         }
+        if (with_meta && !with_meta(o.name)) continue;
         nlohmann::json m = {{"kind", kind_name(o.kind)}, {"type", o.type}, {"metric", metric_name_of(o.metric)}};
         if (!o.help.empty()) m["help"] = o.help;
         if (!o.unit.empty()) m["unit"] = o.unit;

@@ -9,6 +9,7 @@
 
 #include <procsafe/segment_view.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,11 @@ struct collected {
 /// (cumulative, "+Inf" last), NAME_sum, NAME_count. A value that cannot be
 /// read this time (a constructor still running, a mutex counter updated too
 /// often to be read without its lock) is left out of this round only.
-collected collect(const std::vector<object_info>& objects);
+/// `with_meta(name)`: whether to describe that object in `meta` (an
+/// object's metadata is fixed at its construction: the flusher describes
+/// each once per segment incarnation).
+collected collect(const std::vector<object_info>& objects,
+                  const std::function<bool(const std::string&)>& with_meta = {});
 
 /// NAME{LABEL="VALUE"}, the value escaped as Prometheus escapes label values.
 std::string element_field(std::string_view object, std::string_view label, std::string_view value);

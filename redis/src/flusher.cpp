@@ -52,7 +52,7 @@ struct segment_state {
     std::unordered_map<std::string, std::string> marks;  // field -> watermark Redis holds ("" none)
     bool warm = false;
     std::unordered_set<std::string> logged;              // objects and fields already reported
-    std::unordered_map<std::string, std::string> meta_sent;
+    std::unordered_set<std::string> meta_sent;  // objects whose metadata Redis has
     std::string old_gauges;           // a previous incarnation's gauge hash, to delete
     bool registered = false;          // in the namespaces set
 };
@@ -65,7 +65,6 @@ struct pending {
     segment_state* s = nullptr;
     std::vector<const detail::field*> fields;          // flush, gauges
     std::vector<std::string> names;                    // hmget, meta
-    std::vector<std::string> meta_values;              // meta
 };
 
 std::string stamp_now() {
@@ -213,7 +212,7 @@ struct flusher::impl {
             std::vector<std::string> args{"HMGET", key};
             args.insert(args.end(), names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
             conn->append(args);
-            pending p{expect::hmget, &s, {}, {}, {}};
+            pending p{expect::hmget, &s, {}, {}};
             p.names.assign(names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
             sent.push_back(std::move(p));
         }
@@ -233,7 +232,8 @@ struct flusher::impl {
     /// One attempt at one segment; returns the batches that conflicted.
     std::size_t attempt(segment_state& s, flush_result& res) {
         using detail::rule;
-        detail::collected c = detail::collect(s.view->objects());
+        const auto with_meta = [&s](const std::string& name) { return s.meta_sent.count(name) == 0; };
+        detail::collected c = detail::collect(s.view->objects(), with_meta);
         auto counted = [](const detail::field& f) { return f.how != rule::gauge; };
         if (!s.warm) {
             std::vector<std::string> names;
@@ -245,7 +245,7 @@ struct flusher::impl {
             // The values compared with these watermarks are read after them:
             // a flusher racing with another on one segment never sends a
             // value older than the watermark it replaces.
-            c = detail::collect(s.view->objects());
+            c = detail::collect(s.view->objects(), with_meta);
         }
         for (const auto& k : c.skipped) once_per(s, "o:" + k.object, "object '" + k.object + "' not flushed: " + k.why);
         {
@@ -297,14 +297,11 @@ struct flusher::impl {
         std::vector<pending> sent;
         {
             std::vector<std::string> args{"HSET", keys::meta(s.ns)};
-            pending p{expect::meta, &s, {}, {}, {}};
+            pending p{expect::meta, &s, {}, {}};
             for (const auto& [name, json] : c.meta) {
-                const auto it = s.meta_sent.find(name);
-                if (it != s.meta_sent.end() && it->second == json) continue;
                 args.push_back(name);
                 args.push_back(json);
                 p.names.push_back(name);
-                p.meta_values.push_back(json);
             }
             if (!p.names.empty()) {
                 conn->append(args);
@@ -313,11 +310,11 @@ struct flusher::impl {
         }
         if (!s.registered) {
             conn->append({"SADD", std::string(keys::namespaces), s.ns});
-            sent.push_back({expect::namespaces, &s, {}, {}, {}});
+            sent.push_back({expect::namespaces, &s, {}, {}});
         }
         if (!s.old_gauges.empty()) {
             conn->append({"DEL", s.old_gauges});
-            sent.push_back({expect::del, &s, {}, {}, {}});
+            sent.push_back({expect::del, &s, {}, {}});
         }
         const std::string totals = keys::totals(s.ns), marks = keys::watermarks(s.ns, s.reporter),
                           reporters = keys::reporters(s.ns);
@@ -327,7 +324,7 @@ struct flusher::impl {
                 std::vector<std::string> args{"FCALL", std::string(flush_function), "3", totals, marks, reporters,
                                               s.reporter, s.info, mode};
                 args.reserve(args.size() + 4 * (end - at));
-                pending p{expect::flush, &s, {}, {}, {}};
+                pending p{expect::flush, &s, {}, {}};
                 for (std::size_t i = at; i < end; ++i) {
                     const auto& t = tuples[i];
                     args.push_back(t.f->name);
@@ -352,7 +349,7 @@ struct flusher::impl {
                 const std::size_t end = std::min(gauges.size(), at + o.batch);
                 std::vector<std::string> args{"FCALL", std::string(gauges_function), "2", g, reporters,
                                               s.reporter, s.info, ttl, stamp};
-                pending p{expect::gauges, &s, {}, {}, {}};
+                pending p{expect::gauges, &s, {}, {}};
                 for (std::size_t i = at; i < end; ++i) {
                     args.push_back(gauges[i]->name);
                     args.push_back(gauges[i]->text);
@@ -381,7 +378,7 @@ struct flusher::impl {
             }
             switch (p.what) {
                 case expect::meta:
-                    for (std::size_t k = 0; k < p.names.size(); ++k) s.meta_sent[p.names[k]] = p.meta_values[k];
+                    for (std::size_t k = 0; k < p.names.size(); ++k) s.meta_sent.insert(p.names[k]);
                     break;
                 case expect::namespaces: s.registered = true; break;
                 case expect::del: s.old_gauges.clear(); break;
