@@ -150,7 +150,7 @@ struct workload {
     const char* name;
     const char* what;
     std::function<void(procsafe::segment&)> setup;  // constructs the objects
-    std::function<void(procsafe::segment&, long)> writer;  // runs `ops` operations
+    std::function<void(procsafe::segment&, long, int)> writer;  // writer p runs `ops` operations
     std::function<std::int64_t(procsafe::segment&)> total;
 };
 
@@ -173,7 +173,7 @@ writer_run run_writers(const workload& w, int writers, long ops, bool with_flush
                 ctl.ready.count_down();
                 while (ctl.go.load(std::memory_order_acquire) == 0) {}
                 const double cpu0 = cpu_seconds();
-                w.writer(seg, ops);
+                w.writer(seg, ops, p);
                 store(ctl.finished[p], now_seconds());
                 store(ctl.cpu[p], cpu_seconds() - cpu0);
             } catch (...) {
@@ -272,8 +272,11 @@ flush_row measure_flush(bool objects, int repeat, const procsafe_test::redis_ser
     std::vector<procsafe::atomic_counter<std::int64_t>*> counters;
     i64_array* arr = nullptr;
     if (objects) {
-        for (int i = 0; i < 10'000; ++i)
-            counters.push_back(&seg.construct<procsafe::atomic_counter<std::int64_t>>("c" + std::to_string(i)));
+        for (int i = 0; i < 10'000; ++i) {
+            std::string name_i("c");  // not "c" + to_string(i): GCC 12 -O3's -Wrestrict false positive (bug 105329)
+            name_i += std::to_string(i);
+            counters.push_back(&seg.construct<procsafe::atomic_counter<std::int64_t>>(name_i));
+        }
     } else {
         arr = &seg.construct<i64_array>("arr", 10'000);
     }
@@ -426,16 +429,20 @@ std::vector<workload> writer_workloads() {
     return {
         {"sharded_counter<int64>", "each writer: increment() on one sharded counter",
          [](procsafe::segment& s) { s.construct<procsafe::sharded_counter<std::int64_t>>("hits"); },
-         [](procsafe::segment& s, long ops) {
+         [](procsafe::segment& s, long ops, int) {
              auto& c = s.find<procsafe::sharded_counter<std::int64_t>>("hits");
              for (long i = 0; i < ops; ++i) c.increment();
          },
          [](procsafe::segment& s) { return s.find<procsafe::sharded_counter<std::int64_t>>("hits").sum(); }},
-        {"counter_array<int64> x 1,000", "each writer: increment() element i % 1,000 (1,000 fields change per flush)",
+        {"counter_array<int64> x 1,000", "each increment to an element picked at random (xorshift): 1,000 fields change per flush",
          [](procsafe::segment& s) { s.construct<i64_array>("series", 1000); },
-         [](procsafe::segment& s, long ops) {
+         [](procsafe::segment& s, long ops, int p) {
              auto& a = s.find<i64_array>("series");
-             for (long i = 0; i < ops; ++i) a[static_cast<std::size_t>(i % 1000)].increment();
+             std::uint64_t x = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(p + 1);
+             for (long i = 0; i < ops; ++i) {
+                 x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                 a[static_cast<std::size_t>(((x & 0xffffffffu) * 1000) >> 32)].increment();
+             }
          },
          [](procsafe::segment& s) {
              auto& a = s.find<i64_array>("series");
@@ -528,7 +535,7 @@ int main(int argc, char** argv) {
     bool quick = false, check = false;
     int pairs = 5, writers = 2, only = 0;
     double run_seconds = 1.0;
-    long incr_events = 20'000;
+    long incr_events = 5'000;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string a = argv[i];
