@@ -10,11 +10,19 @@
 //   procsafe-redis fleet export --redis 127.0.0.1:6379 --output /var/lib/node_exporter/fleet.prom
 #include <procsafe/redis_cli.hpp>
 
+#include <cstdio>
+#include <exception>
+
 int main(int argc, char** argv) {
-    CLI::App app{"procsafe-redis: exact fleet-wide totals of procsafe counters in Redis"};
-    app.require_subcommand(1);
-    procsafe::redis::cli::commands redis;
-    redis.add_to(app);
-    CLI11_PARSE(app, argc, argv);
-    return redis.run();
+    try {
+        CLI::App app{"procsafe-redis: exact fleet-wide totals of procsafe counters in Redis"};
+        app.require_subcommand(1);
+        procsafe::redis::cli::commands redis;
+        redis.add_to(app);
+        CLI11_PARSE(app, argc, argv);
+        return redis.run();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "procsafe-redis: %s\n", e.what());
+        return 1;
+    }
 }

@@ -11,9 +11,9 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include <unistd.h>
@@ -68,6 +68,7 @@ std::string age_text(double s) {
 std::vector<fleet_snapshot> read_all(const fleet_options& o) {
     std::vector<fleet_snapshot> out;
     const auto names = o.fleet_namespace.empty() ? fleet_namespaces(o.connection) : std::vector<std::string>{o.fleet_namespace};
+    out.reserve(names.size());
     for (const auto& ns : names) out.push_back(read_fleet(o.connection, ns));
     return out;
 }
@@ -157,11 +158,11 @@ int run_fleet_export(const fleet_options& o, const std::string& output) {
         // old file or the new one, never half of one.
         const std::string tmp = output + ".tmp." + std::to_string(::getpid());
         std::FILE* f = std::fopen(tmp.c_str(), "wb");
-        if (f == nullptr) return fail("fleet export", "'" + tmp + "': " + std::strerror(errno));
+        if (f == nullptr) return fail("fleet export", "'" + tmp + "': " + std::generic_category().message(errno));
         const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
         const bool closed = std::fclose(f) == 0;
         if (!written || !closed || std::rename(tmp.c_str(), output.c_str()) != 0) {
-            const std::string why = std::strerror(errno);
+            const std::string why = std::generic_category().message(errno);
             std::remove(tmp.c_str());
             return fail("fleet export", "'" + output + "': " + why);
         }

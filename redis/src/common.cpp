@@ -51,8 +51,10 @@ std::string endpoint::str() const {
 
 credentials credentials::from_environment() {
     credentials c;
+    // NOLINTBEGIN(concurrency-mt-unsafe): read at start-up; nothing here sets the environment
     if (const char* u = std::getenv("PROCSAFE_REDIS_USER")) c.user = u;
     if (const char* p = std::getenv("PROCSAFE_REDIS_PASSWORD")) c.password = p;
+    // NOLINTEND(concurrency-mt-unsafe)
     return c;
 }
 
@@ -65,7 +67,7 @@ credentials credentials::from_file(const std::string& path, const std::string& u
     if (c.password.empty()) throw std::runtime_error("password file '" + path + "': its first line is empty");
     c.user = user;
     if (c.user.empty()) {
-        if (const char* u = std::getenv("PROCSAFE_REDIS_USER")) c.user = u;
+        if (const char* u = std::getenv("PROCSAFE_REDIS_USER")) c.user = u;  // NOLINT(concurrency-mt-unsafe): as above
     }
     return c;
 }

@@ -238,6 +238,25 @@ double le_of(const std::string& rest) {  // _bucket{le="X"}
     return d ? *d : NAN;
 }
 
+/// Appends METRIC SUFFIX{NS_LABEL[,LABELS} VALUE (labels: `name="value"}`, as
+/// the field names carry them).
+void sample(std::string& out, const std::string& metric, std::string_view suffix, const std::string& ns_label,
+            std::string_view labels, const std::string& value) {
+    out += metric;
+    out += suffix;
+    out += '{';
+    out += ns_label;
+    if (labels.empty()) {
+        out += '}';
+    } else {
+        out += ',';
+        out += labels;
+    }
+    out += ' ';
+    out += value;
+    out += '\n';
+}
+
 void add_fleet(exposition& text, const fleet_snapshot& f) {
     const std::string ns_label = "namespace=\"" + prometheus_exposition::escape_label(f.fleet_namespace) + "\"";
     std::set<std::string> used_totals, used_gauges;
@@ -273,15 +292,12 @@ void add_fleet(exposition& text, const fleet_snapshot& f) {
             std::vector<std::size_t> order(buckets.size());
             for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
             std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return buckets[a].first < buckets[b].first; });
-            for (std::size_t i : order) out += metric + "_bucket{" + ns_label + "," + les[i].substr(1) + ' ' + *buckets[i].second + '\n';
-            if (sum != nullptr) out += metric + "_sum{" + ns_label + "} " + *sum + '\n';
-            if (count != nullptr) out += metric + "_count{" + ns_label + "} " + *count + '\n';
+            for (std::size_t i : order) sample(out, metric, "_bucket", ns_label, les[i].substr(1), *buckets[i].second);
+            if (sum != nullptr) sample(out, metric, "_sum", ns_label, {}, *sum);
+            if (count != nullptr) sample(out, metric, "_count", ns_label, {}, *count);
             continue;
         }
-        for (const auto& [rest, v] : parts) {
-            if (rest.empty()) out += metric + "{" + ns_label + "} " + *v + '\n';
-            else out += metric + "{" + ns_label + "," + rest.substr(1) + ' ' + *v + '\n';
-        }
+        for (const auto& [rest, v] : parts) sample(out, metric, {}, ns_label, rest.empty() ? rest : rest.substr(1), *v);
     }
     for (const auto& [field, v] : f.totals) {
         if (used_totals.count(field) == 0) {

@@ -150,7 +150,11 @@ struct flusher::impl {
 
     // --- one segment -----------------------------------------------------
 
-    void segment_problem(segment_state& s, const std::string& why) {
+    /// Logs a segment's problem when it changes. procsafe::error's text
+    /// names the segment already: not twice.
+    void segment_problem(segment_state& s, std::string why) {
+        const std::string named = "procsafe: segment '" + s.name + "': ";
+        if (why.rfind(named, 0) == 0) why.erase(0, named.size());
         if (s.problem != why) log("segment '" + s.name + "': " + why);
         s.problem = why;
     }
@@ -445,7 +449,7 @@ struct flusher::impl {
                     } catch (const procsafe::error& e) {  // the segment, not Redis: no reply is pending then
                         s.view.reset();
                         segment_problem(s, e.what());
-                        if (res.error.empty()) res.error = "segment '" + s.name + "': " + e.what();
+                        if (res.error.empty()) res.error = "segment '" + s.name + "': " + s.problem;
                         break;
                     }
                     res.conflicts += conflicts;
