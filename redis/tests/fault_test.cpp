@@ -185,6 +185,7 @@ TEST_CASE("redis fault: flushers killed 100+ times, Redis killed and stopped, a 
           "[redis][fault]") {
     PROCSAFE_NEED_REDIS();
 #if !defined(PROCSAFE_REDIS_CLI)
+    if (procsafe_test::redis_required()) FAIL("procsafe-redis was not built (CLI11 missing)");
     PROCSAFE_SKIP("procsafe-redis was not built (CLI11 missing)");
 #else
     const std::string cli = PROCSAFE_REDIS_CLI;
