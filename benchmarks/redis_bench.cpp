@@ -568,7 +568,7 @@ int main(int argc, char** argv) {
         bool met = true, exact = true;
         if (only == 0 || only == 1) met = section_writers(server, writers, pairs, run_seconds);
         if (only == 0 || only == 2) section_flush(server, quick ? 1 : 5);
-        if (only == 0 || only == 3) exact = section_events(server, incr_events, quick ? 2'000'000 : 200'000'000);
+        if (only == 0 || only == 3) exact = section_events(server, incr_events, quick ? 20'000'000 : 200'000'000);
         if (check && !quick && !met) {
             std::printf("check: the writers' cpu ratio with a flusher fell below 0.98\n");
             return 1;
