@@ -242,7 +242,7 @@ TEST_CASE("redis fault: flushers killed 100+ times, Redis killed and stopped, a 
 
     // The chaos, on a schedule: Redis killed at 1/7 .. 6/7 of the phase,
     // stopped at 0.3 and 0.75, host2's segment recreated at 0.5; a flusher
-    // killed every 100 to 400 ms.
+    // killed every (length - 5 s) / 140, +-50 %.
     std::vector<double> redis_kills;
     for (int k = 1; k <= 6; ++k) redis_kills.push_back(chaos_seconds * k / 7.0 + uniform(-0.5, 0.5));
     std::vector<double> redis_stops{chaos_seconds * 0.3, chaos_seconds * 0.75};
@@ -251,7 +251,9 @@ TEST_CASE("redis fault: flushers killed 100+ times, Redis killed and stopped, a 
     double old_latency_sum = 0;
     int flusher_kills = 0, redis_restarts = 0, redis_pauses = 0;
     const auto t0 = clock_type::now();
-    double next_kill = uniform(0.1, 0.4);
+    // About 140 flusher kills outside the pauses, whatever the phase's length.
+    const double kill_gap = std::max(0.05, (chaos_seconds - 5.0) / 140.0);
+    double next_kill = uniform(0.5, 1.5) * kill_gap;
     while (seconds_since(t0) < chaos_seconds) {
         const double now = seconds_since(t0);
         if (now >= next_kill) {
@@ -261,7 +263,7 @@ TEST_CASE("redis fault: flushers killed 100+ times, Redis killed and stopped, a 
             ++flusher_kills;
             std::this_thread::sleep_for(std::chrono::duration<double>(uniform(0, 0.05)));
             start_flusher(h);
-            next_kill = now + uniform(0.1, 0.4);
+            next_kill = now + uniform(0.5, 1.5) * kill_gap;
         }
         if (!redis_kills.empty() && now >= redis_kills.front()) {
             redis_kills.erase(redis_kills.begin());
