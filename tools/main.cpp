@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: MIT
 // The procsafe command: see procsafe's counters from outside.
 //   procsafe list | show SEGMENT | watch SEGMENT | export SEGMENT... |
-//   serve SEGMENT... | rm SEGMENT...
+//   serve SEGMENT... | rm SEGMENT... | flush SEGMENT... | fleet show|export
+// (flush and fleet when built with procsafe::redis: docs/redis.md).
 // Exit status: 0 success, 1 a failure (one line on stderr), 2 a usage error.
 #include "common.hpp"
 
@@ -11,12 +12,17 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#if defined(PROCSAFE_CLI_REDIS)
+#include <procsafe/redis_cli.hpp>
+#endif
+
 #include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string_view>
 
 namespace {
 
@@ -238,10 +244,40 @@ int main(int argc, char** argv) {
         "procsafe rm web\n"
         "procsafe rm --force stuck-segment"};
 
+#if defined(PROCSAFE_CLI_REDIS)
+    procsafe::redis::cli::commands redis;
+    redis.add_to(app);
+    (*pages)[app.get_subcommand("flush")] = {
+        "procsafe flush [--redis HOST:PORT] [--host-id ID] [--namespace NAME] [--interval SECONDS] [--once] SEGMENT...",
+        "Carries the segments' counters to Redis, so that a fleet of hosts keeps exact totals there: each "
+        "flush sends every counter's cumulative value, and a Redis function adds the difference from what "
+        "this host reported last. A retry, a replay after the flusher was killed or a reply lost on the "
+        "network changes nothing twice; Redis killed and restarted from its AOF loses nothing. Gauges "
+        "are kept per host and expire when their host stops flushing.\n"
+        "The password comes from PROCSAFE_REDIS_PASSWORD or --password-file, never from the command line. "
+        "SIGINT or SIGTERM makes a last flush and exits 0. docs/redis.md has the key layout and the rules.",
+        "procsafe flush web --redis 10.0.0.5:6379 --host-id web-17 --interval 1\n"
+        "procsafe flush web jobs --redis 10.0.0.5:6379 --namespace shop --once --retry-for 30"};
+    (*pages)[app.get_subcommand("fleet")] = {
+        "procsafe fleet show|export [--redis HOST:PORT] [--namespace NAME] ...",
+        "Reads the fleet totals that procsafe flush keeps in Redis: show prints them with the reporters "
+        "they came from (--json for a program), export writes them in the Prometheus text format.",
+        "procsafe fleet show --redis 10.0.0.5:6379 --namespace web\n"
+        "procsafe fleet export --redis 10.0.0.5:6379 --output /var/lib/prometheus/node-exporter/fleet.prom"};
+    constexpr const char* commands = "list, show, watch, export, serve, rm, flush, fleet";
+#else
+    constexpr const char* commands = "list, show, watch, export, serve, rm";
+    if (argc > 1 && (std::string_view(argv[1]) == "flush" || std::string_view(argv[1]) == "fleet")) {
+        std::fprintf(stderr, "procsafe: '%s' needs procsafe::redis, which this build of procsafe left out "
+                             "(hiredis or nlohmann/json was not found: docs/redis.md)\n", argv[1]);
+        return 1;
+    }
+#endif
+
     // CLI11 would call an unknown command "a subcommand is required".
     const auto known = app.get_subcommands([&](const CLI::App* sub) { return argc > 1 && sub->check_name(argv[1]); });
     if (argc > 1 && argv[1][0] != '-' && known.empty()) {
-        std::fprintf(stderr, "procsafe: unknown command '%s' (list, show, watch, export, serve, rm; see procsafe --help)\n", argv[1]);
+        std::fprintf(stderr, "procsafe: unknown command '%s' (%s; see procsafe --help)\n", argv[1], commands);
         return 2;
     }
     try {
@@ -250,6 +286,10 @@ int main(int argc, char** argv) {
         const int code = app.exit(e);  // prints the help, the version, or the error
         return code == 0 ? 0 : 2;
     }
+
+#if defined(PROCSAFE_CLI_REDIS)
+    if (redis.selected()) return redis.run();  // says its own errors, "procsafe flush: ..."
+#endif
 
     // A segment named twice would give its series twice (an invalid exposition).
     for (auto* names : {&export_o.segments, &serve_o.segments, &rm_o.segments}) {

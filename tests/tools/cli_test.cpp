@@ -90,6 +90,19 @@ TEST_CASE("procsafe --help is a manual page, for the command and each subcommand
         CHECK(has_line(r.out, "EXAMPLES"));
         CHECK(std::regex_search(r.out, std::regex("\n    procsafe " + std::string(sub))));
     }
+#if defined(PROCSAFE_CLI_REDIS)
+    for (const auto& sub : std::vector<std::vector<std::string>>{{"flush", "--help"}, {"fleet", "--help"}, {"fleet", "show", "--help"}}) {
+        INFO(sub[0] << " " << sub[1]);
+        r = cli(sub);
+        CHECK(r.status == 0);
+        CHECK(has_line(r.out, "    procsafe " + sub[sub.size() - 2] + " - .*"));
+    }
+    CHECK(std::regex_search(cli({"--help"}).out, std::regex("\n    flush +carry segments")));
+#else
+    r = cli({"flush", "x"});
+    CHECK(r.status == 1);
+    CHECK(std::regex_search(r.err, std::regex("^procsafe: 'flush' needs procsafe::redis")));
+#endif
     r = cli({"--version"});
     CHECK(r.status == 0);
     CHECK(std::regex_search(r.out, std::regex("^procsafe [0-9]+\\.[0-9]+\\.[0-9]+")));

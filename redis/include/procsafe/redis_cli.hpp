@@ -1,0 +1,136 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The `flush` and `fleet show|export` subcommands for a CLI11 program: the
+// `procsafe` command, and procsafe-redis (redis/procsafe_redis.cpp).
+// Header-only; needs CLI11 and procsafe::redis.
+//
+// ```
+// CLI::App app{"procsafe"};
+// procsafe::redis::cli::commands redis;
+// redis.add_to(app);            // adds "flush" and "fleet"
+// CLI11_PARSE(app, argc, argv);
+// if (redis.selected()) return redis.run();
+// ```
+//
+// Passwords never come from the command line (ps shows it to every user of
+// the host): PROCSAFE_REDIS_PASSWORD, or --password-file; the ACL user from
+// --user or PROCSAFE_REDIS_USER.
+
+#include <procsafe/redis.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace procsafe::redis::cli {
+
+/// Where Redis is and how to log in: the options every subcommand takes.
+struct connection_args {
+    std::string redis = "127.0.0.1:6379";
+    std::string password_file, user;
+    double connect_timeout = 1.0, command_timeout = 2.0;
+
+    void add_to(CLI::App& app) {
+        app.add_option("--redis", redis, "Redis as HOST:PORT")->capture_default_str();
+        app.add_option("--password-file", password_file,
+                       "a file whose first line is the password (else PROCSAFE_REDIS_PASSWORD)");
+        app.add_option("--user", user, "the ACL user (else PROCSAFE_REDIS_USER; none: the default user)");
+        app.add_option("--connect-timeout", connect_timeout, "seconds")->capture_default_str()->check(CLI::PositiveNumber);
+        app.add_option("--command-timeout", command_timeout, "seconds, each command")
+            ->capture_default_str()
+            ->check(CLI::PositiveNumber);
+    }
+    /// Throws: std::invalid_argument (a bad HOST:PORT), std::runtime_error (an unreadable password file).
+    connection_options resolve() const {
+        connection_options o;
+        o.redis = endpoint::parse(redis);
+        o.auth = password_file.empty() ? credentials::from_environment() : credentials::from_file(password_file, user);
+        if (!user.empty()) o.auth.user = user;
+        o.connect_timeout = connect_timeout;
+        o.command_timeout = command_timeout;
+        return o;
+    }
+};
+
+class commands {
+public:
+    /// Adds "flush" and "fleet" ("show", "export") to app.
+    void add_to(CLI::App& app) {
+        flush_ = app.add_subcommand("flush", "carry segments' counters to Redis: exact fleet-wide totals");
+        flush_->add_option("segments", segments_, "the segments to flush")->required();
+        flush_conn_.add_to(*flush_);
+        flush_->add_option("--host-id", flush_opts_.host_id, "this host in the fleet (default: the host name)");
+        flush_->add_option("--namespace", flush_opts_.fleet_namespace,
+                           "the fleet the totals add up in (default: each segment's name)");
+        flush_->add_option("--interval", flush_opts_.interval, "seconds between flushes")
+            ->capture_default_str()
+            ->check(CLI::PositiveNumber);
+        flush_->add_flag("--once", flush_opts_.once, "flush once and exit");
+        flush_->add_option("--retry-for", flush_opts_.retry_for, "with --once: keep trying that many seconds")
+            ->capture_default_str()
+            ->check(CLI::NonNegativeNumber);
+        flush_->add_option("--gauge-ttl", flush_opts_.gauge_ttl,
+                           "seconds a gauge value counts after its last flush (default: max(5 x interval, 2))")
+            ->check(CLI::NonNegativeNumber);
+        flush_->add_option("--batch", flush_opts_.batch, "fields per FCALL")->capture_default_str()->check(CLI::PositiveNumber);
+        flush_->add_option("--max-backoff", flush_opts_.max_backoff, "seconds: the longest wait between attempts")
+            ->capture_default_str()
+            ->check(CLI::PositiveNumber);
+
+        fleet_ = app.add_subcommand("fleet", "read the fleet totals in Redis");
+        fleet_->require_subcommand(1);
+        show_ = fleet_->add_subcommand("show", "the totals and the reporters they came from");
+        show_conn_.add_to(*show_);
+        show_->add_option("--namespace", show_ns_, "one namespace (default: every one)");
+        show_->add_flag("--json", json_, "as JSON: totals, gauges, objects, reporters with their watermarks");
+        export_ = fleet_->add_subcommand("export", "the totals in the Prometheus text format");
+        export_conn_.add_to(*export_);
+        export_->add_option("--namespace", export_ns_, "one namespace (default: every one)");
+        export_->add_option("--output", output_, "a file, replaced whole (default: stdout)");
+    }
+
+    /// One of the subcommands was given.
+    bool selected() const {
+        return (flush_ != nullptr && flush_->parsed()) || (fleet_ != nullptr && fleet_->parsed());
+    }
+
+    /// Runs the subcommand given; its exit status.
+    int run() const {
+        const char* which = flush_->parsed() ? "flush" : show_->parsed() ? "fleet show" : "fleet export";
+        try {
+            if (flush_->parsed()) {
+                flush_options o = flush_opts_;
+                o.connection = flush_conn_.resolve();
+                o.segments = segments_;
+                return run_flush(o);
+            }
+            fleet_options o;
+            if (show_->parsed()) {
+                o.connection = show_conn_.resolve();
+                o.fleet_namespace = show_ns_;
+                return run_fleet_show(o, json_);
+            }
+            o.connection = export_conn_.resolve();
+            o.fleet_namespace = export_ns_;
+            return run_fleet_export(o, output_);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "procsafe %s: %s\n", which, e.what());
+            return 1;
+        }
+    }
+
+private:
+    CLI::App *flush_ = nullptr, *fleet_ = nullptr, *show_ = nullptr, *export_ = nullptr;
+    connection_args flush_conn_, show_conn_, export_conn_;
+    flush_options flush_opts_;
+    std::vector<std::string> segments_;
+    std::string show_ns_, export_ns_, output_;
+    bool json_ = false;
+};
+
+}  // namespace procsafe::redis::cli

@@ -1,0 +1,157 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#include "common.hpp"
+
+#include <procsafe/redis.hpp>
+
+#include <chrono>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+
+#include <unistd.h>
+
+namespace procsafe::redis {
+
+endpoint endpoint::parse(std::string_view text) {
+    endpoint e;
+    std::string_view host = text, port;
+    if (!text.empty() && text.front() == '[') {  // [v6]:port
+        const auto close = text.find(']');
+        if (close == std::string_view::npos) throw std::invalid_argument("'" + std::string(text) + "': no ']' after '['");
+        host = text.substr(1, close - 1);
+        const auto rest = text.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') throw std::invalid_argument("'" + std::string(text) + "': ':PORT' expected after ']'");
+            port = rest.substr(1);
+        }
+    } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos && text.find(':') == colon) {
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+    }
+    if (host.empty()) throw std::invalid_argument("'" + std::string(text) + "': no host (HOST:PORT)");
+    e.host = std::string(host);
+    if (!port.empty() || (text.size() > 0 && text.back() == ':')) {
+        int p = 0;
+        const auto r = std::from_chars(port.data(), port.data() + port.size(), p);
+        if (r.ec != std::errc{} || r.ptr != port.data() + port.size() || p < 1 || p > 65535) {
+            throw std::invalid_argument("'" + std::string(text) + "': the port must be 1 to 65535");
+        }
+        e.port = p;
+    }
+    return e;
+}
+
+std::string endpoint::str() const {
+    const bool v6 = host.find(':') != std::string::npos;
+    return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+credentials credentials::from_environment() {
+    credentials c;
+    // NOLINTBEGIN(concurrency-mt-unsafe): read at start-up; nothing here sets the environment
+    if (const char* u = std::getenv("PROCSAFE_REDIS_USER")) c.user = u;
+    if (const char* p = std::getenv("PROCSAFE_REDIS_PASSWORD")) c.password = p;
+    // NOLINTEND(concurrency-mt-unsafe)
+    return c;
+}
+
+credentials credentials::from_file(const std::string& path, const std::string& user) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("password file '" + path + "': cannot be read");
+    credentials c;
+    std::getline(in, c.password);
+    if (!c.password.empty() && c.password.back() == '\r') c.password.pop_back();
+    if (c.password.empty()) throw std::runtime_error("password file '" + path + "': its first line is empty");
+    c.user = user;
+    if (c.user.empty()) {
+        if (const char* u = std::getenv("PROCSAFE_REDIS_USER")) c.user = u;  // NOLINT(concurrency-mt-unsafe): as above
+    }
+    return c;
+}
+
+namespace keys {
+std::string prefix(std::string_view ns) { return "{procsafe:" + std::string(ns) + "}:"; }
+std::string totals(std::string_view ns) { return prefix(ns) + "total"; }
+std::string watermarks(std::string_view ns, std::string_view reporter) { return prefix(ns) + "wm:" + std::string(reporter); }
+std::string gauges(std::string_view ns, std::string_view reporter) { return prefix(ns) + "gauge:" + std::string(reporter); }
+std::string reporters(std::string_view ns) { return prefix(ns) + "reporters"; }
+std::string meta(std::string_view ns) { return prefix(ns) + "meta"; }
+std::string reporter(std::string_view host, std::string_view segment, std::uint64_t incarnation) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(incarnation));
+    return std::string(host) + "|" + std::string(segment) + "|" + hex;
+}
+}  // namespace keys
+
+namespace detail {
+
+std::optional<i128> parse_integer(std::string_view s) {
+    if (s.empty()) return std::nullopt;
+    bool negative = false;
+    std::size_t i = 0;
+    if (s[0] == '-') negative = true, i = 1;
+    if (i == s.size() || s.size() - i > 20) return std::nullopt;
+    i128 v = 0;
+    for (; i < s.size(); ++i) {
+        if (s[i] < '0' || s[i] > '9') return std::nullopt;
+        v = v * 10 + (s[i] - '0');
+    }
+    return negative ? -v : v;
+}
+
+std::string to_text(i128 v) {
+    if (v == 0) return "0";
+    const bool negative = v < 0;
+    char buf[48];
+    char* p = buf + sizeof buf;
+    // Digits of the magnitude, from the sign-safe remainder.
+    while (v != 0) {
+        const int digit = static_cast<int>(v % 10);
+        *--p = static_cast<char>('0' + (digit < 0 ? -digit : digit));
+        v /= 10;
+    }
+    if (negative) *--p = '-';
+    return std::string(p, buf + sizeof buf);
+}
+
+std::string to_text(double v) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+}
+
+std::optional<double> parse_real(std::string_view s) {
+    if (s.empty()) return std::nullopt;
+    double v = 0;
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc{} || r.ptr != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+void check_id(std::string_view what, std::string_view s) {
+    auto bad = [&](const std::string& why) {
+        throw std::invalid_argument(std::string(what) + " '" + std::string(s.substr(0, 64)) + "': " + why);
+    };
+    if (s.empty()) bad("must not be empty");
+    if (s.size() > 200) bad("at most 200 bytes");
+    for (char c : s) {
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) bad("printable characters only, no space");
+        if (c == '|' || c == '{' || c == '}') bad("no '|', '{' or '}' (they delimit Redis keys)");
+    }
+}
+
+std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf;
+}
+
+double now_seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace detail
+}  // namespace procsafe::redis

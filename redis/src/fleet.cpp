@@ -1,0 +1,376 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+//
+// Reading the fleet: totals, gauges, objects and reporters of a namespace in
+// one MULTI/EXEC; the Prometheus text and the JSON of them.
+#include "common.hpp"
+#include "connection.hpp"
+
+#include <procsafe/prometheus.hpp>
+#include <procsafe/redis.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace procsafe::redis {
+
+namespace {
+
+using detail::i128;
+
+std::vector<std::pair<std::string, std::string>> pairs_of(const redisReply& r) {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::size_t n = detail::elements(r);
+    for (std::size_t i = 0; i + 1 < n; i += 2)
+        out.emplace_back(detail::text_of(detail::element(r, i)), detail::text_of(detail::element(r, i + 1)));
+    return out;
+}
+
+std::string json_string(const nlohmann::json& j, const char* key) {
+    const auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+double json_double(const nlohmann::json& j, const char* key) {
+    const auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+/// A sum of gauge values: exact while every value is an integer.
+struct gauge_sum {
+    i128 integer = 0;
+    double real = 0;
+    bool any_real = false;
+    void add(const std::string& v) {
+        if (const auto i = detail::parse_integer(v)) integer += *i;
+        else if (const auto d = detail::parse_real(v)) real += *d, any_real = true;
+    }
+    std::string text() const {
+        return any_real ? detail::to_text(real + static_cast<double>(integer)) : detail::to_text(integer);
+    }
+};
+
+}  // namespace
+
+std::vector<std::string> fleet_namespaces(const connection_options& o) {
+    detail::connection c(o);
+    const auto r = c.must({"SMEMBERS", std::string(keys::namespaces)});
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < detail::elements(*r); ++i) out.push_back(detail::text_of(detail::element(*r, i)));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+fleet_snapshot read_fleet(const connection_options& o, const std::string& ns) {
+    detail::check_id("namespace", ns);
+    detail::connection c(o);
+    std::vector<std::string> ids;
+    {
+        const auto r = c.must({"HKEYS", keys::reporters(ns)});
+        for (std::size_t i = 0; i < detail::elements(*r); ++i) ids.push_back(detail::text_of(detail::element(*r, i)));
+        std::sort(ids.begin(), ids.end());
+    }
+    // One transaction: the totals and the watermarks they came from agree.
+    c.append({"MULTI"});
+    c.append({"TIME"});
+    c.append({"HGETALL", keys::totals(ns)});
+    c.append({"HGETALL", keys::meta(ns)});
+    c.append({"HGETALL", keys::reporters(ns)});
+    for (const auto& id : ids) {
+        c.append({"HGETALL", keys::watermarks(ns, id)});
+        c.append({"HGETALL", keys::gauges(ns, id)});
+    }
+    c.append({"EXEC"});
+    c.send();
+    const std::size_t queued = 4 + 2 * ids.size();
+    for (std::size_t i = 0; i < queued + 1; ++i) {  // +OK, then +QUEUED each
+        const auto r = c.next_reply();
+        if (detail::is_error(*r)) {
+            // Drain what is left, then say why.
+            for (std::size_t k = i + 1; k < queued + 2; ++k) c.next_reply();
+            throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': " + detail::text_of(*r));
+        }
+    }
+    const auto exec = c.next_reply();
+    if (detail::is_error(*exec) || detail::elements(*exec) != queued) {
+        throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': the transaction failed" +
+                                      (detail::is_error(*exec) ? ": " + detail::text_of(*exec) : std::string()));
+    }
+    auto part = [&](std::size_t i) -> const redisReply& { return detail::element(*exec, i); };
+    for (std::size_t i = 0; i < queued; ++i)
+        if (detail::is_error(part(i))) throw detail::command_failure(c.where() + ": " + detail::text_of(part(i)));
+
+    fleet_snapshot f;
+    f.fleet_namespace = ns;
+    {
+        const auto& t = part(0);
+        if (detail::elements(t) == 2) {
+            const auto sec = detail::parse_integer(detail::text_of(detail::element(t, 0)));
+            const auto usec = detail::parse_integer(detail::text_of(detail::element(t, 1)));
+            if (sec && usec) f.server_time_ms = static_cast<std::int64_t>(*sec * 1000 + *usec / 1000);
+        }
+    }
+    for (auto& [k, v] : pairs_of(part(1))) f.totals.emplace(std::move(k), std::move(v));
+    for (auto& [name, text] : pairs_of(part(2))) {
+        fleet_object obj;
+        obj.name = name;
+        const auto j = nlohmann::json::parse(text, nullptr, false);
+        if (!j.is_discarded() && j.is_object()) {
+            obj.kind = json_string(j, "kind");
+            obj.type = json_string(j, "type");
+            obj.metric = json_string(j, "metric");
+            obj.help = json_string(j, "help");
+            obj.unit = json_string(j, "unit");
+            obj.label = json_string(j, "label");
+        }
+        f.objects.emplace(name, std::move(obj));
+    }
+    std::map<std::string, std::string> seen;
+    for (auto& [k, v] : pairs_of(part(3))) seen.emplace(std::move(k), std::move(v));
+    std::map<std::string, gauge_sum> sums;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        fleet_reporter r;
+        r.id = ids[i];
+        const auto bar1 = r.id.find('|'), bar2 = r.id.rfind('|');
+        if (bar1 != std::string::npos && bar2 != bar1) {
+            r.host = r.id.substr(0, bar1);
+            r.segment = r.id.substr(bar1 + 1, bar2 - bar1 - 1);
+            r.incarnation = std::strtoull(r.id.c_str() + bar2 + 1, nullptr, 16);
+        }
+        if (const auto it = seen.find(r.id); it != seen.end()) {
+            const auto space = it->second.find(' ');
+            if (const auto ms = detail::parse_integer(it->second.substr(0, space))) r.last_flush_ms = static_cast<std::int64_t>(*ms);
+            if (space != std::string::npos) {
+                const auto j = nlohmann::json::parse(it->second.substr(space + 1), nullptr, false);
+                if (!j.is_discarded() && j.is_object()) {
+                    r.pid = static_cast<std::int64_t>(json_double(j, "pid"));
+                    r.interval = json_double(j, "interval");
+                    r.gauge_ttl = json_double(j, "gauge_ttl");
+                }
+            }
+        }
+        r.age_seconds = static_cast<double>(f.server_time_ms - r.last_flush_ms) / 1000.0;
+        for (auto& [k, v] : pairs_of(part(4 + 2 * i))) r.watermarks.emplace(std::move(k), std::move(v));
+        for (auto& [k, v] : pairs_of(part(5 + 2 * i))) {
+            if (!k.empty() && k[0] == '\0') continue;  // the read stamp
+            r.gauges.emplace(std::move(k), std::move(v));
+        }
+        // A reporter's gauges count while its gauge hash lives (Redis
+        // expires it gauge_ttl after its last flush).
+        r.live = !r.gauges.empty() || (r.gauge_ttl > 0 && r.age_seconds <= r.gauge_ttl);
+        for (const auto& [k, v] : r.gauges) sums[k].add(v);
+        f.reporters.push_back(std::move(r));
+    }
+    for (const auto& [k, s] : sums) f.gauges.emplace(k, s.text());
+    return f;
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text.
+
+namespace {
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool ends_with(std::string_view s, std::string_view p) {
+    return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
+
+struct family {
+    std::string name, type, help, samples;
+};
+
+class exposition {
+public:
+    family* family_for(const std::string& name, const std::string& type, const std::string& help) {
+        if (const auto it = index_.find(name); it != index_.end()) {
+            family& f = families_[it->second];
+            return f.type == type ? &f : nullptr;
+        }
+        index_.emplace(name, families_.size());
+        families_.push_back({name, type, help, {}});
+        return &families_.back();
+    }
+    void comment(const std::string& line) { comments_ += "# procsafe: " + line + "\n"; }
+    std::string str() const {
+        std::string out = comments_;
+        for (const auto& f : families_) {
+            if (f.samples.empty()) continue;
+            out += "# HELP " + f.name + ' ' + prometheus_exposition::escape_help(f.help) + '\n';
+            out += "# TYPE " + f.name + ' ' + f.type + '\n';
+            out += f.samples;
+        }
+        return out;
+    }
+
+private:
+    std::vector<family> families_;
+    std::map<std::string, std::size_t> index_;
+    std::string comments_;
+};
+
+/// The fields of `values` that belong to object `o`, by the flusher's
+/// naming (see fields.hpp); marks them used.
+std::vector<std::pair<std::string, const std::string*>> fields_of(const fleet_object& o,
+                                                                   const std::map<std::string, std::string>& values,
+                                                                   std::set<std::string>& used) {
+    std::vector<std::pair<std::string, const std::string*>> out;  // (remainder, value)
+    for (auto it = values.lower_bound(o.name); it != values.end() && starts_with(it->first, o.name); ++it) {
+        const std::string rest = it->first.substr(o.name.size());
+        bool mine = false;
+        if (o.metric == "histogram") {
+            mine = rest == "_sum" || rest == "_count" || (starts_with(rest, "_bucket{le=\"") && ends_with(rest, "\"}"));
+        } else if (!o.label.empty()) {
+            mine = starts_with(rest, "{") && ends_with(rest, "\"}") && rest.find("=\"") != std::string::npos;
+        } else {
+            mine = rest.empty();
+        }
+        if (mine && used.insert(it->first).second) out.emplace_back(rest, &it->second);
+    }
+    return out;
+}
+
+double le_of(const std::string& rest) {  // _bucket{le="X"}
+    const std::string x = rest.substr(12, rest.size() - 14);
+    if (x == "+Inf") return INFINITY;
+    const auto d = detail::parse_real(x);
+    return d ? *d : NAN;
+}
+
+/// Appends METRIC SUFFIX{NS_LABEL[,LABELS} VALUE (labels: `name="value"}`, as
+/// the field names carry them).
+void sample(std::string& out, const std::string& metric, std::string_view suffix, const std::string& ns_label,
+            std::string_view labels, const std::string& value) {
+    out += metric;
+    out += suffix;
+    out += '{';
+    out += ns_label;
+    if (labels.empty()) {
+        out += '}';
+    } else {
+        out += ',';
+        out += labels;
+    }
+    out += ' ';
+    out += value;
+    out += '\n';
+}
+
+void add_fleet(exposition& text, const fleet_snapshot& f) {
+    const std::string ns_label = "namespace=\"" + prometheus_exposition::escape_label(f.fleet_namespace) + "\"";
+    std::set<std::string> used_totals, used_gauges;
+    for (const auto& [name, o] : f.objects) {
+        const bool gauge = o.metric == "gauge", histogram = o.metric == "histogram";
+        std::string metric = prometheus_exposition::metric_name(o.name);
+        if (!o.unit.empty() && !ends_with(metric, "_" + o.unit) && !ends_with(metric, "_" + o.unit + "_total")) {
+            metric += "_" + o.unit;
+        }
+        if (!gauge && !histogram && !ends_with(metric, "_total")) metric += "_total";
+        const std::string type = histogram ? "histogram" : gauge ? "gauge" : "counter";
+        const std::string help = o.help.empty() ? "procsafe fleet " + std::string(gauge ? "sum of the live hosts' " : "total of ") +
+                                                      (o.type.empty() ? o.kind : o.type) + " '" + o.name + "'"
+                                                : o.help;
+        auto parts = fields_of(o, gauge ? f.gauges : f.totals, gauge ? used_gauges : used_totals);
+        if (parts.empty()) continue;
+        family* fam = text.family_for(metric, type, help);
+        if (fam == nullptr) {
+            text.comment("namespace '" + f.fleet_namespace + "': object '" + o.name + "': its metric " + metric +
+                         " is another type elsewhere: left out");
+            continue;
+        }
+        std::string& out = fam->samples;
+        if (histogram) {
+            std::vector<std::pair<double, const std::string*>> buckets;
+            const std::string *sum = nullptr, *count = nullptr;
+            std::vector<std::string> les;
+            for (const auto& [rest, v] : parts) {
+                if (rest == "_sum") sum = v;
+                else if (rest == "_count") count = v;
+                else buckets.emplace_back(le_of(rest), v), les.push_back(rest.substr(7));  // {le="X"}
+            }
+            std::vector<std::size_t> order(buckets.size());
+            for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+            std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return buckets[a].first < buckets[b].first; });
+            for (std::size_t i : order) sample(out, metric, "_bucket", ns_label, les[i].substr(1), *buckets[i].second);
+            if (sum != nullptr) sample(out, metric, "_sum", ns_label, {}, *sum);
+            if (count != nullptr) sample(out, metric, "_count", ns_label, {}, *count);
+            continue;
+        }
+        for (const auto& [rest, v] : parts) sample(out, metric, {}, ns_label, rest.empty() ? rest : rest.substr(1), *v);
+    }
+    for (const auto& [field, v] : f.totals) {
+        if (used_totals.count(field) == 0) {
+            text.comment("namespace '" + f.fleet_namespace + "': field '" + prometheus_exposition::escape_help(field) +
+                         "' has no object metadata: left out");
+        }
+    }
+}
+
+}  // namespace
+
+std::string prometheus_text(const std::vector<fleet_snapshot>& fleets) {
+    exposition text;
+    for (const auto& f : fleets) add_fleet(text, f);
+    return text.str();
+}
+
+// ---------------------------------------------------------------------------
+// JSON.
+
+namespace {
+
+/// An exact integer as a JSON integer, a fraction as a JSON number, else a string.
+nlohmann::json json_value(const std::string& v) {
+    if (const auto i = detail::parse_integer(v)) {
+        if (*i >= 0 && *i <= static_cast<i128>(UINT64_MAX)) return static_cast<std::uint64_t>(*i);
+        if (*i < 0 && *i >= static_cast<i128>(INT64_MIN)) return static_cast<std::int64_t>(*i);
+    }
+    if (const auto d = detail::parse_real(v); d && std::isfinite(*d)) return *d;
+    return v;
+}
+
+nlohmann::json json_map(const std::map<std::string, std::string>& m) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [k, v] : m) j[k] = json_value(v);
+    return j;
+}
+
+}  // namespace
+
+std::string json_text(const std::vector<fleet_snapshot>& fleets) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& f : fleets) {
+        nlohmann::json objects = nlohmann::json::object();
+        for (const auto& [name, o] : f.objects) {
+            objects[name] = {{"kind", o.kind}, {"type", o.type}, {"metric", o.metric}, {"help", o.help},
+                             {"unit", o.unit}, {"label", o.label}};
+        }
+        nlohmann::json reporters = nlohmann::json::array();
+        for (const auto& r : f.reporters) {
+            char hex[17];
+            std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r.incarnation));
+            reporters.push_back({{"id", r.id},
+                                 {"host", r.host},
+                                 {"segment", r.segment},
+                                 {"incarnation", hex},
+                                 {"pid", r.pid},
+                                 {"last_flush_ms", r.last_flush_ms},
+                                 {"age_seconds", r.age_seconds},
+                                 {"interval", r.interval},
+                                 {"gauge_ttl", r.gauge_ttl},
+                                 {"live", r.live},
+                                 {"watermarks", json_map(r.watermarks)},
+                                 {"gauges", json_map(r.gauges)}});
+        }
+        all.push_back({{"namespace", f.fleet_namespace},
+                       {"server_time_ms", f.server_time_ms},
+                       {"totals", json_map(f.totals)},
+                       {"gauges", json_map(f.gauges)},
+                       {"objects", objects},
+                       {"reporters", reporters}});
+    }
+    return nlohmann::json{{"namespaces", all}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace procsafe::redis

@@ -1,0 +1,571 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+//
+// The flusher. One round, for each segment:
+//   1. read the segment (segment_view: read-only, no lock);
+//   2. know this reporter's watermarks: from what Redis accepted last time
+//      (a cache), or, when cold (a new process, a conflict, a lost reply),
+//      read them (HMGET) and read the segment again, so that the values
+//      sent were read after the watermarks they are compared with;
+//   3. send, for each field that changed, (field, expected watermark, new
+//      value, delta) to the function, the delta computed here, exactly;
+//   4. record what the function accepted. A conflict (another flusher moved
+//      a watermark first) changed nothing: read again and resend.
+// A connection lost anywhere in between leaves the cache cold: whatever
+// Redis applied or not, the next round reads the watermarks it holds.
+#include "common.hpp"
+#include "connection.hpp"
+#include "fields.hpp"
+
+#include <procsafe/redis.hpp>
+#include <procsafe/segment_view.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <limits>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <unistd.h>
+
+namespace procsafe::redis {
+
+namespace {
+
+using detail::i128;
+
+struct segment_state {
+    std::string name, ns;
+    std::optional<segment_view> view;
+    std::uint64_t incarnation = 0;
+    std::string reporter, info;       // of the current incarnation
+    std::string problem;              // the segment's last logged problem; empty: fine
+    bool announced = false;
+    std::unordered_map<std::string, std::string> marks;  // field -> watermark Redis holds ("" none)
+    bool warm = false;
+    std::unordered_set<std::string> logged;              // objects and fields already reported
+    std::unordered_set<std::string> meta_sent;  // objects whose metadata Redis has
+    std::string old_gauges;           // a previous incarnation's gauge hash, to delete
+    bool registered = false;          // in the namespaces set
+};
+
+/// What each pipelined reply answers.
+enum class expect { meta, namespaces, del, hmget, flush, gauges };
+
+struct pending {
+    expect what;
+    segment_state* s = nullptr;
+    std::vector<const detail::field*> fields;          // flush, gauges
+    std::vector<std::string> names;                    // hmget, meta
+};
+
+std::string stamp_now() {
+    timespec t{};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%020llu",
+                  static_cast<unsigned long long>(t.tv_sec) * 1'000'000'000ULL + static_cast<unsigned long long>(t.tv_nsec));
+    return buf;
+}
+
+std::string seconds_text(double s) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g s", s);
+    return buf;
+}
+
+}  // namespace
+
+struct flusher::impl {
+    flush_options o;
+    std::string host;
+    double gauge_ttl = 0;
+    std::vector<segment_state> segments;
+    std::unique_ptr<detail::connection> conn;
+    flush_stats stats;
+    bool ever_flushed = false, failing = false;
+    std::uint64_t failed_attempts = 0;
+    double failing_since = 0;
+    std::string last_error;
+    std::string load_refused;  // logged once
+    std::mt19937_64 rng{std::random_device{}()};
+
+    explicit impl(flush_options options) : o(std::move(options)) {
+        if (o.segments.empty()) throw std::invalid_argument("no segment to flush");
+        if (!(o.interval > 0) || !std::isfinite(o.interval)) throw std::invalid_argument("the interval must be > 0 seconds");
+        if (o.batch == 0) throw std::invalid_argument("the batch must hold at least one field");
+        if (!(o.max_backoff > 0)) throw std::invalid_argument("max_backoff must be > 0 seconds");
+        host = o.host_id.empty() ? detail::host_name() : o.host_id;
+        detail::check_id("host id", host);
+        if (!o.fleet_namespace.empty()) detail::check_id("namespace", o.fleet_namespace);
+        gauge_ttl = o.gauge_ttl > 0 ? o.gauge_ttl : std::max(5 * o.interval, 2.0);
+        for (const auto& name : o.segments) {
+            procsafe::detail::check_segment_name(name);
+            segment_state s;
+            s.name = name;
+            s.ns = o.fleet_namespace.empty() ? name : o.fleet_namespace;
+            detail::check_id("namespace", s.ns);
+            segments.push_back(std::move(s));
+        }
+    }
+
+    void log(const std::string& line) const {
+        if (o.log) {
+            o.log(line);
+        } else {
+            std::fprintf(stderr, "procsafe flush: %s\n", line.c_str());
+            std::fflush(stderr);
+        }
+    }
+    void hook(std::string_view point) const {
+        if (o.test_hook) o.test_hook(point);
+    }
+    std::string where() const { return "redis " + o.connection.redis.str(); }
+
+    void connect() {
+        if (conn) return;
+        conn = std::make_unique<detail::connection>(o.connection);
+        ++stats.connects;
+        for (auto& s : segments) s.warm = false;  // it may be another server, or one restored from elsewhere
+        // FUNCTION LOAD without REPLACE: the versioned library is loaded
+        // once and persists; a user without the right to load it relies on
+        // an administrator having loaded it (docs/redis.md).
+        auto r = conn->run({"FUNCTION", "LOAD", std::string(function_library())});
+        if (detail::is_error(*r)) {
+            const std::string why = detail::text_of(*r);
+            if (why.find("already exists") == std::string::npos && why != load_refused) {
+                log(where() + ": FUNCTION LOAD refused (" + why + "); FCALL works only if procsafe_1 is loaded");
+                load_refused = why;
+            }
+        }
+    }
+
+    // --- one segment -----------------------------------------------------
+
+    /// Logs a segment's problem when it changes. procsafe::error's text
+    /// names the segment already: not twice.
+    void segment_problem(segment_state& s, std::string why) {
+        const std::string named = "procsafe: segment '" + s.name + "': ";
+        if (why.rfind(named, 0) == 0) why.erase(0, named.size());
+        if (s.problem != why) log("segment '" + s.name + "': " + why);
+        s.problem = why;
+    }
+
+    bool open(segment_state& s) {
+        try {
+            if (!s.view) s.view = segment_view::open(s.name);
+            const std::uint64_t inc = s.view->incarnation();
+            if (inc != s.incarnation || s.reporter.empty()) {
+                const std::string before = s.reporter;
+                if (!before.empty()) s.old_gauges = keys::gauges(s.ns, before);
+                s.incarnation = inc;
+                s.reporter = keys::reporter(host, s.name, inc);
+                nlohmann::json info = {{"host", host},
+                                       {"segment", s.name},
+                                       {"incarnation", s.reporter.substr(s.reporter.rfind('|') + 1)},
+                                       {"pid", static_cast<std::int64_t>(::getpid())},
+                                       {"interval", o.interval},
+                                       {"gauge_ttl", gauge_ttl}};
+                s.info = info.dump();
+                s.marks.clear();
+                s.warm = false;
+                s.logged.clear();
+                s.meta_sent.clear();
+                if (before.empty()) {
+                    log("segment '" + s.name + "': flushing to namespace '" + s.ns + "' as reporter " + s.reporter);
+                } else {
+                    log("segment '" + s.name + "': a new incarnation, reporter " + s.reporter +
+                        " (counts from zero; " + before + "'s last values stay counted)");
+                }
+            }
+            if (!s.problem.empty()) log("segment '" + s.name + "': readable again");
+            s.problem.clear();
+            return true;
+        } catch (const std::exception& e) {
+            s.view.reset();
+            segment_problem(s, e.what());
+            return false;
+        }
+    }
+
+    std::vector<std::string>* warnings = nullptr;  // this round's result's
+
+    /// Reports an object or a field it cannot flush, the first time only.
+    void once_per(segment_state& s, const std::string& key, const std::string& line) {
+        if (!s.logged.insert(key).second) return;
+        const std::string text = "segment '" + s.name + "': " + line;
+        log(text);
+        if (warnings != nullptr) warnings->push_back(text);
+    }
+
+    /// HMGET the watermarks of `names` into s.marks.
+    void read_marks(segment_state& s, const std::vector<std::string>& names) {
+        if (names.empty()) return;
+        const std::string key = keys::watermarks(s.ns, s.reporter);
+        std::vector<pending> sent;
+        for (std::size_t at = 0; at < names.size(); at += o.batch) {
+            const std::size_t end = std::min(names.size(), at + o.batch);
+            std::vector<std::string> args{"HMGET", key};
+            args.insert(args.end(), names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
+            conn->append(args);
+            pending p{expect::hmget, &s, {}, {}};
+            p.names.assign(names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
+            sent.push_back(std::move(p));
+        }
+        conn->send();
+        std::vector<detail::reply> replies;
+        for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+        for (std::size_t i = 0; i < sent.size(); ++i) {
+            const auto& r = *replies[i];
+            if (detail::is_error(r)) throw detail::command_failure(where() + ": HMGET: " + detail::text_of(r));
+            if (detail::elements(r) != sent[i].names.size()) throw detail::command_failure(where() + ": HMGET: a short reply");
+            for (std::size_t k = 0; k < sent[i].names.size(); ++k) {
+                s.marks[sent[i].names[k]] = detail::text_of(detail::element(r, k));
+            }
+        }
+    }
+
+    /// One attempt at one segment; returns the batches that conflicted.
+    std::size_t attempt(segment_state& s, flush_result& res) {
+        using detail::rule;
+        const auto with_meta = [&s](const std::string& name) { return s.meta_sent.count(name) == 0; };
+        detail::collected c = detail::collect(s.view->objects(), with_meta);
+        auto counted = [](const detail::field& f) { return f.how != rule::gauge; };
+        if (!s.warm) {
+            std::vector<std::string> names;
+            for (const auto& f : c.fields)
+                if (counted(f)) names.push_back(f.name);
+            s.marks.clear();
+            read_marks(s, names);
+            s.warm = true;
+            // The values compared with these watermarks are read after them:
+            // a flusher racing with another on one segment never sends a
+            // value older than the watermark it replaces.
+            c = detail::collect(s.view->objects(), with_meta);
+        }
+        for (const auto& k : c.skipped) once_per(s, "o:" + k.object, "object '" + k.object + "' not flushed: " + k.why);
+        {
+            std::vector<std::string> missing;
+            for (const auto& f : c.fields)
+                if (counted(f) && s.marks.find(f.name) == s.marks.end()) missing.push_back(f.name);
+            read_marks(s, missing);
+        }
+        hook("watermarks.read");
+
+        // The tuples: what changed since the watermark.
+        struct tuple {
+            const detail::field* f;
+            std::string delta;
+        };
+        std::vector<tuple> ints, reals;
+        std::vector<const detail::field*> gauges;
+        for (const auto& f : c.fields) {
+            if (f.how == rule::gauge) {
+                gauges.push_back(&f);
+                continue;
+            }
+            const std::string& mark = s.marks[f.name];
+            if (mark == f.text) continue;
+            if (f.how == rule::integer) {
+                const auto before = mark.empty() ? std::optional<i128>(0) : detail::parse_integer(mark);
+                if (!before) {
+                    once_per(s, "f:" + f.name, "field '" + f.name + "': its watermark '" + mark + "' is not an integer: not flushed");
+                    continue;
+                }
+                const i128 delta = f.integer - *before;
+                if (delta > std::numeric_limits<std::int64_t>::max() || delta < std::numeric_limits<std::int64_t>::min()) {
+                    once_per(s, "f:" + f.name, "field '" + f.name + "': a change of " + detail::to_text(delta) +
+                                                   " does not fit Redis' 64-bit integers: not flushed");
+                    continue;
+                }
+                ints.push_back({&f, detail::to_text(delta)});
+            } else {
+                const auto before = mark.empty() ? std::optional<double>(0.0) : detail::parse_real(mark);
+                if (!before) {
+                    once_per(s, "f:" + f.name, "field '" + f.name + "': its watermark '" + mark + "' is not a number: not flushed");
+                    continue;
+                }
+                reals.push_back({&f, detail::to_text(f.real - *before)});
+            }
+        }
+
+        // The pipeline.
+        std::vector<pending> sent;
+        {
+            std::vector<std::string> args{"HSET", keys::meta(s.ns)};
+            pending p{expect::meta, &s, {}, {}};
+            for (const auto& [name, json] : c.meta) {
+                args.push_back(name);
+                args.push_back(json);
+                p.names.push_back(name);
+            }
+            if (!p.names.empty()) {
+                conn->append(args);
+                sent.push_back(std::move(p));
+            }
+        }
+        if (!s.registered) {
+            conn->append({"SADD", std::string(keys::namespaces), s.ns});
+            sent.push_back({expect::namespaces, &s, {}, {}});
+        }
+        if (!s.old_gauges.empty()) {
+            conn->append({"DEL", s.old_gauges});
+            sent.push_back({expect::del, &s, {}, {}});
+        }
+        const std::string totals = keys::totals(s.ns), marks = keys::watermarks(s.ns, s.reporter),
+                          reporters = keys::reporters(s.ns);
+        auto flush_batches = [&](const std::vector<tuple>& tuples, const char* mode, bool even_if_empty) {
+            for (std::size_t at = 0; at < tuples.size() || (even_if_empty && at == 0); at += o.batch) {
+                const std::size_t end = std::min(tuples.size(), at + o.batch);
+                std::vector<std::string> args{"FCALL", std::string(flush_function), "3", totals, marks, reporters,
+                                              s.reporter, s.info, mode};
+                args.reserve(args.size() + 4 * (end - at));
+                pending p{expect::flush, &s, {}, {}};
+                for (std::size_t i = at; i < end; ++i) {
+                    const auto& t = tuples[i];
+                    args.push_back(t.f->name);
+                    args.push_back(s.marks[t.f->name]);
+                    args.push_back(t.f->text);
+                    args.push_back(t.delta);
+                    p.fields.push_back(t.f);
+                }
+                conn->append(args);
+                sent.push_back(std::move(p));
+                ++res.fcalls;
+                if (tuples.empty()) break;
+            }
+        };
+        // At least one call a round: it records the reporter's flush time.
+        flush_batches(ints, "i", reals.empty() && gauges.empty());
+        flush_batches(reals, "f", false);
+        if (!gauges.empty()) {
+            const std::string g = keys::gauges(s.ns, s.reporter), stamp = stamp_now(),
+                              ttl = std::to_string(static_cast<long long>(std::ceil(gauge_ttl * 1000)));
+            for (std::size_t at = 0; at < gauges.size(); at += o.batch) {
+                const std::size_t end = std::min(gauges.size(), at + o.batch);
+                std::vector<std::string> args{"FCALL", std::string(gauges_function), "2", g, reporters,
+                                              s.reporter, s.info, ttl, stamp};
+                pending p{expect::gauges, &s, {}, {}};
+                for (std::size_t i = at; i < end; ++i) {
+                    args.push_back(gauges[i]->name);
+                    args.push_back(gauges[i]->text);
+                    p.fields.push_back(gauges[i]);
+                }
+                conn->append(args);
+                sent.push_back(std::move(p));
+                ++res.fcalls;
+            }
+        }
+        conn->send();
+        hook("fcall.sent");
+        std::vector<detail::reply> replies;
+        replies.reserve(sent.size());
+        for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+
+        // What Redis accepted.
+        std::size_t conflicts = 0;
+        std::string error;
+        for (std::size_t i = 0; i < sent.size(); ++i) {
+            const auto& r = *replies[i];
+            auto& p = sent[i];
+            if (detail::is_error(r)) {
+                if (error.empty()) error = where() + ": " + detail::text_of(r);
+                continue;
+            }
+            switch (p.what) {
+                case expect::meta:
+                    for (std::size_t k = 0; k < p.names.size(); ++k) s.meta_sent.insert(p.names[k]);
+                    break;
+                case expect::namespaces: s.registered = true; break;
+                case expect::del: s.old_gauges.clear(); break;
+                case expect::hmget: break;
+                case expect::flush: {
+                    if (detail::elements(r) < 1) {
+                        if (error.empty()) error = where() + ": " + std::string(flush_function) + ": an unexpected reply";
+                        break;
+                    }
+                    const std::string status = detail::text_of(detail::element(r, 0));
+                    if (status == "conflict") {
+                        ++conflicts;
+                        s.warm = false;
+                        break;
+                    }
+                    std::unordered_map<std::string, std::string> failed;
+                    if (detail::elements(r) > 1) {
+                        const auto& f = detail::element(r, 1);
+                        for (std::size_t k = 0; k + 1 < detail::elements(f); k += 2)
+                            failed[detail::text_of(detail::element(f, k))] = detail::text_of(detail::element(f, k + 1));
+                    }
+                    for (const detail::field* f : p.fields) {
+                        if (const auto it = failed.find(f->name); it != failed.end()) {
+                            once_per(s, "f:" + f->name, "field '" + f->name + "': not added: " + it->second);
+                            continue;
+                        }
+                        s.marks[f->name] = f->text;
+                        ++res.fields;
+                    }
+                    break;
+                }
+                case expect::gauges: res.gauges += p.fields.size(); break;
+            }
+        }
+        if (!error.empty()) throw detail::command_failure(error);
+        return conflicts;
+    }
+
+    // --- a round ---------------------------------------------------------
+
+    flush_result round() {
+        const double t0 = detail::now_seconds();
+        flush_result res;
+        warnings = &res.warnings;
+        ++stats.rounds;
+        bool redis_failed = false;
+        try {
+            connect();
+            for (auto& s : segments) {
+                if (!open(s)) {
+                    if (res.error.empty()) res.error = "segment '" + s.name + "': " + s.problem;
+                    continue;
+                }
+                bool stale = false;
+                try {
+                    stale = s.view->is_stale();
+                } catch (...) {
+                }
+                bool done = false;
+                for (int a = 0; a < 8 && !done; ++a) {
+                    std::size_t conflicts = 0;
+                    try {
+                        conflicts = attempt(s, res);
+                    } catch (const procsafe::error& e) {  // the segment, not Redis: no reply is pending then
+                        s.view.reset();
+                        segment_problem(s, e.what());
+                        if (res.error.empty()) res.error = "segment '" + s.name + "': " + s.problem;
+                        break;
+                    }
+                    res.conflicts += conflicts;
+                    stats.conflicts += conflicts;
+                    done = conflicts == 0;
+                }
+                if (!done) {
+                    if (res.error.empty() && s.problem.empty()) {
+                        res.error = "segment '" + s.name + "': its watermarks kept changing (another flusher on it?)";
+                    }
+                    continue;
+                }
+                ++res.segments;
+                if (stale) {  // its last values are flushed: the name is another segment now, or none
+                    log("segment '" + s.name + "': removed or recreated; its last values flushed, opening it again");
+                    s.view.reset();
+                }
+            }
+        } catch (const std::exception& e) {
+            // The connection's state is unknown (a reply lost, a pipeline
+            // half read): drop it; what Redis holds is read again.
+            conn.reset();
+            for (auto& s : segments) s.warm = false;
+            redis_failed = true;
+            res.error = e.what();
+        }
+        warnings = nullptr;
+        res.ok = !redis_failed && res.segments == segments.size();
+        res.reached_redis = !redis_failed;
+        res.seconds = detail::now_seconds() - t0;
+        stats.fields += res.fields;
+        stats.fcalls += res.fcalls;
+        if (!res.ok) ++stats.failed_rounds;
+        if (redis_failed) {
+            if (!failing || res.error != last_error) {
+                if (!failing) failing_since = t0;
+                log(res.error + (failing ? "" : "; retrying with backoff (up to " + seconds_text(o.max_backoff) + ")"));
+            }
+            failing = true;
+            ++failed_attempts;
+            last_error = res.error;
+        } else {
+            if (failing) {
+                log(where() + ": flushing again after " + std::to_string(failed_attempts) + " failed attempt" +
+                    (failed_attempts == 1 ? "" : "s") + " in " + seconds_text(detail::now_seconds() - failing_since));
+            } else if (!ever_flushed) {
+                log(where() + ": connected; host '" + host + "', " + std::to_string(segments.size()) + " segment" +
+                    (segments.size() == 1 ? "" : "s") + ", every " + seconds_text(o.interval));
+            }
+            ever_flushed = true;
+            failing = false;
+            failed_attempts = 0;
+            last_error.clear();
+        }
+        return res;
+    }
+
+    bool reached_redis() const { return !failing; }
+
+    /// Sleeps `seconds`, waking early when `stop` becomes true.
+    static void nap(double seconds, const std::atomic<bool>& stop) {
+        const double end = detail::now_seconds() + seconds;
+        for (;;) {
+            if (stop.load(std::memory_order_relaxed)) return;
+            const double left = end - detail::now_seconds();
+            if (left <= 0) return;
+            std::this_thread::sleep_for(std::chrono::duration<double>(std::min(left, 0.02)));
+        }
+    }
+
+    void run(const std::atomic<bool>& stop) {
+        double next = detail::now_seconds();
+        int backoff_step = 0;
+        std::uniform_real_distribution<double> jitter(0.8, 1.2);
+        while (!stop.load(std::memory_order_relaxed)) {
+            round();
+            const double now = detail::now_seconds();
+            double wait;
+            if (reached_redis()) {
+                backoff_step = 0;
+                next += o.interval;
+                if (next < now) next = now;  // a slow round: no burst to catch up
+                wait = next - now;
+            } else {
+                wait = std::min(o.max_backoff, 0.1 * std::pow(2.0, backoff_step)) * jitter(rng);
+                backoff_step = std::min(backoff_step + 1, 30);
+                next = now + wait;
+            }
+            nap(wait, stop);
+        }
+        round();  // what was counted since the last round
+    }
+};
+
+flusher::flusher(flush_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
+flusher::~flusher() = default;
+flusher::flusher(flusher&&) noexcept = default;
+flusher& flusher::operator=(flusher&&) noexcept = default;
+
+flush_result flusher::flush_once() {
+    try {
+        return impl_->round();
+    } catch (const std::exception& e) {  // round() catches what Redis and segments throw; this is allocation
+        flush_result r;
+        r.error = e.what();
+        return r;
+    }
+}
+
+void flusher::run(const std::atomic<bool>& stop) {
+    try {
+        impl_->run(stop);
+    } catch (...) {
+    }
+}
+
+const flush_stats& flusher::stats() const noexcept { return impl_->stats; }
+
+}  // namespace procsafe::redis

@@ -1,0 +1,670 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+//
+// The flusher and the function's rules, against a real redis-server: what
+// adds up and under which field, replays, older values, new incarnations,
+// gauges that go down and expire, integers above 2^53, two flushers racing
+// on one segment (held between their read of the watermarks and their
+// FCALL), replies lost, Redis down or stopped, AUTH.
+#include "redis_server.hpp"
+
+#include "support/process.hpp"
+#include "support/skip.hpp"
+#include "support/values.hpp"
+
+#include "catch.hpp"
+
+#include <procsafe/procsafe.hpp>
+#include <procsafe/redis.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using procsafe_test::raw_client;
+using procsafe_test::redis_server;
+using procsafe_test::unique_name;
+namespace pr = procsafe::redis;
+
+/// Log lines of a flusher, kept for the test to read.
+struct log_lines {
+    std::mutex m;
+    std::vector<std::string> lines;
+    pr::log_function fn() {
+        return [this](std::string_view l) {
+            std::lock_guard<std::mutex> g(m);
+            lines.emplace_back(l);
+        };
+    }
+    std::size_t count(std::string_view what) {
+        std::lock_guard<std::mutex> g(m);
+        std::size_t n = 0;
+        for (const auto& l : lines) n += l.find(what) != std::string::npos ? 1 : 0;
+        return n;
+    }
+    std::string all() {
+        std::lock_guard<std::mutex> g(m);
+        std::string s;
+        for (const auto& l : lines) s += l + "\n";
+        return s;
+    }
+};
+
+pr::flush_options options_for(const redis_server& r, std::vector<std::string> segments, std::string host,
+                              std::string ns, log_lines& log) {
+    pr::flush_options o;
+    o.connection.redis = pr::endpoint::parse(r.address());
+    o.connection.connect_timeout = 1.0;
+    o.connection.command_timeout = 1.0;
+    o.segments = std::move(segments);
+    o.host_id = std::move(host);
+    o.fleet_namespace = std::move(ns);
+    o.interval = 0.05;
+    o.log = log.fn();
+    return o;
+}
+
+pr::connection_options connection_to(const redis_server& r) {
+    pr::connection_options c;
+    c.redis = pr::endpoint::parse(r.address());
+    return c;
+}
+
+/// Removes a segment at the end of a test.
+struct removed_at_exit {
+    std::string name;
+    ~removed_at_exit() { procsafe::segment::remove(name); }
+};
+
+struct tally {
+    std::int64_t a, b;
+};
+
+using i64_array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
+
+}  // namespace
+
+TEST_CASE("redis: every counter-like object adds up under its field, and a replay changes nothing", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rflush");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 20);
+    auto& requests = seg.construct<procsafe::sharded_counter<std::int64_t>>("requests");
+    auto& bytes = seg.construct<procsafe::atomic_counter<std::uint64_t>>("bytes");
+    auto& jobs = seg.construct<procsafe::mutex_counter<std::int64_t>>("jobs");
+    auto& codes = seg.construct<i64_array>("responses", procsafe::metadata{.label = "code", .label_values = {"200", "404", "500"}}, 3);
+    auto& plain = seg.construct<i64_array>("slots", 2);
+    auto& latency = seg.construct<procsafe::histogram>("latency", procsafe::metadata{.unit = "seconds"}, std::vector{0.1, 1.0});
+    auto& busy = seg.construct<procsafe::live_gauge<std::int64_t>>("busy");
+    auto& queue = seg.construct<procsafe::atomic_counter<std::int64_t>>("queue", procsafe::metadata{.type = procsafe::metric_type::gauge});
+    auto& seconds = seg.construct<procsafe::atomic_counter<double>>("seconds");
+    seg.construct<procsafe::latch>("ready", 2);
+    seg.construct<procsafe::barrier>("step", 2);
+    seg.construct<tally>("raw", tally{1, 2});
+    requests.increment(5);
+    bytes.increment(1000);
+    jobs.increment(3);
+    codes[0].increment(7);
+    codes[2].increment(1);
+    plain[1].increment(2);
+    latency.observe(0.05);
+    latency.observe(0.5);
+    latency.observe(5);
+    busy.add(4);
+    queue.store(9);
+    seconds.increment(1.5);
+
+    log_lines log;
+    pr::flusher f(options_for(server, {name}, "h1", "shop", log));
+    auto r = f.flush_once();
+    INFO(r.error << "\n" << log.all());
+    REQUIRE(r.ok);
+    raw_client redis(server.port());
+    const auto totals = pr::keys::totals("shop");
+    CHECK(redis.hget(totals, "requests") == "5");
+    CHECK(redis.hget(totals, "bytes") == "1000");
+    CHECK(redis.hget(totals, "jobs") == "3");
+    CHECK(redis.hget(totals, "responses{code=\"200\"}") == "7");
+    CHECK(redis.hget(totals, "responses{code=\"404\"}") == "0");
+    CHECK(redis.hget(totals, "responses{code=\"500\"}") == "1");
+    CHECK(redis.hget(totals, "slots{index=\"1\"}") == "2");
+    CHECK(redis.hget(totals, "latency_bucket{le=\"0.1\"}") == "1");
+    CHECK(redis.hget(totals, "latency_bucket{le=\"1\"}") == "2");
+    CHECK(redis.hget(totals, "latency_bucket{le=\"+Inf\"}") == "3");
+    CHECK(redis.hget(totals, "latency_count") == "3");
+    CHECK(redis.hget(totals, "latency_sum") == "5.55");
+    CHECK(redis.hget(totals, "seconds") == "1.5");
+    CHECK(redis.hget(totals, "busy").empty());  // gauges are not totals
+    const auto reporter = pr::keys::reporter("h1", name, procsafe::segment_view::open(name).incarnation());
+    CHECK(redis.hget(pr::keys::gauges("shop", reporter), "busy") == "4");
+    CHECK(redis.hget(pr::keys::gauges("shop", reporter), "queue") == "9");
+    CHECK(redis.hget(pr::keys::watermarks("shop", reporter), "requests") == "5");
+
+    // Nothing changed: nothing is sent, nothing moves.
+    r = f.flush_once();
+    REQUIRE(r.ok);
+    CHECK(r.fields == 0);
+    CHECK(redis.hget(totals, "requests") == "5");
+
+    requests.increment(10);
+    codes[1].increment(2);
+    r = f.flush_once();
+    REQUIRE(r.ok);
+    CHECK(r.fields == 2);
+    CHECK(redis.hget(totals, "requests") == "15");
+    CHECK(redis.hget(totals, "responses{code=\"404\"}") == "2");
+
+    // The same FCALL twice (a retry, a replay): the second is a conflict
+    // and changes nothing.
+    const auto marks = pr::keys::watermarks("shop", reporter);
+    const std::vector<std::string> call{"FCALL", std::string(pr::flush_function), "3", totals, marks,
+                                        pr::keys::reporters("shop"), reporter, "{}", "i",
+                                        "requests", "15", "20", "5"};
+    auto first = redis.run(call);
+    REQUIRE(first.elements.size() == 2);
+    CHECK(first.elements[0].str == "ok");
+    CHECK(redis.hget(totals, "requests") == "20");
+    auto again = redis.run(call);
+    REQUIRE(again.elements.size() == 2);
+    CHECK(again.elements[0].str == "conflict");
+    CHECK(redis.hget(totals, "requests") == "20");
+    CHECK(redis.hget(marks, "requests") == "20");
+
+    // Skipped objects: one line each, however many flushes.
+    for (int i = 0; i < 3; ++i) REQUIRE(f.flush_once().ok);
+    CHECK(log.count("object 'ready' not flushed") == 1);
+    CHECK(log.count("object 'step' not flushed") == 1);
+    CHECK(log.count("object 'raw' not flushed") == 1);
+    CHECK(log.count("not flushed") == 3);
+}
+
+TEST_CASE("redis: an older value, or a value for a moved watermark, changes nothing", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rold");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    log_lines log;
+    pr::flusher f(options_for(server, {name}, "h1", "ns", log));
+    c.store(10);
+    REQUIRE(f.flush_once().ok);
+    c.store(25);
+    REQUIRE(f.flush_once().ok);
+    raw_client redis(server.port());
+    const auto reporter = pr::keys::reporter("h1", name, procsafe::segment_view::open(name).incarnation());
+    const auto totals = pr::keys::totals("ns"), marks = pr::keys::watermarks("ns", reporter);
+    // The FCALL a flusher killed mid-way would have sent for 10 -> 18: its
+    // expected watermark (10) is not there any more.
+    auto r = redis.run({"FCALL", std::string(pr::flush_function), "3", totals, marks, pr::keys::reporters("ns"), reporter,
+                        "{}", "i", "c", "10", "18", "8"});
+    REQUIRE(r.elements.size() == 2);
+    CHECK(r.elements[0].str == "conflict");
+    REQUIRE(r.elements[1].elements.size() == 1);
+    CHECK(r.elements[1].elements[0].str == "c");
+    // An older value sent with no watermark at all (a first flush replayed).
+    r = redis.run({"FCALL", std::string(pr::flush_function), "3", totals, marks, pr::keys::reporters("ns"), reporter,
+                   "{}", "i", "c", "", "10", "10"});
+    CHECK(r.elements[0].str == "conflict");
+    // One stale tuple in a batch: none of the batch is applied.
+    r = redis.run({"FCALL", std::string(pr::flush_function), "3", totals, marks, pr::keys::reporters("ns"), reporter,
+                   "{}", "i", "d", "", "3", "3", "c", "10", "18", "8"});
+    CHECK(r.elements[0].str == "conflict");
+    CHECK(redis.hget(totals, "c") == "25");
+    CHECK(redis.hget(totals, "d").empty());
+    CHECK(redis.hget(marks, "c") == "25");
+    REQUIRE(f.flush_once().ok);
+    CHECK(redis.hget(totals, "c") == "25");
+}
+
+TEST_CASE("redis: a recreated segment is a new incarnation: the old one's last values stay counted", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rinc");
+    removed_at_exit cleanup{name};
+    log_lines log;
+    pr::flusher f(options_for(server, {name}, "h1", "ns", log));
+    std::uint64_t first_incarnation = 0;
+    {
+        auto seg = procsafe::segment::create(name, 1 << 16);
+        auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+        c.store(100);
+        first_incarnation = procsafe::segment_view::open(name).incarnation();
+        REQUIRE(f.flush_once().ok);
+        c.store(120);  // counted after the last flush, before the segment goes
+    }  // the creator removes it
+    auto seg = procsafe::segment::create(name, 1 << 16);  // a server restarted: from zero
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    c.store(30);
+    REQUIRE(f.flush_once().ok);  // the old mapping's last values (120)
+    REQUIRE(f.flush_once().ok);  // the new incarnation (30)
+    raw_client redis(server.port());
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "150");
+    c.store(35);
+    REQUIRE(f.flush_once().ok);
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "155");
+    // A flusher started afresh (the old one killed) counts nothing twice.
+    pr::flusher g(options_for(server, {name}, "h1", "ns", log));
+    REQUIRE(g.flush_once().ok);
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "155");
+
+    const auto fleet = pr::read_fleet(connection_to(server), "ns");
+    REQUIRE(fleet.reporters.size() == 2);
+    const auto second_incarnation = procsafe::segment_view::open(name).incarnation();
+    CHECK(second_incarnation != first_incarnation);
+    for (const auto& r : fleet.reporters) {
+        CHECK(r.host == "h1");
+        CHECK(r.segment == name);
+        CHECK(r.watermarks.at("c") == (r.incarnation == first_incarnation ? "120" : "35"));
+    }
+    CHECK(fleet.totals.at("c") == "155");
+    CHECK(log.count("a new incarnation") == 1);
+}
+
+TEST_CASE("redis: a gauge is the sum of the live reporters' last values, goes down, and expires", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto a = unique_name("rga"), b = unique_name("rgb");
+    removed_at_exit ca{a}, cb{b};
+    auto sa = procsafe::segment::create(a, 1 << 16);
+    auto sb = procsafe::segment::create(b, 1 << 16);
+    auto& ga = sa.construct<procsafe::live_gauge<std::int64_t>>("busy");
+    auto& gb = sb.construct<procsafe::live_gauge<std::int64_t>>("busy");
+    log_lines log;
+    auto oa = options_for(server, {a}, "ha", "web", log);
+    auto ob = options_for(server, {b}, "hb", "web", log);
+    oa.gauge_ttl = 30;
+    ob.gauge_ttl = 0.4;
+    pr::flusher fa(oa), fb(ob);
+    ga.set(10);
+    gb.set(7);
+    REQUIRE(fa.flush_once().ok);
+    REQUIRE(fb.flush_once().ok);
+    CHECK(pr::read_fleet(connection_to(server), "web").gauges.at("busy") == "17");
+    ga.set(4);  // goes down
+    REQUIRE(fa.flush_once().ok);
+    auto fleet = pr::read_fleet(connection_to(server), "web");
+    CHECK(fleet.gauges.at("busy") == "11");
+    CHECK(fleet.totals.count("busy") == 0);
+    // b stops reporting: its value drops out after its ttl.
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    fleet = pr::read_fleet(connection_to(server), "web");
+    CHECK(fleet.gauges.at("busy") == "4");
+    REQUIRE(fleet.reporters.size() == 2);
+    for (const auto& r : fleet.reporters) CHECK(r.live == (r.host == "ha"));
+    // A gauge read older than the one Redis holds is refused.
+    raw_client redis(server.port());
+    const auto reporter = pr::keys::reporter("ha", a, procsafe::segment_view::open(a).incarnation());
+    auto r = redis.run({"FCALL", std::string(pr::gauges_function), "2", pr::keys::gauges("web", reporter),
+                        pr::keys::reporters("web"), reporter, "{}", "30000", "00000000000000000001", "busy", "99"});
+    REQUIRE(!r.elements.empty());
+    CHECK(r.elements[0].str == "stale");
+    CHECK(pr::read_fleet(connection_to(server), "web").gauges.at("busy") == "4");
+    // Prometheus: a gauge, no _total.
+    const auto text = pr::prometheus_text({pr::read_fleet(connection_to(server), "web")});
+    CHECK(text.find("# TYPE busy gauge\nbusy{namespace=\"web\"} 4\n") != std::string::npos);
+}
+
+TEST_CASE("redis: integers above 2^53 stay exact (never a Lua number)", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto a = unique_name("rbiga"), b = unique_name("rbigb");
+    removed_at_exit ca{a}, cb{b};
+    auto sa = procsafe::segment::create(a, 1 << 16);
+    auto sb = procsafe::segment::create(b, 1 << 16);
+    auto& ua = sa.construct<procsafe::atomic_counter<std::uint64_t>>("u");
+    auto& ub = sb.construct<procsafe::atomic_counter<std::uint64_t>>("u");
+    auto& na = sa.construct<procsafe::atomic_counter<std::int64_t>>("n");
+    auto& huge = sa.construct<procsafe::atomic_counter<std::uint64_t>>("huge");
+    log_lines log;
+    pr::flusher fa(options_for(server, {a}, "ha", "big", log)), fb(options_for(server, {b}, "hb", "big", log));
+    ua.store((1ULL << 53) + 1);  // 9007199254740993: a double would say ...992
+    ub.store((1ULL << 62) + 3);
+    na.store(-(std::int64_t{1} << 53) - 1);
+    huge.store(UINT64_MAX);      // a change that does not fit Redis' int64
+    REQUIRE(fa.flush_once().ok);
+    REQUIRE(fb.flush_once().ok);
+    raw_client redis(server.port());
+    const auto totals = pr::keys::totals("big");
+    CHECK(redis.hget(totals, "u") == "4620693217682128900");  // 2^53 + 1 + 2^62 + 3
+    CHECK(redis.hget(totals, "n") == "-9007199254740993");
+    CHECK(redis.hget(totals, "huge").empty());
+    CHECK(log.count("field 'huge': a change of 18446744073709551615 does not fit") == 1);
+    ua.increment(1);
+    ub.increment(1);
+    REQUIRE(fa.flush_once().ok);
+    REQUIRE(fb.flush_once().ok);
+    CHECK(redis.hget(totals, "u") == "4620693217682128902");
+    const auto fleet = pr::read_fleet(connection_to(server), "big");
+    CHECK(fleet.totals.at("u") == "4620693217682128902");
+    const auto text = pr::prometheus_text({fleet});
+    CHECK(text.find("u_total{namespace=\"big\"} 4620693217682128902\n") != std::string::npos);
+    CHECK(pr::json_text({fleet}).find("\"u\": 4620693217682128902") != std::string::npos);
+}
+
+TEST_CASE("redis: two flushers racing on one segment count nothing twice (one held before its FCALL)", "[redis][race]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rrace");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::sharded_counter<std::int64_t>>("c");
+    auto& d = seg.construct<procsafe::atomic_counter<std::uint64_t>>("d");
+    c.increment(10);
+    d.store((1ULL << 60) + 1);
+
+    // Flusher A stops between its read of the watermarks and its FCALL,
+    // the first time only.
+    std::mutex m;
+    std::condition_variable cv;
+    bool held = false, release = false, once = true;
+    log_lines log;
+    auto oa = options_for(server, {name}, "h1", "ns", log);
+    oa.test_hook = [&](std::string_view point) {
+        if (point != "watermarks.read" || !once) return;
+        once = false;
+        std::unique_lock<std::mutex> g(m);
+        held = true;
+        cv.notify_all();
+        cv.wait_for(g, std::chrono::seconds(30), [&] { return release; });
+    };
+    pr::flusher fa(oa);
+    pr::flusher fb(options_for(server, {name}, "h1", "ns", log));
+    pr::flush_result ra;
+    std::thread ta([&] { ra = fa.flush_once(); });
+    {
+        std::unique_lock<std::mutex> g(m);
+        REQUIRE(cv.wait_for(g, std::chrono::seconds(30), [&] { return held; }));
+    }
+    // While A holds its stale view (c = 10, no watermark), B flushes more.
+    c.increment(5);
+    d.increment(7);
+    const auto rb = fb.flush_once();
+    {
+        std::lock_guard<std::mutex> g(m);
+        release = true;
+        cv.notify_all();
+    }
+    ta.join();
+    REQUIRE(rb.ok);
+    INFO(ra.error << "\n" << log.all());
+    REQUIRE(ra.ok);
+    CHECK(ra.conflicts >= 1);  // A's FCALL found B's watermarks, changed nothing, read again
+    raw_client redis(server.port());
+    const auto totals = pr::keys::totals("ns");
+    CHECK(redis.hget(totals, "c") == "15");
+    CHECK(redis.hget(totals, "d") == std::to_string((1ULL << 60) + 8));
+    // Taking turns from now on: still exact.
+    for (int i = 0; i < 20; ++i) {
+        c.increment(1);
+        d.increment(3);
+        REQUIRE((i % 2 ? fa : fb).flush_once().ok);
+    }
+    CHECK(redis.hget(totals, "c") == "35");
+    CHECK(redis.hget(totals, "d") == std::to_string((1ULL << 60) + 68));
+}
+
+TEST_CASE("redis: two flushers on one segment, unforced, many rounds: exact", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rduel");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 20);
+    auto& c = seg.construct<procsafe::sharded_counter<std::int64_t>>("c");
+    auto& arr = seg.construct<i64_array>("arr", 64);
+    log_lines log;
+    pr::flusher fa(options_for(server, {name}, "h1", "ns", log)), fb(options_for(server, {name}, "h1", "ns", log));
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        for (int i = 0; !stop.load(); ++i) {
+            c.increment();
+            arr[static_cast<std::size_t>(i) % 64].increment();
+        }
+    });
+    std::thread ta([&] {
+        for (int i = 0; i < 100; ++i) fa.flush_once();
+    });
+    for (int i = 0; i < 100; ++i) fb.flush_once();
+    ta.join();
+    stop = true;
+    writer.join();
+    REQUIRE(fa.flush_once().ok);
+    REQUIRE(fb.flush_once().ok);
+    const auto fleet = pr::read_fleet(connection_to(server), "ns");
+    CHECK(fleet.totals.at("c") == std::to_string(c.sum()));
+    std::int64_t sum = 0;
+    for (std::size_t i = 0; i < 64; ++i) {
+        CHECK(fleet.totals.at("arr{index=\"" + std::to_string(i) + "\"}") == std::to_string(arr[i].value()));
+        sum += arr[i].value();
+    }
+    CHECK(sum == c.sum());
+}
+
+TEST_CASE("redis: a reply lost after the FCALL was applied counts nothing twice", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("rlost");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    log_lines log;
+    auto o = options_for(server, {name}, "h1", "ns", log);
+    int lose = 0;
+    o.test_hook = [&](std::string_view point) {
+        if (point == "fcall.sent" && lose > 0) {
+            --lose;
+            // Give Redis the time to apply it, then lose the reply.
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            throw std::runtime_error("test: the reply was lost");
+        }
+    };
+    pr::flusher f(o);
+    raw_client redis(server.port());
+    c.store(40);
+    lose = 1;
+    auto r = f.flush_once();
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "test: the reply was lost");
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "40");  // applied
+    r = f.flush_once();  // reconnects, reads the watermark Redis holds
+    REQUIRE(r.ok);
+    CHECK(r.fields == 0);
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "40");
+    // Lost, then Redis killed and restarted from its AOF before the retry.
+    c.store(55);
+    lose = 1;
+    CHECK_FALSE(f.flush_once().ok);
+    server.kill9();
+    server.start();
+    raw_client again(server.port());
+    CHECK(again.hget(pr::keys::totals("ns"), "c") == "55");
+    REQUIRE(f.flush_once().ok);
+    CHECK(again.hget(pr::keys::totals("ns"), "c") == "55");
+    CHECK(f.stats().connects == 3);
+}
+
+TEST_CASE("redis: Redis unreachable, stopped, killed: bounded, logged once, and the next flush carries everything", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    const auto name = unique_name("rdown");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    log_lines log;
+    {  // nobody listens
+        pr::flush_options o;
+        o.connection.redis.port = procsafe_test::free_port();
+        o.connection.connect_timeout = 0.5;
+        o.segments = {name};
+        o.log = log.fn();
+        pr::flusher f(o);
+        for (int i = 0; i < 3; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            const auto r = f.flush_once();
+            CHECK_FALSE(r.ok);
+            CHECK_FALSE(r.reached_redis);
+            CHECK(r.error.find("Connection refused") != std::string::npos);
+            CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+        }
+        CHECK(log.count("Connection refused") == 1);  // a state change, not each attempt
+        CHECK(f.stats().failed_rounds == 3);
+    }
+    redis_server server;
+    auto o = options_for(server, {name}, "h1", "ns", log);
+    o.connection.command_timeout = 0.3;
+    pr::flusher f(o);
+    c.store(1);
+    REQUIRE(f.flush_once().ok);
+    server.stop();  // a partition: the connection is there, no answer
+    c.store(2);
+    for (int i = 0; i < 2; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto r = f.flush_once();
+        CHECK_FALSE(r.ok);
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+    }
+    server.resume();
+    REQUIRE(f.flush_once().ok);
+    raw_client redis(server.port());
+    CHECK(redis.hget(pr::keys::totals("ns"), "c") == "2");
+    CHECK(log.count("flushing again after 2 failed attempts") == 1);
+
+    // run() across a kill and a restart: counts made meanwhile arrive.
+    std::atomic<bool> stop{false};
+    std::thread t([&] { f.run(stop); });
+    c.store(3);
+    server.kill9();
+    c.store(4);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    server.start();
+    c.store(5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    stop = true;
+    t.join();
+    raw_client after(server.port());
+    CHECK(after.hget(pr::keys::totals("ns"), "c") == "5");
+}
+
+TEST_CASE("redis: AUTH with a password and with an ACL user", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server({"--requirepass", "pw-secret"});
+    const auto name = unique_name("rauth");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("c").store(3);
+    log_lines log;
+    {
+        pr::flusher f(options_for(server, {name}, "h1", "ns", log));
+        const auto r = f.flush_once();
+        CHECK_FALSE(r.ok);
+        CHECK(r.error.find("NOAUTH") != std::string::npos);
+    }
+    {
+        auto o = options_for(server, {name}, "h1", "ns", log);
+        o.connection.auth.password = "wrong";
+        pr::flusher f(o);
+        const auto r = f.flush_once();
+        CHECK_FALSE(r.ok);
+        CHECK(r.error.find("AUTH refused") != std::string::npos);
+    }
+    auto o = options_for(server, {name}, "h1", "ns", log);
+    o.connection.auth.password = "pw-secret";
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    // An ACL user with only what a flusher and a reader need.
+    raw_client admin(server.port(), "pw-secret");
+    const auto set = admin.run({"ACL", "SETUSER", "flusher", "reset", "on", ">fl-secret", "~{procsafe:*", "~procsafe:namespaces",
+                                "+fcall", "+hmget", "+hget", "+hset", "+hincrby", "+hincrbyfloat", "+pexpire", "+time", "+sadd",
+                                "+del", "+function|load", "+hgetall", "+hkeys", "+smembers", "+multi", "+exec"});
+    REQUIRE(set.str == "OK");
+    seg.find<procsafe::atomic_counter<std::int64_t>>("c").store(8);
+    o.connection.auth = {"flusher", "fl-secret"};
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    auto reader = connection_to(server);
+    reader.auth = {"flusher", "fl-secret"};
+    CHECK(pr::read_fleet(reader, "ns").totals.at("c") == "8");
+    o.connection.auth = {"flusher", "nope"};
+    const auto r = pr::flusher(o).flush_once();
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("AUTH as flusher refused") != std::string::npos);
+}
+
+TEST_CASE("redis: the fleet in the Prometheus text format", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto a = unique_name("rpa"), b = unique_name("rpb");
+    removed_at_exit ca{a}, cb{b};
+    std::vector<procsafe::segment> segs;
+    for (const auto& n : {a, b}) {
+        auto seg = procsafe::segment::create(n, 1 << 20);
+        seg.construct<procsafe::sharded_counter<std::int64_t>>("requests", procsafe::metadata{.help = "Requests handled."})
+            .increment(n == a ? 3 : 4);
+        auto& codes = seg.construct<i64_array>(
+            "responses", procsafe::metadata{.help = "By \"code\".", .label = "code", .label_values = {"200", "a\"b"}}, 2);
+        codes[0].increment(1);
+        codes[1].increment(2);
+        auto& h = seg.construct<procsafe::histogram>("latency", procsafe::metadata{.help = "Latency.", .unit = "seconds"},
+                                                     std::vector{0.5});
+        h.observe(0.25);
+        h.observe(2);
+        seg.construct<procsafe::live_gauge<std::int64_t>>("busy", procsafe::metadata{.help = "Busy."}).add(2);
+        segs.push_back(std::move(seg));
+    }
+    log_lines log;
+    pr::flusher f(options_for(server, {a, b}, "h1", "web", log));
+    REQUIRE(f.flush_once().ok);
+    const auto text = pr::prometheus_text({pr::read_fleet(connection_to(server), "web")});
+    CHECK(text ==
+          "# HELP busy Busy.\n"
+          "# TYPE busy gauge\n"
+          "busy{namespace=\"web\"} 4\n"
+          "# HELP latency_seconds Latency.\n"
+          "# TYPE latency_seconds histogram\n"
+          "latency_seconds_bucket{namespace=\"web\",le=\"0.5\"} 2\n"
+          "latency_seconds_bucket{namespace=\"web\",le=\"+Inf\"} 4\n"
+          "latency_seconds_sum{namespace=\"web\"} 4.5\n"
+          "latency_seconds_count{namespace=\"web\"} 4\n"
+          "# HELP requests_total Requests handled.\n"
+          "# TYPE requests_total counter\n"
+          "requests_total{namespace=\"web\"} 7\n"
+          "# HELP responses_total By \"code\".\n"
+          "# TYPE responses_total counter\n"
+          "responses_total{namespace=\"web\",code=\"200\"} 2\n"
+          "responses_total{namespace=\"web\",code=\"a\\\"b\"} 4\n");
+}
+
+TEST_CASE("redis: 10,000 counters in one flush", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    const auto name = unique_name("r10k");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 16 << 20);
+    std::vector<procsafe::atomic_counter<std::int64_t>*> counters;
+    for (int i = 0; i < 2000; ++i)
+        counters.push_back(&seg.construct<procsafe::atomic_counter<std::int64_t>>(procsafe_test::numbered("c", i)));
+    auto& arr = seg.construct<i64_array>("arr", 8000);
+    for (int i = 0; i < 2000; ++i) counters[static_cast<std::size_t>(i)]->store(i);
+    for (std::size_t i = 0; i < 8000; ++i) arr[i].store(static_cast<std::int64_t>(i) * 3);
+    log_lines log;
+    pr::flusher f(options_for(server, {name}, "h1", "big", log));
+    auto r = f.flush_once();
+    REQUIRE(r.ok);
+    CHECK(r.fields == 10000);
+    for (int i = 0; i < 2000; ++i) counters[static_cast<std::size_t>(i)]->increment(1);
+    for (std::size_t i = 0; i < 8000; ++i) arr[i].increment(1);
+    r = f.flush_once();
+    REQUIRE(r.ok);
+    CHECK(r.fields == 10000);
+    CHECK(r.fcalls == 5);
+    std::printf("flush of 10,000 changed counters: %.1f ms\n", r.seconds * 1e3);
+    const auto fleet = pr::read_fleet(connection_to(server), "big");
+    CHECK(fleet.totals.size() == 10000);
+    CHECK(fleet.totals.at("c1999") == "2000");
+    CHECK(fleet.totals.at("arr{index=\"7999\"}") == "23998");
+}

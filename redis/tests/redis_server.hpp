@@ -1,0 +1,234 @@
+// procsafe: process-safe shared counters.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// A redis-server of the test's own: 127.0.0.1, a free port, a temporary
+// directory, the append-only file fsynced on every write, no RDB, no config
+// file (the command line of /work/proto/scripts/redis_test.sh). The test
+// starts it, SIGKILLs it, restarts it from its AOF, stops and continues it,
+// and removes it with its directory at the end. Every wait is bounded.
+
+#include <hiredis.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace procsafe_test {
+
+/// The redis-server program: PROCSAFE_REDIS_SERVER if set, else the one on
+/// PATH; "" when there is none.
+inline std::string find_redis_server() {
+    if (const char* given = std::getenv("PROCSAFE_REDIS_SERVER")) return ::access(given, X_OK) == 0 ? given : "";
+    const char* path = std::getenv("PATH");
+    const std::string p = path != nullptr ? path : "/usr/bin:/bin";
+    std::size_t at = 0;
+    while (at <= p.size()) {
+        const std::size_t end = std::min(p.find(':', at), p.size());
+        const std::string candidate = p.substr(at, end - at) + "/redis-server";
+        if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+        at = end + 1;
+    }
+    return {};
+}
+
+/// True when a missing redis-server must fail the test (CI), not skip it.
+inline bool redis_required() {
+    const char* r = std::getenv("PROCSAFE_REQUIRE_REDIS");
+    return r != nullptr && *r != '\0' && std::string(r) != "0";
+}
+
+/// A TCP port nobody listens on now (bound, read back, closed).
+inline int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("no free port");
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+class redis_server {
+public:
+    /// Starts one; `extra` are more redis-server options ("--requirepass", "pw").
+    explicit redis_server(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+        program_ = find_redis_server();
+        if (program_.empty()) throw std::runtime_error("redis-server not found");
+        char tmpl[] = "/tmp/procsafe-redis-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+        dir_ = tmpl;
+        port_ = free_port();
+        start();
+    }
+    ~redis_server() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGCONT);
+            ::kill(pid_, SIGKILL);
+            reap(std::chrono::seconds(10));
+        }
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    redis_server(const redis_server&) = delete;
+    redis_server& operator=(const redis_server&) = delete;
+
+    int port() const noexcept { return port_; }
+    pid_t pid() const noexcept { return pid_; }
+    const std::string& dir() const noexcept { return dir_; }
+    std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+    /// Starts it (again: from its append-only file) and waits for PONG (10 s at most).
+    void start() {
+        std::vector<std::string> args{program_, "--bind", "127.0.0.1", "--port", std::to_string(port_), "--dir", dir_,
+                                      "--daemonize", "no", "--appendonly", "yes", "--appendfsync", "always",
+                                      "--save", "", "--logfile", dir_ + "/redis.log", "--protected-mode", "yes"};
+        args.insert(args.end(), extra_.begin(), extra_.end());
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        const int rc = ::posix_spawn(&pid_, program_.c_str(), &fa, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (rc != 0) throw std::runtime_error("cannot start redis-server");
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!ping()) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                throw std::runtime_error("redis-server exited at start (see " + dir_ + "/redis.log)");
+            }
+            if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("redis-server did not answer in 10 s");
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+    /// SIGKILL: what was acknowledged is in the AOF (appendfsync always).
+    void kill9() {
+        ::kill(pid_, SIGKILL);
+        reap(std::chrono::seconds(10));
+    }
+    void stop() { ::kill(pid_, SIGSTOP); }
+    void resume() { ::kill(pid_, SIGCONT); }
+
+    /// PING answered PONG (any error reply, NOAUTH included, counts as alive).
+    bool ping() const {
+        timeval tv{0, 200'000};
+        redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
+        bool ok = false;
+        if (c != nullptr && c->err == 0) {
+            redisSetTimeout(c, tv);
+            auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
+            ok = r != nullptr && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR);
+            if (r != nullptr) freeReplyObject(r);
+        }
+        if (c != nullptr) redisFree(c);
+        return ok;
+    }
+
+private:
+    void reap(std::chrono::seconds limit) {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        int status = 0;
+        while (::waitpid(pid_, &status, WNOHANG) == 0) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                ::kill(pid_, SIGKILL);
+                ::waitpid(pid_, &status, 0);
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        pid_ = -1;
+    }
+
+    std::string program_, dir_;
+    std::vector<std::string> extra_;
+    int port_ = 0;
+    pid_t pid_ = -1;
+};
+
+/// A raw command for tests (binary-safe), through hiredis.
+class raw_client {
+public:
+    explicit raw_client(int port, const std::string& password = {}) {
+        timeval tv{2, 0};
+        c_ = redisConnectWithTimeout("127.0.0.1", port, tv);
+        if (c_ == nullptr || c_->err != 0) throw std::runtime_error("raw_client: cannot connect");
+        redisSetTimeout(c_, tv);
+        if (!password.empty()) run({"AUTH", password});
+    }
+    ~raw_client() {
+        if (c_ != nullptr) redisFree(c_);
+    }
+    raw_client(const raw_client&) = delete;
+    raw_client& operator=(const raw_client&) = delete;
+
+    struct reply {
+        int type = 0;
+        std::string str;
+        long long integer = 0;
+        std::vector<reply> elements;
+        bool error() const { return type == REDIS_REPLY_ERROR; }
+        bool nil() const { return type == REDIS_REPLY_NIL; }
+    };
+    reply run(const std::vector<std::string>& args) {
+        std::vector<const char*> argv;
+        std::vector<size_t> lens;
+        for (const auto& a : args) argv.push_back(a.data()), lens.push_back(a.size());
+        auto* r = static_cast<redisReply*>(redisCommandArgv(c_, static_cast<int>(args.size()), argv.data(), lens.data()));
+        if (r == nullptr) throw std::runtime_error(std::string("raw_client: ") + c_->errstr);
+        reply out = convert(r);
+        freeReplyObject(r);
+        return out;
+    }
+    /// HGET's value, or "" for none.
+    std::string hget(const std::string& key, const std::string& field) { return run({"HGET", key, field}).str; }
+
+private:
+    static reply convert(const redisReply* r) {
+        reply out;
+        out.type = r->type;
+        if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR) out.str.assign(r->str, r->len);
+        if (r->type == REDIS_REPLY_INTEGER) out.integer = r->integer, out.str = std::to_string(r->integer);
+        if (r->type == REDIS_REPLY_ARRAY)
+            for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+        return out;
+    }
+    redisContext* c_ = nullptr;
+};
+
+}  // namespace procsafe_test
+
+/// Skips the test (or fails it, with PROCSAFE_REQUIRE_REDIS=1) when there is
+/// no redis-server here.
+#define PROCSAFE_NEED_REDIS()                                                                  \
+    do {                                                                                       \
+        if (::procsafe_test::find_redis_server().empty()) {                                    \
+            if (::procsafe_test::redis_required()) FAIL("redis-server not found (PROCSAFE_REQUIRE_REDIS)"); \
+            PROCSAFE_SKIP("redis-server not found (apt-get install redis-server)");             \
+        }                                                                                      \
+    } while (false)
