@@ -372,7 +372,11 @@ int main(int argc, char** argv) {
     scrape::print_under_scrape(under, scraped_writers, where);
 
     // The targets, as ratios from this run.
-    const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 100;
+    // The Python bound was 100x when Python's figure included starting its 10
+    // processes (1,657 ns an increment); timed from a start barrier, as every
+    // peer is now, it is 500-690 ns, 75-107x atomic_counter: 50x still
+    // catches atomic_counter growing twice as slow, 100x failed on noise.
+    const double bound_atomic = quick ? 1.5 : 1.10, bound_mutex = quick ? 1.5 : 1.15, bound_python = quick ? 20 : 50;
     // value() is one relaxed load per line, as the raw loop: 1.3 in full; the
     // quick bound only guards against a lock or a system call creeping in.
     const double bound_value = quick ? 3.0 : 1.3, bound_wake = quick ? 1.5 : 1.3;
