@@ -90,22 +90,7 @@ std::string group_name(std::uint32_t gid) {
 
 std::string mode_string(std::uint32_t mode) { return fmt::format("{:04o}", mode & 07777); }
 
-std::string kind_name(procsafe::detail::object_kind k) {
-    using procsafe::detail::object_kind;
-    switch (k) {
-        case object_kind::user: return "user";
-        case object_kind::atomic_counter: return "atomic_counter";
-        case object_kind::mutex_counter: return "mutex_counter";
-        case object_kind::sharded_counter: return "sharded_counter";
-        case object_kind::atomic_counter_array: return "atomic_counter_array";
-        case object_kind::mutex_counter_array: return "mutex_counter_array";
-        case object_kind::latch: return "latch";
-        case object_kind::barrier: return "barrier";
-        case object_kind::histogram: return "histogram";
-        case object_kind::live_gauge: return "live_gauge";
-    }
-    return "unknown";
-}
+std::string kind_name(procsafe::detail::object_kind k) { return procsafe::to_string(k); }
 
 std::string metric_name(procsafe::metric_type m) {
     switch (m) {

@@ -23,22 +23,7 @@ const char* metric_name_of(metric_type m) {
     }
 }
 
-const char* kind_name(procsafe::detail::object_kind k) {
-    using procsafe::detail::object_kind;
-    switch (k) {
-        case object_kind::user: return "user";
-        case object_kind::atomic_counter: return "atomic_counter";
-        case object_kind::mutex_counter: return "mutex_counter";
-        case object_kind::sharded_counter: return "sharded_counter";
-        case object_kind::atomic_counter_array: return "atomic_counter_array";
-        case object_kind::mutex_counter_array: return "mutex_counter_array";
-        case object_kind::latch: return "latch";
-        case object_kind::barrier: return "barrier";
-        case object_kind::histogram: return "histogram";
-        case object_kind::live_gauge: return "live_gauge";
-    }
-    return "unknown";
-}
+const char* kind_name(procsafe::detail::object_kind k) { return procsafe::to_string(k); }
 
 bool is_array(procsafe::detail::object_kind k) {
     return k == procsafe::detail::object_kind::atomic_counter_array ||
