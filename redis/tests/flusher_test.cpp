@@ -49,6 +49,10 @@ struct log_lines {
         for (const auto& l : lines) n += l.find(what) != std::string::npos ? 1 : 0;
         return n;
     }
+    std::size_t size() {
+        std::lock_guard<std::mutex> g(m);
+        return lines.size();
+    }
     std::string all() {
         std::lock_guard<std::mutex> g(m);
         std::string s;
@@ -56,6 +60,17 @@ struct log_lines {
         return s;
     }
 };
+
+/// Polls `done` until it holds or `limit` passes; whether it held.
+template <class F>
+bool eventually(F done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (done()) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
 
 pr::flush_options options_for(const redis_server& r, std::vector<std::string> segments, std::string host,
                               std::string ns, log_lines& log) {
@@ -294,8 +309,10 @@ TEST_CASE("redis: a gauge is the sum of the live reporters' last values, goes do
     auto fleet = pr::read_fleet(connection_to(server), "web");
     CHECK(fleet.gauges.at("busy") == "11");
     CHECK(fleet.totals.count("busy") == 0);
-    // b stops reporting: its value drops out after its ttl.
-    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    // b stops reporting: its value drops out after its ttl (0.4 s), not before.
+    const auto flushed = std::chrono::steady_clock::now();
+    CHECK(eventually([&] { return pr::read_fleet(connection_to(server), "web").gauges.at("busy") == "4"; }));
+    CHECK(std::chrono::steady_clock::now() - flushed >= std::chrono::milliseconds(300));
     fleet = pr::read_fleet(connection_to(server), "web");
     CHECK(fleet.gauges.at("busy") == "4");
     REQUIRE(fleet.reporters.size() == 2);
@@ -458,17 +475,21 @@ TEST_CASE("redis: a reply lost after the FCALL was applied counts nothing twice"
     log_lines log;
     auto o = options_for(server, {name}, "h1", "ns", log);
     int lose = 0;
+    std::string applied;  // the total Redis holds once the FCALL is applied
     o.test_hook = [&](std::string_view point) {
         if (point == "fcall.sent" && lose > 0) {
             --lose;
-            // Give Redis the time to apply it, then lose the reply.
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            // Wait until Redis has applied it (bounded), then lose the reply.
+            raw_client watch(server.port());
+            if (!eventually([&] { return watch.hget(pr::keys::totals("ns"), "c") == applied; }))
+                throw std::runtime_error("test: the FCALL was never applied");
             throw std::runtime_error("test: the reply was lost");
         }
     };
     pr::flusher f(o);
     raw_client redis(server.port());
     c.store(40);
+    applied = "40";
     lose = 1;
     auto r = f.flush_once();
     CHECK_FALSE(r.ok);
@@ -480,6 +501,7 @@ TEST_CASE("redis: a reply lost after the FCALL was applied counts nothing twice"
     CHECK(redis.hget(pr::keys::totals("ns"), "c") == "40");
     // Lost, then Redis killed and restarted from its AOF before the retry.
     c.store(55);
+    applied = "55";
     lose = 1;
     CHECK_FALSE(f.flush_once().ok);
     server.kill9();
@@ -540,15 +562,16 @@ TEST_CASE("redis: Redis unreachable, stopped, killed: bounded, logged once, and 
     std::atomic<bool> stop{false};
     std::thread t([&] { f.run(stop); });
     c.store(3);
+    const std::size_t logged = log.size();
     server.kill9();
     c.store(4);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(eventually([&] { return log.size() > logged; }));  // the flusher saw Redis go
     server.start();
     c.store(5);
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    raw_client after(server.port());
+    CHECK(eventually([&] { return after.hget(pr::keys::totals("ns"), "c") == "5"; }));
     stop = true;
     t.join();
-    raw_client after(server.port());
     CHECK(after.hget(pr::keys::totals("ns"), "c") == "5");
 }
 
