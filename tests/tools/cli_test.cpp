@@ -489,7 +489,10 @@ TEST_CASE("procsafe watch follows its segment through removal and recreation", "
 
     s.reset();  // its creator removes it
     REQUIRE(w.wait_for("# [0-9:.]+ segment '" + name + "' is missing \\(removed\\); waiting for it to come back\n"));
-    std::this_thread::sleep_for(300ms);  // several refreshes while it is missing: said once
+    // Not synchronization: a window in which watch refreshes (every 50 ms)
+    // while the segment is missing, to show it says so once however many
+    // refreshes pass. Any length keeps the test correct; a shorter one tests less.
+    std::this_thread::sleep_for(300ms);
     s.emplace(name, 0600, 77);
     const auto back = w.wait_for("# [0-9:.]+ segment '" + name + "' was recreated: re-attached \\(values and rates start over\\)\n");
     REQUIRE(back);
