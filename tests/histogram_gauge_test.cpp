@@ -15,6 +15,11 @@
 #include <fstream>
 #include <thread>
 
+#include <functional>
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <limits>
@@ -178,4 +183,96 @@ TEST_CASE("live_gauge: more live processes than slots share an overflow slot, ex
     release.count_down();
     REQUIRE(join_children(pids) == 5);
     REQUIRE(catch_error([&] { seg.construct<procsafe::live_gauge<int>>("bad", 0); }).code() == errc::invalid_argument);
+}
+
+TEST_CASE("live_gauge: two threads of a process making their first add at once share one slot",
+          "[live_gauge][multiprocess][threads]") {
+    constexpr int processes = 40;
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 128);
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    auto& release = seg.construct<procsafe::latch>("release", 1);
+    const auto pids = fork_children(processes, [&](int) {
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
+        auto first_add = [&] {
+            ready.fetch_add(1);
+            while (!go.load()) {}  // both threads released at once: their first adds race
+            g.add(1);
+        };
+        std::thread a(first_add), b(first_add);
+        while (ready.load() < 2) {}
+        go.store(true);
+        a.join();
+        b.join();
+        g.set(0);  // this process holds nothing now
+        holding.increment();
+        return release.wait_for(30s) ? 0 : 1;
+    });
+    REQUIRE(holding.wait_at_least_for(processes, 60s));
+    CHECK(g.live_processes() == processes);  // one slot each
+    CHECK(g.value() == 0);
+    release.count_down();
+    REQUIRE(join_children(pids) == processes);
+}
+
+namespace {
+/// Runs body as pid 1 of a new PID namespace with its own /proc (as
+/// `unshare --pid --fork --mount-proc`). Returns its wait status; exit code 77:
+/// no namespaces here.
+int in_new_pid_namespace(const std::function<int()>& body) {
+    const pid_t middle = fork_children(1, [&](int) {
+        if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+            return 77;
+        const pid_t init = fork_children(1, [&](int) {
+            if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) return 77;
+            return body();
+        })[0];
+        const int status = procsafe_test::wait_bounded(init, 60s);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 98;
+    })[0];
+    return procsafe_test::wait_bounded(middle, 90s);
+}
+}  // namespace
+
+TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the segment) both count; a process "
+          "of the other namespace cannot find it",
+          "[live_gauge][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 4);
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    auto& release = seg.construct<procsafe::latch>("release", 1);
+    auto& refused = seg.construct<std::atomic<int>>("refused", -1);
+    std::fflush(nullptr);
+    const pid_t container = ::fork();
+    if (container == 0) {
+        const int status = in_new_pid_namespace([&] {
+            g.add(5);  // a process that found the gauge before it moved into the namespace
+            refused.store(catch_error([&] { seg.find<procsafe::live_gauge<std::int64_t>>("g"); }).code().value());
+            holding.increment();
+            return release.wait_for(30s) ? 0 : 1;
+        });
+        ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 98);
+    }
+    // Bounded: the container process counts "holding" up, or exits (77: no namespaces).
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    int status = -2;
+    while (holding.value() < 1 && std::chrono::steady_clock::now() < deadline) {
+        if (::waitpid(container, &status, WNOHANG) == container) break;
+        std::this_thread::yield();
+    }
+    if (status != -2 && WIFEXITED(status) && WEXITSTATUS(status) == 77) PROCSAFE_SKIP("no PID namespaces here (needs CAP_SYS_ADMIN)");
+    REQUIRE(holding.value() == 1);
+    const pid_t host = fork_children(1, [&](int) {
+        g.add(7);
+        holding.increment();
+        return release.wait_for(30s) ? 0 : 1;
+    })[0];
+    REQUIRE(holding.wait_at_least_for(2, 30s));
+    CHECK(g.value() == 12);
+    CHECK(g.live_processes() == 2);
+    CHECK(refused.load() == static_cast<int>(errc::unsupported));
+    release.count_down();
+    REQUIRE(join_children({host}) == 1);
+    REQUIRE(procsafe_test::exited_ok(procsafe_test::wait_bounded(container, 60s)));
 }

@@ -23,8 +23,11 @@
 #include <string>
 #include <thread>
 
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 using procsafe::errc;
 using procsafe_test::fork_children;
@@ -602,4 +605,73 @@ TEST_CASE("race: the directory lock held by a stopped process: find is refused w
     REQUIRE(procsafe_test::exited_ok(status));
     REQUIRE(out.code.load() == static_cast<int>(errc::timed_out));
     REQUIRE(out.value.load() < 2000);
+}
+
+TEST_CASE("race: a live_gauge slot taken over at the moment its dead owner's pid is reused: both live "
+          "processes keep their own",
+          "[race][multiprocess][live_gauge]") {
+    if (::geteuid() != 0) PROCSAFE_SKIP("needs root for a PID namespace and ns_last_pid");
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& board = seg.construct<pause_board>("board");
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 2);
+    auto& holding = seg.construct<procsafe::atomic_counter<int>>("holding");
+    auto& release = seg.construct<procsafe::latch>("release", 1);
+    auto& seen = seg.construct<std::atomic<std::int64_t>>("seen", -1);
+    auto& live = seg.construct<std::atomic<std::int64_t>>("live", -1);
+    // In a PID namespace of its own (with its /proc), where the test chooses pids.
+    std::fflush(nullptr);
+    const pid_t middle = fork_children(1, [&](int) {
+        if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+            return 77;
+        const pid_t init = fork_children(1, [&](int) {
+            if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) return 77;
+            // 1. D owns slot 0 and dies.
+            const pid_t dead = fork_children(1, [&](int) {
+                g.add(1);
+                return 0;
+            })[0];
+            if (join_children({dead}) != 1) return 10;
+            // Start times have a clock tick's resolution: let two pass, so that
+            // the pid reused below names another process (bounded spin).
+            const long tick_ns = 1'000'000'000L / ::sysconf(_SC_CLK_TCK);
+            timespec t0{}, t{};
+            ::clock_gettime(CLOCK_BOOTTIME, &t0);
+            do ::clock_gettime(CLOCK_BOOTTIME, &t);
+            while ((t.tv_sec - t0.tv_sec) * 1'000'000'000L + (t.tv_nsec - t0.tv_nsec) < 3 * tick_ns);
+            // 2. C judges D's slot free to take, and is held before taking it.
+            const int held = board.arm("live_gauge.takeover");
+            const pid_t c = fork_children(1, [&](int) {
+                board.use();
+                g.add(5);
+                holding.increment();
+                return release.wait_for(30s) ? 0 : 1;
+            })[0];
+            if (!board.wait_reached(held)) return 11;
+            // 3. N gets D's pid again, and takes the slot first.
+            std::ofstream("/proc/sys/kernel/ns_last_pid") << dead - 1;
+            const pid_t n = fork_children(1, [&](int) {
+                g.add(7);
+                holding.increment();
+                return release.wait_for(30s) ? 0 : 1;
+            })[0];
+            if (n != dead) return 78;
+            if (!holding.wait_at_least_for(1, 30s)) return 12;
+            // 4. C goes on: its takeover must fail, N's slot is N's.
+            board.release(held);
+            if (!holding.wait_at_least_for(2, 30s)) return 13;
+            seen.store(g.value());
+            live.store(static_cast<std::int64_t>(g.live_processes()));
+            release.count_down();
+            return join_children({c, n}) == 2 ? 0 : 14;
+        })[0];
+        const int status = procsafe_test::wait_bounded(init, 60s);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 98;
+    })[0];
+    const int status = procsafe_test::wait_bounded(middle, 90s);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) PROCSAFE_SKIP("no PID namespaces here (needs CAP_SYS_ADMIN)");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 78) PROCSAFE_SKIP("could not get the dead pid again");
+    INFO("exit status " << status);
+    REQUIRE(procsafe_test::exited_ok(status));
+    CHECK(live.load() == 2);
+    REQUIRE(seen.load() == 12);  // N's 7 and C's 5: neither zeroed by the other's claim
 }

@@ -4,6 +4,11 @@
 // meets the others at the start barrier, increments.
 //   procsafe_test_child SEGMENT COUNTER atomic|mutex COUNT
 //   procsafe_test_child SEGMENT COUNTER wait N     (waits until the atomic counter reaches N)
+//   procsafe_test_child SEGMENT - atfork 0
+//       a fresh process (nothing of procsafe's registered yet) registers a
+//       pthread_atfork child handler that adds to the sharded counter "c" and
+//       the live gauge "g", then adds itself and forks: the child, after its
+//       handler ran, counts "holding" up and waits for the latch "release".
 #include "support/process.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -13,7 +18,29 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <pthread.h>
+
 namespace {
+procsafe::sharded_counter<std::int64_t>* fork_counter = nullptr;
+procsafe::live_gauge<std::int64_t>* fork_gauge = nullptr;
+
+int run_atfork(procsafe::segment& seg) {
+    fork_counter = &seg.find<procsafe::sharded_counter<std::int64_t>>("c");
+    fork_gauge = &seg.find<procsafe::live_gauge<std::int64_t>>("g");
+    ::pthread_atfork(nullptr, nullptr, [] {  // registered before procsafe's first add
+        fork_counter->increment();
+        fork_gauge->add(5);
+    });
+    fork_counter->increment();
+    fork_gauge->add(3);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        seg.find<procsafe::atomic_counter<int>>("holding").increment();
+        ::_exit(seg.find<procsafe::latch>("release").wait_for(std::chrono::seconds(30)) ? 0 : 3);
+    }
+    return procsafe_test::exited_ok(procsafe_test::wait_bounded(child, std::chrono::seconds(60))) ? 0 : 4;
+}
+
 template <class Counter>
 int run(procsafe::segment& seg, const char* name, long count) {
     auto& c = seg.find<Counter>(name);
@@ -38,6 +65,7 @@ int main(int argc, char** argv) {
             if (!barrier.arrive_and_wait()) return 2;
             return c.wait_at_least_for(count, std::chrono::seconds(20)) ? 0 : 3;
         }
+        if (std::strcmp(argv[3], "atfork") == 0) return run_atfork(seg);
         if (std::strcmp(argv[3], "atomic") == 0) return run<procsafe::atomic_counter<std::int64_t>>(seg, argv[2], count);
         return run<procsafe::mutex_counter<std::int64_t>>(seg, argv[2], count);
     } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/platform.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/detail/thread_cache.hpp>
 #include <procsafe/error.hpp>
 
@@ -14,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 namespace procsafe {
@@ -25,13 +27,28 @@ namespace procsafe {
 /// without mark_process_dead, whose forgotten call leaves the gauges of
 /// killed workers up for good).
 ///
-/// Each process owns a slot (a 128-byte line) named by its pid and its start
-/// time, so a pid reused by a later process is not taken for the dead one
-/// (start times have the kernel's resolution, a clock tick of 10 ms: the pid
-/// space would have to wrap within it).
-/// value() adds up the slots whose owner still runs; a process that finds a
-/// dead owner's slot takes it over, zeroed. More live processes than slots:
-/// the rest share an overflow slot whose contributions do not drop out.
+/// Each process owns a slot (a 128-byte line) named by one 64-bit word: its
+/// pid and its start time, so a pid reused by a later process is not taken
+/// for the dead one (start times have the kernel's resolution, a clock tick
+/// of 10 ms: the pid space would have to wrap within it). A slot changes
+/// hands by one compare-and-swap on that whole word, so two processes can
+/// never both take over one dead owner's slot. All threads of a process share
+/// its slot. value() adds up the slots whose owner still runs; a process that
+/// finds a dead owner's slot takes it over, zeroed. More live processes than
+/// slots: the rest share an overflow slot whose contributions do not drop out.
+///
+/// PID namespaces: pids name processes only within one PID namespace, so a
+/// live_gauge is used from the namespace it was made in. find() from a
+/// process of another namespace (a container sharing /dev/shm, say) is
+/// refused (`unsupported`), rather than misjudging the other side's
+/// processes dead. A slot whose owner is of another namespace (a process
+/// that found the gauge, then moved its children into a new namespace) is
+/// never judged dead nor taken over: it counts until a process of its own
+/// namespace sees it gone.
+///
+/// Forks: the per-thread slot cache is checked against a page the kernel
+/// wipes in every child, so a child (fork(), _Fork(), clone()) takes a slot
+/// of its own before its first add, never writes its parent's.
 ///
 /// Memory ordering: relaxed; value() is not an atomic snapshot. Crash
 /// behaviour: a process's contribution lives exactly as long as the process
@@ -53,15 +70,18 @@ class alignas(cache_line) live_gauge {
     friend struct detail::object_access;  // the slots live after the object, in storage the segment allocates
 
     struct alignas(cache_line) slot {
-        // The owner's pid; 0: free; claiming | pid: being taken over by pid
-        // (a claimer killed mid-way leaves it to the next one).
-        std::atomic<std::uint32_t> pid;
+        // The owner: pid (low 32 bits) and the low 32 bits of its start time
+        // (high 32 bits); 0: free; with `claiming` set: being taken over by
+        // that process (a claimer killed mid-way leaves it to the next one).
+        std::atomic<std::uint64_t> owner;
+        std::atomic<std::uint32_t> pidns;  // the owner's PID namespace (0: unknown)
         std::uint32_t reserved;
-        std::atomic<std::uint64_t> start;  // the owner's start time
         T value;
     };
-    static constexpr std::uint32_t claiming = 0x8000'0000u;
-    static bool is_claiming(std::uint32_t pid) noexcept { return (pid & claiming) != 0; }
+    static constexpr std::uint64_t claiming = 0x8000'0000u;  // above any pid (PID_MAX_LIMIT is 2^22)
+    static constexpr std::uint64_t overflow_owner = 1;       // the overflow slot: always "alive"
+    static bool is_claiming(std::uint64_t owner) noexcept { return (owner & claiming) != 0; }
+    static std::uint32_t pid_of(std::uint64_t owner) noexcept { return static_cast<std::uint32_t>(owner & 0x7fff'ffffu); }
 
 public:
     using value_type = T;
@@ -91,9 +111,7 @@ public:
         T sum{};
         const slot* all = lines();
         for (std::uint32_t i = 0; i <= slots_; ++i) {
-            const std::uint32_t pid = all[i].pid.load(std::memory_order_acquire);
-            if (pid == 0 || is_claiming(pid)) continue;
-            if (i < slots_ && !detail::process_alive(pid, all[i].start.load(std::memory_order_relaxed))) continue;
+            if (i < slots_ && !counts(all[i])) continue;
             sum = detail::wrapping_add(sum, std::atomic_ref<T>(const_cast<T&>(all[i].value)).load(std::memory_order_relaxed));
         }
         return sum;
@@ -101,10 +119,7 @@ public:
     /// Slots of live processes (the overflow slot not counted).  Cost: as value().
     std::size_t live_processes() const noexcept {
         std::size_t n = 0;
-        for (std::uint32_t i = 0; i < slots_; ++i) {
-            const std::uint32_t pid = lines()[i].pid.load(std::memory_order_acquire);
-            n += pid != 0 && !is_claiming(pid) && detail::process_alive(pid, lines()[i].start.load(std::memory_order_relaxed));
-        }
+        for (std::uint32_t i = 0; i < slots_; ++i) n += counts(lines()[i]);
         return n;
     }
     std::size_t slots() const noexcept { return slots_; }
@@ -116,13 +131,23 @@ public:
     bool procsafe_fits(std::size_t bytes_after) const noexcept {
         return slots_ >= 1 && slots_ <= max_slots && bytes_after >= (std::size_t{slots_} + 1) * sizeof(slot);
     }
+    /// For segment::find: why this process may not use the gauge ("" if it may).
+    std::string procsafe_refusal() const {
+        const std::uint32_t here = detail::pid_namespace();
+        if (pidns_ == 0 || here == 0 || pidns_ == here) return {};
+        return "a live_gauge tells live processes by pid, and pids name processes only within one PID namespace: "
+               "it was made in PID namespace " + std::to_string(pidns_) + ", this process is in " +
+               std::to_string(here) + " (a container sharing /dev/shm?); use a live_gauge per namespace";
+    }
 
 private:
     /// Constructed by segment::construct<live_gauge<T>>(name, slots).
     /// Throws: procsafe::error (invalid_argument) for 0 or more than max_slots.
-    explicit live_gauge(std::size_t slots = default_slots) : slots_(static_cast<std::uint32_t>(checked(slots))) {
-        for (std::uint32_t i = 0; i <= slots_; ++i) ::new (static_cast<void*>(&lines()[i])) slot{{0}, 0, {0}, T{}};
-        lines()[slots_].pid.store(1, std::memory_order_relaxed);  // the overflow slot: always "alive"
+    explicit live_gauge(std::size_t slots = default_slots)
+        : slots_(static_cast<std::uint32_t>(checked(slots))), pidns_(detail::pid_namespace()) {
+        for (std::uint32_t i = 0; i <= slots_; ++i) ::new (static_cast<void*>(&lines()[i])) slot{{0}, {0}, 0, T{}};
+        lines()[slots_].owner.store(overflow_owner, std::memory_order_relaxed);
+        incarnation_.store(detail::draw_object_incarnation(this), std::memory_order_relaxed);
     }
 
     static std::size_t checked(std::size_t slots) {
@@ -135,43 +160,96 @@ private:
 
     slot* lines() const noexcept { return reinterpret_cast<slot*>(const_cast<live_gauge*>(this) + 1); }
 
-    /// This process's slot: cached per thread (invalidated by fork and unmap,
-    /// as the sharded counter's), found or claimed on the slow path.
+    /// The owner word of the calling process.
+    static std::uint64_t own_word() noexcept {
+        return std::uint64_t{detail::current_pid()} | (detail::own_start_time() & 0xffff'ffffu) << 32;
+    }
+    /// True while the process an owner word names runs (a start of 0,
+    /// unknown, trusts the pid alone).
+    static bool owner_alive(std::uint64_t owner) noexcept {
+        const std::uint32_t pid = pid_of(owner);
+        if (pid == 0 || detail::process_gone(pid)) return false;
+        const std::uint64_t start = owner >> 32;
+        if (start == 0) return true;
+        const std::uint64_t now = detail::process_start_time(pid);
+        return now == 0 || (now & 0xffff'ffffu) == start;
+    }
+    /// A slot's owner in another PID namespace than the caller's: its pid
+    /// says nothing here.
+    static bool foreign(const slot& s) noexcept {
+        const std::uint32_t ns = s.pidns.load(std::memory_order_relaxed);
+        const std::uint32_t here = detail::pid_namespace();
+        return ns != 0 && here != 0 && ns != here;
+    }
+    /// Does this (non-overflow) slot's value count in value()?
+    static bool counts(const slot& s) noexcept {
+        const std::uint64_t owner = s.owner.load(std::memory_order_acquire);
+        if (owner == 0 || is_claiming(owner)) return false;
+        return foreign(s) || owner_alive(owner);  // never drop a process we cannot judge
+    }
+
+    /// This process's slot: cached per thread (checked against this gauge's
+    /// incarnation and the fork generation, as the sharded counter's), found
+    /// or claimed on the slow path.
     slot& mine() noexcept {
         auto& e = detail::slot_cache_for(this);
-        if (e.owner == this && e.epoch == detail::cache_epoch.load(std::memory_order_relaxed)) [[likely]]
+        if (e.owner == this && e.generation == detail::fork_generation() &&
+            e.incarnation == incarnation_.load(std::memory_order_relaxed)) [[likely]]
             return *static_cast<slot*>(e.slot);
-        detail::watch_forks();
-        const std::uint64_t epoch = detail::cache_epoch.load(std::memory_order_relaxed);
+        const std::uint64_t generation = detail::current_generation();
         slot* s = claim();
-        e = {this, epoch, s, false};
+        e = {this, generation, incarnation_.load(std::memory_order_relaxed), s, false};
         return *s;
     }
 
+    /// One claim at a time per process, so that two threads making their
+    /// first add at once end up on one slot. A spin lock holding the claiming
+    /// process's pid: a fork child, whose parent's thread may have held it at
+    /// the fork, sees another pid and takes it.
+    struct claim_guard {
+        static std::atomic<std::uint32_t>& word() noexcept {
+            static std::atomic<std::uint32_t> w{0};
+            return w;
+        }
+        claim_guard() noexcept {
+            const std::uint32_t me = detail::current_pid();
+            for (;;) {
+                std::uint32_t held = word().load(std::memory_order_relaxed);
+                if (held != me && word().compare_exchange_weak(held, me, std::memory_order_acquire)) return;
+                std::this_thread::yield();  // another thread of this process is claiming: for microseconds
+            }
+        }
+        ~claim_guard() { word().store(0, std::memory_order_release); }
+    };
+
     slot* claim() noexcept {
-        const std::uint32_t me = detail::current_pid();
-        const std::uint64_t start = detail::own_start_time();
+        const claim_guard one_at_a_time;
+        const std::uint64_t me = own_word();
+        const std::uint32_t ns = detail::pid_namespace();
         slot* all = lines();
         for (std::uint32_t i = 0; i < slots_; ++i)  // already ours (another thread of this process claimed it)
-            if (all[i].pid.load(std::memory_order_acquire) == me && all[i].start.load(std::memory_order_relaxed) == start)
-                return &all[i];
+            if (all[i].owner.load(std::memory_order_acquire) == me && !foreign(all[i])) return &all[i];
         for (std::uint32_t i = 0; i < slots_; ++i) {
-            std::uint32_t pid = all[i].pid.load(std::memory_order_acquire);
-            const bool takeable = pid == 0 ||
-                                  (is_claiming(pid) ? detail::process_gone(pid & ~claiming)
-                                                    : !detail::process_alive(pid, all[i].start.load(std::memory_order_relaxed)));
-            if (!takeable) continue;
-            // Free, or its owner (or claimer) is gone: take it, zero it, then say whose it is.
-            if (!all[i].pid.compare_exchange_strong(pid, claiming | me, std::memory_order_acq_rel)) continue;
+            std::uint64_t owner = all[i].owner.load(std::memory_order_acquire);
+            if (owner != 0 && (foreign(all[i]) || owner_alive(owner))) continue;
+            // Free, or its owner (or claimer) is gone. The compare-and-swap is
+            // on the whole word: if another process took the slot meanwhile
+            // (even one with the dead owner's pid), it fails.
+            PROCSAFE_TEST_HOOK("live_gauge.takeover");
+            if (!all[i].owner.compare_exchange_strong(owner, claiming | me, std::memory_order_acq_rel)) continue;
             std::atomic_ref<T>(all[i].value).store(T{}, std::memory_order_relaxed);
-            all[i].start.store(start, std::memory_order_relaxed);
-            all[i].pid.store(me, std::memory_order_release);
+            all[i].pidns.store(ns, std::memory_order_relaxed);
+            all[i].owner.store(me, std::memory_order_release);
             return &all[i];
         }
         return &all[slots_];  // more live processes than slots
     }
 
     std::uint32_t slots_;
+    std::uint32_t pidns_;  // the PID namespace it was made in (0: unknown)
+    // Drawn at construction: a thread's cached slot is valid only for the
+    // object it was found in, not for another mapped later at the same address.
+    std::atomic<std::uint64_t> incarnation_{0};
 };
 
 namespace detail {

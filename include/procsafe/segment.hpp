@@ -145,10 +145,10 @@ public:
         if (map_.addr() == nullptr) return;  // moved from
         dir_ = detail::directory();
         if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_);
+        // Slots that threads cached for objects in this mapping are not
+        // cleared: each entry is checked against its object's incarnation,
+        // which another object mapped later at the same address does not share.
         { detail::mapping gone = std::move(map_); }
-        // Slot pointers that sharded counters cached in this process may
-        // point into the mapping just gone (and a new one may reuse the address).
-        detail::invalidate_slot_caches();
     }
 
     /// Places a new C named `name`, constructed from args, on its own

@@ -72,9 +72,11 @@ enum class shard_strategy : std::uint32_t {
 ///   (the interrupted add stores over it); and a thread's first add claims
 ///   its slot and registers a fork handler, neither of them safe in a
 ///   handler. In a signal handler use an atomic_counter.
-/// - A child made with _Fork() or a raw clone() skips pthread_atfork, so it
-///   keeps its parent's slot as its own and the two lose each other's
-///   updates. fork(), posix_spawn and the exec family are fine.
+/// - A writer (local()) made before a _Fork() or a raw clone() keeps its
+///   parent's slot in the child (those skip pthread_atfork, which clears
+///   writers), and the two lose each other's updates: make writers after
+///   such a fork. add()/increment() are safe in any child: their cache is
+///   checked against a page the kernel wipes in every child.
 ///
 /// ```
 /// auto seg = procsafe::segment::create("web", 1 << 20);
@@ -133,7 +135,8 @@ public:
         // last_slot only ever holds a slot this thread owns (exclusive): no
         // test of a flag here, a plain load + store.
         const detail::slot_cache_entry& e = detail::last_slot;
-        if (e.owner != this || e.epoch != detail::cache_epoch.load(std::memory_order_relaxed)) [[unlikely]]
+        if (e.owner != this || e.generation != detail::fork_generation() ||
+            e.incarnation != incarnation_.load(std::memory_order_relaxed)) [[unlikely]]
             return add_slow(n);
         std::atomic_ref<T> v(static_cast<slot*>(e.slot)->value);
         v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
@@ -248,6 +251,7 @@ private:
             ::new (static_cast<void*>(&lines()[i])) slot{{0}, T{}};
         }
         lines()[slots_].owner.store(overflow, std::memory_order_relaxed);
+        incarnation_.store(detail::draw_object_incarnation(this), std::memory_order_relaxed);
     }
 
     static std::size_t checked(std::size_t slots, shard_strategy strategy) {
@@ -278,7 +282,8 @@ private:
     PROCSAFE_SHARDED_OUT_OF_LINE void add_slow(T n) noexcept {
         if (strategy_ == shard_strategy::per_cpu) return add_on_cpu(n);
         detail::slot_cache_entry& e = detail::slot_cache_for(this);
-        if (e.owner != this || e.epoch != detail::cache_epoch.load(std::memory_order_relaxed)) [[unlikely]]
+        if (e.owner != this || e.generation != detail::fork_generation() ||
+            e.incarnation != incarnation_.load(std::memory_order_relaxed)) [[unlikely]]
             return add_attached(e, n);
         add_to(e, n);
     }
@@ -292,8 +297,8 @@ private:
         if (e.exclusive) {
             // Only an owned slot goes to the inlined path, which stores with
             // no lock prefix; a shared line (the overflow line, per_process)
-            // costs a fetch_add anyway. The epoch copied is the one e was
-            // filled under: a fork or an unmap since leaves both stale.
+            // costs a fetch_add anyway. The generation copied is the one e
+            // was filled under: a fork since leaves both stale.
             detail::last_slot = e;
             v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
         } else {
@@ -303,8 +308,9 @@ private:
 
     /// The slowest path: find this thread's slot and remember it in e.
     PROCSAFE_SHARDED_OUT_OF_LINE const detail::slot_cache_entry& attach(detail::slot_cache_entry& e) noexcept {
-        detail::watch_forks();
-        const std::uint64_t epoch = detail::cache_epoch.load(std::memory_order_relaxed);
+        detail::watch_forks();  // for writers
+        const std::uint64_t generation = detail::current_generation();
+        const std::uint64_t incarnation = own_incarnation();
         slot* s = nullptr;
         bool exclusive = false;
         if (strategy_ == shard_strategy::per_process) {
@@ -317,7 +323,7 @@ private:
         } else {
             s = claim(exclusive);
         }
-        e = {this, epoch, s, exclusive};
+        e = {this, generation, incarnation, s, exclusive};
         return e;
     }
 
@@ -352,8 +358,22 @@ private:
         return &all[slots_];
     }
 
+    /// This object's incarnation (an object of an older layout has none: the
+    /// first process to look gives it one).
+    std::uint64_t own_incarnation() noexcept {
+        std::uint64_t i = incarnation_.load(std::memory_order_relaxed);
+        if (i == 0) {
+            const std::uint64_t drawn = detail::draw_object_incarnation(this);
+            i = incarnation_.compare_exchange_strong(i, drawn, std::memory_order_relaxed) ? drawn : i;
+        }
+        return i;
+    }
+
     std::uint32_t slots_;
     shard_strategy strategy_;
+    // Drawn at construction: a thread's cached slot is valid only for the
+    // object it was found in, not for another mapped later at the same address.
+    std::atomic<std::uint64_t> incarnation_{0};
 };
 
 namespace detail {

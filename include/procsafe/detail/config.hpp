@@ -34,8 +34,10 @@ inline constexpr std::chrono::milliseconds default_timeout{2000};
 // (object_offset), the barrier is one word, sharded slot owners are 64-bit.
 // 4: the catalog, names and metadata in object headers, the constructor's
 // PID namespace, bool and struct value types told apart, the mutex counter's
-// commit generation.
-inline constexpr std::uint32_t layout_version = 4;
+// commit generation. 5: sharded counters and live gauges carry an
+// incarnation; a live gauge's slot owner is one 64-bit word (pid, start
+// time) with its PID namespace beside it, and the gauge records its own.
+inline constexpr std::uint32_t layout_version = 5;
 
 }  // namespace detail
 }  // namespace procsafe

@@ -283,6 +283,9 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
             throw error(errc::incompatible_layout, dir.name(), name, "its header claims more storage than its block holds");
         }
     }
+    if constexpr (requires(const C& c) { { c.procsafe_refusal() } -> std::convertible_to<std::string>; }) {
+        if (std::string why = obj->procsafe_refusal(); !why.empty()) throw error(errc::unsupported, dir.name(), name, why);
+    }
     return obj;
 }
 

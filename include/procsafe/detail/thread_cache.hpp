@@ -2,16 +2,27 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Per-thread memory of "which slot of which sharded counter is mine", for
-// increment() (the last counter used, then a small hashed cache) and for
-// writers (a list).
+// Per-thread memory of "which slot of which sharded counter or live gauge
+// is mine", for increment() (the last counter used, then a small hashed
+// cache) and for writers (a list).
 //
-// A cached slot is only valid in the process and the mapping it was found
-// in. A global epoch, bumped in every fork child (pthread_atfork) and by the
-// segment whenever it unmaps (invalidate_slot_caches), invalidates every
-// entry at once: a forked child never writes its parent's owned slot, and a
-// new mapping at a recycled address never inherits a stale pointer. The
-// check on the hot path is one relaxed load and two compares.
+// A cached slot is valid only for the object it was found in, in the process
+// that found it. Each entry is checked against both, with no process-wide
+// state to keep in step (a shared library built with -fvisibility=hidden, or
+// a plugin dlopen()ed by a program without -rdynamic, has its own copy of
+// every variable here):
+// - the object's incarnation, a number drawn when it was constructed and
+//   kept in the object: an unmap followed by a new mapping at the same
+//   address puts another object (another incarnation) there, and the entry
+//   no longer matches; the same object mapped again at the same address
+//   still matches, and its slot is still the thread's;
+// - the fork generation, a word on a page the kernel wipes in every child
+//   (MADV_WIPEONFORK, Linux 4.14): in a child, fork(), _Fork() or clone()
+//   alike, it reads 0 before any code of the child runs (pthread_atfork
+//   handlers included), so no entry of the parent matches. Where the kernel
+//   lacks it, a pthread_atfork handler registered when the page is set up
+//   zeroes it instead.
+// The check on the hot path is a few loads and three compares.
 //
 // Every thread_local here is constant-initialized (no constructor, no
 // destructor): the compiler then reaches it by a direct %fs-relative access,
@@ -27,14 +38,82 @@
 
 #if defined(PROCSAFE_POSIX)
 #include <pthread.h>
+#include <sys/mman.h>
 #endif
 
 namespace procsafe::detail {
 
-inline std::atomic<std::uint64_t> cache_epoch{1};
+/// The generation word every entry is checked against; until the first slow
+/// path sets up the page, a word that is always 0 (no entry is valid).
+inline constinit std::atomic<std::uint64_t> no_generation{0};
+inline constinit std::atomic<std::atomic<std::uint64_t>*> generation_word{&no_generation};
+/// The last generation this process (or the parent it was forked from)
+/// handed out: ordinary memory, so a child starts past its parent's.
+inline constinit std::atomic<std::uint64_t> generation_source{0};
 
-/// Every slot pointer any thread of this process cached is void from now on.
-inline void invalidate_slot_caches() noexcept { cache_epoch.fetch_add(1, std::memory_order_relaxed); }
+inline void wipe_generation_in_child() noexcept { generation_word.load(std::memory_order_relaxed)->store(0, std::memory_order_relaxed); }
+
+inline std::atomic<std::uint64_t>* make_generation_word() noexcept {
+#if defined(PROCSAFE_POSIX)
+    const long page = ::sysconf(_SC_PAGESIZE);
+    void* p = ::mmap(nullptr, page > 0 ? static_cast<std::size_t>(page) : 4096u, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        static std::atomic<std::uint64_t> fallback{0};
+        p = &fallback;
+        ::pthread_atfork(nullptr, nullptr, &wipe_generation_in_child);
+    } else {
+        bool wiped = false;
+#if defined(MADV_WIPEONFORK)
+        wiped = ::madvise(p, page > 0 ? static_cast<std::size_t>(page) : 4096u, MADV_WIPEONFORK) == 0;
+#endif
+        if (!wiped) ::pthread_atfork(nullptr, nullptr, &wipe_generation_in_child);
+    }
+    return ::new (p) std::atomic<std::uint64_t>{0};
+#else
+    static std::atomic<std::uint64_t> word{0};  // no fork on Windows
+    return &word;
+#endif
+}
+
+/// The generation entries are checked against on the hot path: 0 until this
+/// process's first slow path, and again in a fork child until its first.
+inline std::uint64_t fork_generation() noexcept {
+    return generation_word.load(std::memory_order_relaxed)->load(std::memory_order_relaxed);
+}
+
+/// The current generation, set up (or renewed, in a fork child) if need be.
+/// For slow paths only.
+inline std::uint64_t current_generation() noexcept {
+    static std::atomic<std::uint64_t>* const word = [] {
+        std::atomic<std::uint64_t>* w = make_generation_word();
+        generation_word.store(w, std::memory_order_release);
+        return w;
+    }();
+    std::uint64_t g = word->load(std::memory_order_acquire);
+    if (g == 0) {  // first use, or a fork child: a generation no entry of this process holds
+        const std::uint64_t fresh = generation_source.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (word->compare_exchange_strong(g, fresh, std::memory_order_acq_rel)) g = fresh;
+    }
+    return g;
+}
+
+/// A number for a new object's incarnation: never 0, distinct from any other
+/// object's for all practical purposes (64 mixed bits of time, process,
+/// address and a serial).
+inline std::uint64_t draw_object_incarnation(const void* where) noexcept {
+    static std::atomic<std::uint64_t> serial{0};
+    std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                      (static_cast<std::uint64_t>(current_pid()) << 40) ^
+                      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(where)) ^
+                      (serial.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 30;  // splitmix64's finalizer
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x != 0 ? x : 1;
+}
 
 /// What a sharded_counter::writer keeps, and the list of a thread's live
 /// writers. A fork child's only thread is the one that forked, so the fork
@@ -98,12 +177,11 @@ inline std::uint64_t writer_identity() noexcept {
 
 inline void after_fork_in_child() noexcept {
     writer_nonce = 0;  // the child's thread is another writer
-    invalidate_slot_caches();
     for (writer_base* w = thread_writers; w != nullptr; w = w->next_) w->value_ = nullptr;
 }
 
-/// Registers the fork handler once per process; called on every slow path,
-/// i.e. before any cache entry or writer can be valid.
+/// Registers the writers' fork handler once per process; called when a writer
+/// first looks up its slot, i.e. before any writer can be valid.
 inline void watch_forks() noexcept {
 #if defined(PROCSAFE_POSIX)
     static const bool registered = [] {
@@ -115,8 +193,9 @@ inline void watch_forks() noexcept {
 }
 
 struct slot_cache_entry {
-    const void* owner = nullptr;  // the sharded counter, at this mapping's address
-    std::uint64_t epoch = 0;      // 0: never valid (cache_epoch starts at 1)
+    const void* owner = nullptr;     // the object, at this mapping's address
+    std::uint64_t generation = 0;    // fork_generation() when filled; 0: never valid
+    std::uint64_t incarnation = 0;   // the object's incarnation when filled
     void* slot = nullptr;
     bool exclusive = false;  // true: this thread is the slot's only writer
 };
@@ -124,7 +203,7 @@ static_assert(std::is_trivially_destructible_v<slot_cache_entry>,
               "a thread_local with a destructor is reached through a TLS wrapper call");
 
 /// The counter this thread added to last, and its slot: what increment()
-/// tests first (one compare of the counter's address, one of the epoch), so
+/// tests first (the counter's address, the generation, the incarnation), so
 /// that `++requests` in a loop costs what a writer's add costs. A miss goes
 /// to slot_cache, then to the counter's slots.
 inline thread_local constinit slot_cache_entry last_slot{};
