@@ -394,15 +394,53 @@ TEST_CASE("race: a segment removed and recreated while its old owner removes it:
     })[0];
     REQUIRE(board.wait_reached(held));  // checked the name is still its own, not yet removed
     REQUIRE(ready.load() == 1);
-    // Meanwhile somebody removes the name and creates a segment of their own under it.
-    REQUIRE(procsafe::segment::remove(name));
-    auto theirs = procsafe::segment::create(name, 4096);
-    theirs.construct<procsafe::atomic_counter<int>>("mine", 7);
+    // Meanwhile somebody removes the name (to create a segment of their own
+    // under it): they wait for the old owner's check-and-unlink to finish,
+    // instead of removing the name from under it.
+    const int waiting = board.arm("segment.remove.waiting", 0, 0, pause_board::signal_only);
+    const pid_t remover = fork_children(1, [&](int) {
+        board.use();
+        return procsafe::segment::remove(name) ? 10 : 11;  // 11: the old owner had removed it
+    })[0];
+    const bool remover_waited = board.wait_any({waiting}, 10s) == waiting;
+    // The old owner, held between its check and its unlink, is never without
+    // its name: a worker opening it meanwhile finds it.
+    REQUIRE_NOTHROW(procsafe::segment::open(name, 100ms));
     board.release(held);
     REQUIRE(join_children({owner}) == 1);
+    const int status = procsafe_test::wait_bounded(remover, 20s);
+    INFO("remover exit status " << status);
+    REQUIRE(remover_waited);
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 11));
+    auto theirs = procsafe::segment::create(name, 4096);
+    theirs.construct<procsafe::atomic_counter<int>>("mine", 7);
     struct stat st {};
     REQUIRE(::stat(("/dev/shm/" + name).c_str(), &st) == 0);
     REQUIRE(procsafe::segment::open(name).find<procsafe::atomic_counter<int>>("mine").value() == 7);
+}
+
+TEST_CASE("race: procsafe's removers take turns: one held between its check and its unlink makes another "
+          "wait, within its timeout",
+          "[race][multiprocess][segment]") {
+    const auto name = procsafe_test::unique_name("rmturn");
+    auto control = procsafe::segment::anonymous(64 * 1024);
+    auto& board = control.construct<pause_board>("board");
+    const int held = board.arm("segment.remove.checked");
+    const pid_t owner = fork_children(1, [&](int) {
+        board.use();
+        { auto seg = procsafe::segment::create(name, 4096); }
+        return 0;
+    })[0];
+    REQUIRE(board.wait_reached(held));
+    // A remover whose timeout ends while the other holds the lock: timed_out,
+    // naming the segment; nothing removed.
+    const auto e = procsafe_test::catch_error([&] { procsafe::segment::remove(name, 200ms); });
+    board.release(held);
+    REQUIRE(join_children({owner}) == 1);
+    INFO(e.what());
+    REQUIRE(e.code() == errc::timed_out);
+    REQUIRE(std::string(e.what()).find(name) != std::string::npos);
+    REQUIRE_FALSE(procsafe::segment::remove(name));  // the owner removed its own
 }
 
 TEST_CASE("race: a sharded slot taken over at the moment its dead owner's thread id is reused: no "

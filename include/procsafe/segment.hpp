@@ -125,11 +125,13 @@ public:
 
     /// Removes the named segment. Processes that map it keep their mapping;
     /// the name is free at once. Returns false if there was none (always on
-    /// Windows, where a section goes with its last handle).
-    /// Throws: invalid_name, permission_denied.
-    static bool remove(std::string_view name) {
+    /// Windows, where a section goes with its last handle). procsafe's
+    /// removers of one host take turns (a lock on /dev/shm, held for one
+    /// check and one unlink), waited for up to `timeout`.
+    /// Throws: invalid_name, permission_denied, timed_out.
+    static bool remove(std::string_view name, std::chrono::milliseconds timeout = default_timeout) {
         detail::check_segment_name(name);
-        return detail::mapping::remove(name);
+        return detail::mapping::remove(name, detail::deadline_after(timeout));
     }
 
     segment(segment&& o) noexcept { swap(o); }
@@ -143,8 +145,9 @@ public:
 
     ~segment() {
         if (map_.addr() == nullptr) return;  // moved from
+        const auto deadline = detail::deadline_after(dir_.timeout());
         dir_ = detail::directory();
-        if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_);
+        if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_, deadline);
         // Slots that threads cached for objects in this mapping are not
         // cleared: each entry is checked against its object's incarnation,
         // which another object mapped later at the same address does not share.

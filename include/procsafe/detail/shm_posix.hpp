@@ -25,12 +25,14 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include <vector>
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,6 +63,49 @@ inline std::size_t page_size() {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     return size;
 }
+
+/// The lock every procsafe remover of a named segment takes on this host: an
+/// exclusive flock on /dev/shm itself (where glibc keeps POSIX shared memory),
+/// held for one check and one unlink. With it, a remover that checked "this
+/// name is still mine" unlinks before any other remover can remove the name
+/// and a creator take it again. Waited for with a bound: any user can open
+/// /dev/shm and hold the lock, which only delays removals (and makes them
+/// fail with timed_out), never makes one remove the wrong segment. Removers
+/// that are not procsafe's (rm /dev/shm/NAME) do not take it.
+class removal_lock {
+public:
+    explicit removal_lock(wait_clock::time_point deadline) noexcept
+        : fd_(::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK)) {
+        if (fd_ < 0) {
+            held_ = true;  // no /dev/shm (not Linux's layout): nothing to serialize on
+            return;
+        }
+        for (unsigned round = 0;; ++round) {
+            if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+                held_ = true;
+                return;
+            }
+            if (errno != EWOULDBLOCK && errno != EINTR) {
+                held_ = true;  // a file system without flock: as before the lock
+                return;
+            }
+            if (wait_clock::now() >= deadline) return;
+            if (round == 0) PROCSAFE_TEST_HOOK("segment.remove.waiting");
+            if (round < 64) std::this_thread::yield();
+            else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    ~removal_lock() {
+        if (fd_ >= 0) ::close(fd_);  // releases the flock
+    }
+    removal_lock(const removal_lock&) = delete;
+    removal_lock& operator=(const removal_lock&) = delete;
+    bool held() const noexcept { return held_; }
+
+private:
+    int fd_;
+    bool held_ = false;
+};
 
 /// One mapping of a shared memory object, owned by this process.
 class mapping {
@@ -204,8 +249,14 @@ public:
     }
 
     /// Removes the name; processes that map it keep their mapping. False if
-    /// there was none. Throws: permission_denied.
-    static bool remove(std::string_view name) {
+    /// there was none. Waits for the removal lock (removal_lock) until
+    /// `deadline` at most. Throws: permission_denied, timed_out.
+    static bool remove(std::string_view name, wait_clock::time_point deadline) {
+        const removal_lock lock(deadline);
+        if (!lock.held()) {
+            throw error(errc::timed_out, name, {},
+                        "another process held /dev/shm's removal lock (flock) for the whole wait; not removed");
+        }
         if (::shm_unlink(os_name(name).c_str()) == 0) return true;
         if (errno == ENOENT) return false;
         throw_errno(name, "shm_unlink", errno);
@@ -219,44 +270,33 @@ public:
     bool is_stale(std::string_view name) const { return stat(name).st_nlink == 0; }
 
     /// Removes `name` if it still refers to this mapping; someone may have
-    /// removed it and created another segment under it meanwhile.
-    void remove_if_same(std::string_view name) const noexcept {
+    /// removed it and created another segment under it meanwhile. Checking,
+    /// then unlinking, is one step under the removal lock: another remover
+    /// cannot remove the name and let a new segment take it in between. If
+    /// the lock cannot be had by `deadline`, nothing is removed (leaving ours
+    /// behind is better than removing another's).
+    void remove_if_same(std::string_view name, wait_clock::time_point deadline) const noexcept {
         struct stat ours {};
-        if (fd_ < 0 || ::fstat(fd_, &ours) != 0) return;
-        auto same = [&](const struct stat& st) { return st.st_ino == ours.st_ino && st.st_dev == ours.st_dev; };
+        if (fd_ < 0 || ::fstat(fd_, &ours) != 0 || ours.st_nlink == 0) return;
+        const removal_lock lock(deadline);
+        if (!lock.held()) return;
+        const std::string os = os_name(name);
 #if defined(__linux__)
         // By path, with no new file descriptor: a process at its descriptor
         // limit (EMFILE) still removes its segment.
-        const std::string path = "/dev/shm/" + std::string(name);
+        const std::string path = "/dev/shm" + os;
         struct stat theirs {};
-        if (::stat(path.c_str(), &theirs) != 0 || !same(theirs)) return;
-        PROCSAFE_TEST_HOOK("segment.remove.checked");
-        // Checking, then unlinking by name, would unlink a segment created
-        // under the name in between. So the name is first moved aside in one
-        // step (renameat2, RENAME_NOREPLACE, in /dev/shm where glibc keeps
-        // POSIX shared memory), and what was moved is looked at: ours is
-        // removed, another is put back. Only if the name was taken yet again
-        // in that instant does the other segment lose its name (its owner's
-        // is_stale() then says so). Not a valid segment name (it starts with
-        // '.'): procsafe never makes one.
-        const std::string aside = "/dev/shm/." + std::string(name) + ".removing." + std::to_string(current_pid());
-        if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) == 0) {
-            struct stat moved {};
-            const bool ours_moved = ::stat(aside.c_str(), &moved) == 0 && same(moved);
-            if (ours_moved || ::renameat2(AT_FDCWD, aside.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
-                ::unlink(aside.c_str());
-            }
-        }
+        const bool still_ours = ::lstat(path.c_str(), &theirs) == 0 && theirs.st_ino == ours.st_ino &&
+                                theirs.st_dev == ours.st_dev;
 #else
-        const std::string os = os_name(name);
-        const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC, 0);
+        const int fd = ::shm_open(os.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
         if (fd < 0) return;
         struct stat theirs {};
-        const bool still_ours = ::fstat(fd, &theirs) == 0 && same(theirs);
+        const bool still_ours = ::fstat(fd, &theirs) == 0 && theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
         ::close(fd);
+#endif
         PROCSAFE_TEST_HOOK("segment.remove.checked");
         if (still_ours) ::shm_unlink(os.c_str());
-#endif
     }
 
 private:

@@ -145,14 +145,14 @@ public:
 
     /// A Windows section has no name to unlink: it disappears when the last
     /// process that maps it closes it. Nothing to do; says so (false).
-    static bool remove(std::string_view /*name*/) noexcept { return false; }
+    static bool remove(std::string_view /*name*/, wait_clock::time_point /*deadline*/) noexcept { return false; }
 
     void* addr() const noexcept { return addr_; }
     std::size_t size() const noexcept { return size_; }
     /// A mapped Windows section cannot be removed under us.
     bool is_stale(std::string_view /*name*/) const noexcept { return false; }
     /// Nothing to remove (see remove()).
-    void remove_if_same(std::string_view /*name*/) const noexcept {}
+    void remove_if_same(std::string_view /*name*/, wait_clock::time_point /*deadline*/) const noexcept {}
 
 private:
     /// "Local\\NAME", or "Global\\REST" for a name that starts with "Global.".
