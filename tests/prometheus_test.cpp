@@ -9,6 +9,7 @@
 
 #include <procsafe/procsafe.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -141,18 +142,28 @@ TEST_CASE("prometheus: names made valid, label values and help escaped, families
 TEST_CASE("prometheus: two objects that map onto one series, or onto a family of another type: the second "
           "is left out and said so",
           "[prometheus]") {
+    // construct() refuses such names (reader_test.cpp); a segment's owner
+    // can still rename an object in place, as done here, after the fact.
     auto seg = procsafe::segment::anonymous(1 << 20);
-    seg.construct<procsafe::atomic_counter<int>>("x_total", 1);  // x_total, a counter
-    seg.construct<procsafe::atomic_counter<int>>("x", 2);        // x_total again: the same series
-    seg.construct<procsafe::atomic_counter<int>>("q", 3);        // q_total, a counter
-    seg.construct<procsafe::atomic_counter<int>>("q_total", procsafe::metadata{.type = procsafe::metric_type::gauge}, 4);
+    seg.construct<procsafe::atomic_counter<int>>("xx_total", 1);  // xx_total, a counter
+    seg.construct<procsafe::atomic_counter<int>>("ww", 2);        // renamed xx: xx_total again, the same series
+    seg.construct<procsafe::atomic_counter<int>>("qq", 3);        // qq_total, a counter
+    seg.construct<procsafe::atomic_counter<int>>("rr_total", procsafe::metadata{.type = procsafe::metric_type::gauge}, 4);
+    auto rename = [&](std::string_view from, std::string_view to) {
+        auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
+        const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
+        REQUIRE(at != std::string_view::npos);
+        std::copy(to.begin(), to.end(), base + at);
+    };
+    rename("ww", "xx");
+    rename("rr_total", "qq_total");  // a gauge qq_total beside the counter qq's
     prometheus_exposition text;
     text.add(procsafe::segment_view::of(seg));
     const std::string out = text.str();
     INFO(out);
-    REQUIRE(has_line(out, "x_total{segment=\"(anonymous)\"} 1"));
+    REQUIRE(has_line(out, "xx_total{segment=\"(anonymous)\"} 1"));
     REQUIRE(out.find("} 2\n") == std::string::npos);
-    REQUIRE(has_line(out, "q_total{segment=\"(anonymous)\"} 3"));
+    REQUIRE(has_line(out, "qq_total{segment=\"(anonymous)\"} 3"));
     REQUIRE(out.find("} 4\n") == std::string::npos);
     REQUIRE(text.warnings().size() == 2);
     std::string promtool;

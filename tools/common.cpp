@@ -24,7 +24,9 @@ namespace procsafe::cli {
 std::string command_name;
 
 void print_error(std::string_view line) {
-    const std::string text = fmt::format("procsafe{}{}: {}\n", command_name.empty() ? "" : " ", command_name, line);
+    // A message may quote what a segment holds: never a control sequence on a terminal.
+    const std::string text =
+        fmt::format("procsafe{}{}: {}\n", command_name.empty() ? "" : " ", command_name, terminal_safe(line));
     std::fputs(text.c_str(), stderr);
 }
 
@@ -33,7 +35,10 @@ std::string describe(const procsafe::error& e) {
     switch (e.code_value()) {
         case errc::segment_not_found: return fmt::format("segment '{}' not found", seg);
         case errc::permission_denied: return fmt::format("segment '{}': permission denied ({})", seg, e.detail());
-        case errc::bad_magic: return fmt::format("'{}' is not a procsafe segment", seg);
+        case errc::bad_magic:
+            // A FIFO, a link...: say what it is (the wrong magic number needs no more words).
+            if (e.detail().rfind("not a procsafe segment", 0) == 0) return fmt::format("'{}' is not a procsafe segment", seg);
+            return fmt::format("'{}' is not a procsafe segment: {}", seg, e.detail());
         case errc::incompatible_layout: return fmt::format("segment '{}': incompatible or damaged: {}", seg, e.detail());
         case errc::timed_out: return fmt::format("segment '{}' is not initialized: {}", seg, e.detail());
         case errc::invalid_name:
@@ -49,6 +54,30 @@ procsafe::segment_view open_view(std::string_view name) {
     } catch (const procsafe::error& e) {
         throw failure(describe(e));
     }
+}
+
+std::string terminal_safe(std::string_view s) {
+    std::string out;
+    auto escape = [&](unsigned char c) { out += fmt::format("\\x{:02x}", c); };
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) escape(c);
+        else if (c < 0x80) out += static_cast<char>(c);
+        else {
+            // Whole UTF-8 characters pass, but not the C1 controls (U+0080 to
+            // U+009F: U+009B is a CSI to some terminals) and no stray byte.
+            std::size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            const std::string_view ch = s.substr(i, n);
+            const bool c1 = c == 0xC2 && ch.size() == 2 && static_cast<unsigned char>(ch[1]) < 0xA0;
+            if (ch.size() == n && !c1 && procsafe::detail::valid_utf8(ch)) {
+                out += ch;
+                i += n - 1;
+            } else {
+                escape(c);
+            }
+        }
+    }
+    return out;
 }
 
 std::string human_bytes(std::uint64_t bytes) {
@@ -107,6 +136,7 @@ std::string status_name(procsafe::object_status s) {
         case procsafe::object_status::ready: return "ready";
         case procsafe::object_status::constructing: return "constructing";
         case procsafe::object_status::constructor_died: return "constructor_died";
+        case procsafe::object_status::corrupt: return "corrupt";
     }
     return "unknown";
 }
@@ -228,6 +258,7 @@ table::table(std::vector<std::string> header, std::vector<bool> right_aligned) :
 
 void table::add(std::vector<std::string> row) {
     row.resize(right_.size());
+    for (auto& cell : row) cell = terminal_safe(cell);
     rows_.push_back(std::move(row));
 }
 

@@ -71,6 +71,11 @@ std::string describe(const procsafe::error& e);
 /// Opens a segment for reading; its errors become failures (describe()).
 procsafe::segment_view open_view(std::string_view name);
 
+/// s, safe to print on a terminal: control characters (C0, DEL, C1) and
+/// bytes that are not UTF-8 become \xHH. Every table cell and error line
+/// goes through it: a hostile segment's strings must not reach a terminal.
+std::string terminal_safe(std::string_view s);
+
 /// "1.5 KiB", "64 MiB"; bytes below 1 KiB as "512 B".
 std::string human_bytes(std::uint64_t bytes);
 /// Local time "2026-11-24 22:45:50" of nanoseconds since the epoch.

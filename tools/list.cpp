@@ -30,7 +30,8 @@ struct entry {
 
 std::optional<struct stat> stat_of(const std::string& name) {
     struct stat st {};
-    if (::stat(("/dev/shm/" + name).c_str(), &st) != 0) return std::nullopt;
+    // lstat: a link planted in /dev/shm is described, not followed.
+    if (::lstat(("/dev/shm/" + name).c_str(), &st) != 0) return std::nullopt;
     return st;
 }
 
@@ -76,7 +77,11 @@ int run_list(const list_options& o) {
     std::vector<entry> entries;
     for (const auto& n : names) {
         auto e = look_at(n);
-        if (!e || (e->status == "not_procsafe" && !o.all)) continue;
+        if (!e) continue;
+        // A FIFO, a link, a socket under /dev/shm: never opened (a FIFO would
+        // block the listing), and said so even without --all.
+        if (e->st && !S_ISREG(e->st->st_mode)) print_error("warning: " + e->error + ": skipped");
+        if (e->status == "not_procsafe" && !o.all) continue;
         entries.push_back(std::move(*e));
     }
 
@@ -101,7 +106,7 @@ int run_list(const list_options& o) {
             }
             out.push_back(std::move(j));
         }
-        std::puts(out.dump(2).c_str());
+        std::puts(out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
         return 0;
     }
 

@@ -71,7 +71,7 @@ endpoint parse_listen(const std::string& s) {
 }
 
 void log_line(const std::string& line) {
-    const std::string text = "procsafe serve: " + line + "\n";
+    const std::string text = "procsafe serve: " + terminal_safe(line) + "\n";
     std::fputs(text.c_str(), stderr);
 }
 

@@ -22,12 +22,15 @@ void add_rows(table& t, const procsafe::object_info& o) {
     auto sub = [&](const std::string& name, const std::string& value) { t.add({"  " + name, "", "", value, "", ""}); };
     std::string value;
     if (o.status != procsafe::object_status::ready) {
-        value = o.status == procsafe::object_status::constructing ? "(constructing)" : "(constructor died)";
+        value = o.status == procsafe::object_status::constructing       ? "(constructing)"
+                : o.status == procsafe::object_status::constructor_died ? "(constructor died)"
+                                                                         : "(corrupt)";
     } else if (!o.histogram && o.values.size() == 1 && o.kind != procsafe::detail::object_kind::atomic_counter_array &&
                o.kind != procsafe::detail::object_kind::mutex_counter_array) {
         value = value_text(o.values[0]);
     }
     t.add({o.name, o.type, metric_name(o.metric), value, o.unit, o.help});
+    if (o.status == procsafe::object_status::corrupt) sub("note: " + o.note, "");
     if (o.status != procsafe::object_status::ready) return;
     if (o.histogram) {
         const auto& h = *o.histogram;
@@ -65,7 +68,9 @@ int run_show(const show_options& opt) {
         out["segment"] = json_of(info);
         out["objects"] = nlohmann::ordered_json::array();
         for (const auto& o : objects) out["objects"].push_back(json_of(o));
-        std::puts(out.dump(2).c_str());
+        // replace: a string that is not UTF-8 (from a segment of another
+        // build, or damaged) is printed with U+FFFD, never an exception.
+        std::puts(out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
         return 0;
     }
 

@@ -4,7 +4,9 @@
 
 #include <procsafe/error.hpp>
 
+#include <algorithm>
 #include <cstddef>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -60,33 +62,145 @@ inline constexpr bool metadata_first<First, Rest...> = std::is_same_v<std::remov
 
 inline constexpr std::size_t max_help = 1024, max_unit = 32, max_label = 64, max_label_value = 128;
 
+/// True when s is well-formed UTF-8 (no overlong forms, no surrogates,
+/// nothing above U+10FFFF): what Prometheus and JSON consumers require.
+inline bool valid_utf8(std::string_view s) noexcept {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t n = 0;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else {
+            return false;
+        }
+        if (s.size() - i - 1 < n) return false;
+        for (std::size_t k = 1; k <= n; ++k) {
+            const auto d = static_cast<unsigned char>(s[i + k]);
+            if (k == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF)) return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
+/// The bytes as printable ASCII: a control character, DEL, a byte above
+/// 0x7F and a backslash as \xHH (\\ for a backslash). For naming what a
+/// hostile segment holds in a message, a terminal or a log.
+inline std::string escape_bytes(std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '\\') out += "\\\\";
+        else if (c < 0x20 || c >= 0x7f) {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += ch;
+        }
+    }
+    return out;
+}
+
+/// name made a valid Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*:
+/// other characters become '_', a leading digit gets a '_' before it).
+inline std::string metric_name(std::string_view name) {
+    std::string out;
+    for (char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
+        out += ok ? c : '_';
+    }
+    if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
+    return out;
+}
+
+/// The names an object is exported under in the Prometheus text format:
+/// its family's name first (the name made valid, the unit appended unless
+/// the name ends with it, "_total" for a counter), then every series name
+/// its samples use (a histogram's family X has X_bucket, X_sum, X_count).
+/// `metric` is the resolved type: counter, gauge or histogram.
+inline std::vector<std::string> exported_names(std::string_view object, std::string_view unit, metric_type metric) {
+    auto ends_with = [](std::string_view s, std::string_view suffix) {
+        return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+    };
+    std::string name = metric_name(object);
+    if (!unit.empty()) {
+        const std::string u = "_" + std::string(unit);
+        if (!ends_with(name, u) && !ends_with(name, u + "_total")) name += u;
+    }
+    if (metric == metric_type::counter && !ends_with(name, "_total")) name += "_total";
+    if (metric == metric_type::histogram) return {name, name + "_bucket", name + "_sum", name + "_count"};
+    return {name};
+}
+
+/// A value that appears twice in `values`, if any. Cost: a sorted copy.
+template <class String>
+std::optional<std::string_view> repeated_value(const std::vector<String>& values) {
+    std::vector<std::string_view> sorted(values.begin(), values.end());
+    std::sort(sorted.begin(), sorted.end());
+    const auto it = std::adjacent_find(sorted.begin(), sorted.end());
+    if (it == sorted.end()) return std::nullopt;
+    return *it;
+}
+
+/// Why these strings cannot be an object's metadata (help, unit, label
+/// name, label values), or nothing: the rules construct() applies, and a
+/// reader applies again to what it reads from a segment.
+template <class String>
+std::optional<std::string> metadata_problem(std::string_view help, std::string_view unit, std::string_view label,
+                                            const std::vector<String>& label_values) {
+    if (help.size() > max_help) return "help text longer than 1024 bytes";
+    for (char c : help)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "help text with a control character";
+    if (!valid_utf8(help)) return "help text that is not valid UTF-8";
+    if (unit.size() > max_unit) return "unit longer than 32 bytes";
+    for (char c : unit)
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return "a unit has only [a-z0-9_]";
+    if (label.size() > max_label) return "label name longer than 64 bytes";
+    for (std::size_t i = 0; i < label.size(); ++i) {
+        const char c = label[i];
+        const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!letter && !(i > 0 && c >= '0' && c <= '9')) return "a label name is [a-zA-Z_][a-zA-Z0-9_]*";
+    }
+    if (label.substr(0, 2) == "__") return "label names starting with __ are reserved (Prometheus)";
+    if (label == "segment" || label == "le") return "the label names segment and le are the exporter's own";
+    if (label.empty() && !label_values.empty()) return "label values without a label name";
+    for (std::string_view v : label_values) {
+        if (v.size() > max_label_value) return "a label value longer than 128 bytes";
+        for (char c : v)
+            if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') return "a label value with a control character";
+        if (!valid_utf8(v)) return "a label value that is not valid UTF-8";
+    }
+    // Two elements under one label value are one series twice: Prometheus
+    // refuses the scrape, a Redis total takes each in turn.
+    if (const auto dup = repeated_value(label_values)) {
+        return "the label value '" + escape_bytes(*dup) + "' repeated: each element needs its own";
+    }
+    return std::nullopt;
+}
+
 /// Throws invalid_argument naming the object when the metadata is malformed.
 inline void check_metadata(const metadata& m, std::string_view segment, std::string_view object) {
     auto bad = [&](const std::string& why) { throw error(errc::invalid_argument, segment, object, "metadata: " + why); };
-    if (m.help.size() > max_help) bad("help text longer than 1024 bytes");
-    for (char c : m.help)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) bad("help text with a control character");
-    if (m.unit.size() > max_unit) bad("unit longer than 32 bytes");
-    for (char c : m.unit)
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) bad("a unit has only [a-z0-9_]");
     if (m.type != metric_type::automatic && m.type != metric_type::counter && m.type != metric_type::gauge &&
         m.type != metric_type::histogram) {
         bad("unknown metric type");
     }
-    if (m.label.size() > max_label) bad("label name longer than 64 bytes");
-    for (std::size_t i = 0; i < m.label.size(); ++i) {
-        const char c = m.label[i];
-        const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!letter && !(i > 0 && c >= '0' && c <= '9')) bad("a label name is [a-zA-Z_][a-zA-Z0-9_]*");
-    }
-    if (m.label.substr(0, 2) == "__") bad("label names starting with __ are reserved (Prometheus)");
-    if (m.label == "segment" || m.label == "le") bad("the label names segment and le are the exporter's own");
-    if (m.label.empty() && !m.label_values.empty()) bad("label values without a label name");
-    for (std::string_view v : m.label_values) {
-        if (v.size() > max_label_value) bad("a label value longer than 128 bytes");
-        for (char c : v)
-            if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') bad("a label value with a control character");
-    }
+    if (const auto why = metadata_problem(m.help, m.unit, m.label, m.label_values)) bad(*why);
 }
 
 }  // namespace detail

@@ -32,7 +32,11 @@ namespace procsafe {
 /// escaped. No timestamps (node_exporter's textfile collector skips a whole
 /// file that has one). Objects not ready, user types and values that cannot
 /// be read are left out, and said so in warnings(); so is an object whose
-/// name maps onto a family of another type.
+/// name maps onto a family of another type, or whose series names are
+/// another family's (a gauge lat_sum beside a histogram lat), or whose
+/// strings break construct()'s rules (not UTF-8, control characters,
+/// repeated label values: a segment's owner may rewrite them), so that the
+/// text is always one a Prometheus server accepts whole.
 ///
 /// ```
 /// procsafe::prometheus_exposition text;
@@ -68,15 +72,7 @@ public:
     const std::vector<std::string>& warnings() const noexcept { return warnings_; }
 
     /// name, made a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*).
-    static std::string metric_name(std::string_view name) {
-        std::string out;
-        for (char c : name) {
-            const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
-            out += ok ? c : '_';
-        }
-        if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
-        return out;
-    }
+    static std::string metric_name(std::string_view name) { return detail::metric_name(name); }
     /// A label value, escaped: backslash, double quote, newline.
     static std::string escape_label(std::string_view v) {
         std::string out;
@@ -123,15 +119,28 @@ private:
         auto skip = [&](const std::string& why) {
             warnings_.push_back("segment '" + std::string(segment) + "': object '" + o.name + "': " + why);
         };
+        if (o.status == object_status::corrupt) return skip(o.note);
         if (o.status != object_status::ready) return skip("not constructed (yet): left out");
         if (o.metric == metric_type::automatic) return skip("a user type: left out");
         if (o.values.empty() && !o.histogram) return skip("no value to export (" + o.note + ")");
-        std::string name = metric_name(o.name);
-        if (!o.unit.empty() && !ends_with(name, "_" + o.unit) && !ends_with(name, "_" + o.unit + "_total")) {
-            name += "_" + o.unit;
+        // Whoever filled o (a segment's owner can rewrite its strings): the
+        // rules construct() applies, checked again before a byte is emitted.
+        if (const char* why = detail::object_name_problem(o.name)) return skip(std::string(why) + ": left out");
+        if (const auto why = detail::metadata_problem(o.help, o.unit, o.label, o.label_values)) {
+            return skip("metadata: " + *why + ": left out");
         }
         const bool counter = o.metric == metric_type::counter;
-        if (counter && !ends_with(name, "_total")) name += "_total";
+        const std::vector<std::string> names = detail::exported_names(o.name, o.unit, o.metric);
+        const std::string& name = names.front();
+        // A series name of one family that is another's (a histogram lat's
+        // lat_sum and a gauge lat_sum): promtool refuses the text, a
+        // Prometheus server drops one of them.
+        for (const auto& n : names) {
+            const auto it = series_.find(n);
+            if (it != series_.end() && it->second != name) {
+                return skip("its series " + n + " is the family " + it->second + "'s: left out");
+            }
+        }
         const std::string help = o.help.empty() ? "procsafe " + o.type + " '" + o.name + "'" : o.help;
         const char* type = o.metric == metric_type::histogram ? "histogram" : counter ? "counter" : "gauge";
         family* f = family_for(name, type, help);
@@ -141,6 +150,7 @@ private:
         if (!sources_.emplace(name, std::string(segment)).second) {
             return skip("its metric " + name + " is another object's in this segment: left out");
         }
+        for (const auto& n : names) series_.emplace(n, name);
         // Every sample is appended in place: a scrape of 100,000 series is
         // 100,000 of these lines.
         std::string& out = f->samples;
@@ -198,6 +208,7 @@ private:
     std::vector<family> families_;
     std::map<std::string, std::size_t> index_;
     std::set<std::pair<std::string, std::string>> sources_;  // (family, segment) already given samples
+    std::map<std::string, std::string> series_;  // series name -> the family that emits it
     std::vector<std::string> warnings_;
 };
 

@@ -88,6 +88,12 @@ enum class object_status {
     ready,             ///< constructed: its values are read
     constructing,      ///< its constructor still runs (or its pid is in another PID namespace)
     constructor_died,  ///< the process constructing it died: the object never came to be
+    /// Its strings break the rules construct() enforces (a name, help text,
+    /// unit or label that is not printable, not UTF-8, not of its grammar,
+    /// repeated label values): its owner rewrote them, or they are damaged.
+    /// The name is escaped (escape_bytes), the note says why; no values,
+    /// and no consumer exports it.
+    corrupt,
 };
 
 /// One object of a segment, as a reader sees it: what it is, its metadata,
@@ -142,9 +148,10 @@ struct segment_info {
 /// mutex counter without its lock (the last committed value, as a seqlock
 /// reader reads it), a latch as its count, a barrier as its phase.
 ///
-/// Not protected against: a process with write permission that truncates
-/// the shared memory object while it is mapped (the next read is a SIGBUS;
-/// such a writer is out of scope, as everywhere in procsafe).
+/// A segment its owner truncates while it is mapped is refused at the next
+/// objects() or info() (its size is checked before every walk), not read
+/// past its end. Not protected against: a truncation in the microseconds
+/// between that check and the reads (the read is a SIGBUS).
 ///
 /// ```
 /// auto view = procsafe::segment_view::open("web");
@@ -204,6 +211,7 @@ public:
     /// Throws: incompatible_layout when the catalog or an object's header is
     /// damaged (naming the segment and the object).
     std::vector<object_info> objects() const {
+        check_size();
         std::vector<object_info> out;
         detail::walk_catalog(base_, size_, name_, [&](const std::atomic<std::uint64_t>& entry, std::uint64_t block) {
             if (auto o = read_object(entry, block)) out.push_back(std::move(*o));
@@ -213,6 +221,7 @@ public:
 
     /// Facts for a listing. Cost: as objects(), without reading values.
     segment_info info() const {
+        check_size();
         segment_info i;
         i.name = name_;
         i.size = size_;
@@ -246,6 +255,18 @@ private:
         return *reinterpret_cast<const detail::segment_header*>(base_);
     }
 
+    /// Throws incompatible_layout when the object was truncated under the
+    /// mapping (its owner can: every page past the new end is a SIGBUS).
+    void check_size() const {
+        if (map_.addr() == nullptr) return;
+        const std::size_t now = map_.current_size(name_);
+        if (now < size_) {
+            throw error(errc::incompatible_layout, name_, {},
+                        "truncated to " + std::to_string(now) + " bytes while mapped (" + std::to_string(size_) +
+                            "): not read (open it again)");
+        }
+    }
+
     void validate() const {
         if (header().magic.load(std::memory_order_acquire) == 0) {
             throw error(errc::timed_out, name_, {},
@@ -255,7 +276,8 @@ private:
     }
 
     [[noreturn]] void corrupt(std::string_view object, const std::string& why) const {
-        throw error(errc::incompatible_layout, name_, object, why);
+        // The name as the segment has it: anything at all, so escaped.
+        throw error(errc::incompatible_layout, name_, detail::escape_bytes(object), why);
     }
 
     /// Reads the object whose block is at `block` (an offset), following the
@@ -310,9 +332,26 @@ private:
 
         o.kind = h.facts.kind;
         o.type = detail::describe(h.facts);
+        // The segment's owner can rewrite these bytes at any time after
+        // construction: they are checked again at every read, against the
+        // rules construct() applied, before anyone prints or exports them.
+        const char* bad_name = detail::object_name_problem(o.name);
+        const auto bad_meta = detail::metadata_problem(o.help, o.unit, o.label, o.label_values);
+        if (bad_name != nullptr || bad_meta) {
+            object_info c;
+            c.name = detail::escape_bytes(o.name);
+            c.kind = o.kind;
+            c.type = o.type;
+            c.status = object_status::corrupt;
+            c.constructor_pid = h.constructor_pid;
+            c.bytes = h.block_size;
+            c.note = "the object at offset " + std::to_string(block) + " has a corrupt name or metadata (" +
+                     (bad_name != nullptr ? std::string(bad_name) : *bad_meta) + "): left out";
+            return c;
+        }
         o.constructor_pid = h.constructor_pid;
         o.bytes = h.block_size;
-        o.metric = resolve(static_cast<metric_type>(h.metric), h.facts.kind);
+        o.metric = detail::resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
         if (state == detail::state_constructing) {
             const bool here = h.constructor_pidns == detail::pid_namespace();
             o.status = here && detail::process_gone(h.constructor_pid) ? object_status::constructor_died
@@ -322,23 +361,6 @@ private:
         if (state != detail::state_ready) corrupt(o.name, "an unknown object state " + std::to_string(state));
         if (with_values) read_values(o, h, b + h.object_offset, h.block_size - h.object_offset);
         return o;
-    }
-
-    static metric_type resolve(metric_type given, detail::object_kind kind) noexcept {
-        using detail::object_kind;
-        if (given == metric_type::counter || given == metric_type::gauge || given == metric_type::histogram) return given;
-        switch (kind) {
-            case object_kind::atomic_counter:
-            case object_kind::mutex_counter:
-            case object_kind::sharded_counter:
-            case object_kind::atomic_counter_array:
-            case object_kind::mutex_counter_array: return metric_type::counter;
-            case object_kind::latch:
-            case object_kind::barrier:
-            case object_kind::live_gauge: return metric_type::gauge;
-            case object_kind::histogram: return metric_type::histogram;
-            default: return metric_type::automatic;
-        }
     }
 
     template <class T>

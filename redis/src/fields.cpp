@@ -78,6 +78,10 @@ collected collect(const std::vector<object_info>& objects, const std::function<b
             skip(o, "its constructor died: it never came to be");
             continue;
         }
+        if (o.status == object_status::corrupt) {
+            skip(o, o.note);
+            continue;
+        }
         switch (o.kind) {
             case object_kind::user: skip(o, "a user type: no total"); continue;
             case object_kind::latch: skip(o, "a latch: no total (a count down, not a count)"); continue;
@@ -124,9 +128,17 @@ collected collect(const std::vector<object_info>& objects, const std::function<b
             if (make(f, o.values[0], gauge)) mine.push_back(std::move(f));
         }
         bool clash = false;
+        std::unordered_set<std::string_view> own;
         for (const auto& f : mine) {
             if (names.count(f.name) != 0) {
                 skip(o, "its field '" + f.name + "' is another object's already");
+                clash = true;
+                break;
+            }
+            // Two elements under one label value: one field sent twice, and
+            // the total would take each value in turn.
+            if (!own.insert(f.name).second) {
+                skip(o, "its field '" + f.name + "' is two of its elements (a label value repeated)");
                 clash = true;
                 break;
             }

@@ -17,6 +17,8 @@
 #include <procsafe/procsafe.hpp>
 #include <procsafe/redis.hpp>
 
+#include "fields.hpp"  // redis/src: what a flush sends, without a server
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -690,4 +692,30 @@ TEST_CASE("redis: 10,000 counters in one flush", "[redis]") {
     CHECK(fleet.totals.size() == 10000);
     CHECK(fleet.totals.at("c1999") == "2000");
     CHECK(fleet.totals.at("arr{index=\"7999\"}") == "23998");
+}
+
+TEST_CASE("redis: an object whose label values repeat is skipped and logged, never two fields of one name", "[redis]") {
+    // construct() refuses {"200", "200"}; a segment's owner can still write
+    // them in place, and a reader of another build may hand them over.
+    procsafe::object_info o;
+    o.name = "responses";
+    o.kind = procsafe::detail::object_kind::atomic_counter_array;
+    o.type = "atomic_counter_array<int64>";
+    o.metric = procsafe::metric_type::counter;
+    o.label = "code";
+    o.label_values = {"200", "200", "404"};
+    o.values = {std::int64_t{5}, std::int64_t{7}, std::int64_t{1}};
+    procsafe::object_info other;
+    other.name = "requests";
+    other.kind = procsafe::detail::object_kind::atomic_counter;
+    other.type = "atomic_counter<int64>";
+    other.metric = procsafe::metric_type::counter;
+    other.values = {std::int64_t{3}};
+    const auto c = procsafe::redis::detail::collect({o, other});
+    REQUIRE(c.fields.size() == 1);
+    CHECK(c.fields[0].name == "requests");
+    REQUIRE(c.skipped.size() == 1);
+    CHECK(c.skipped[0].object == "responses");
+    CHECK(c.skipped[0].why.find("responses{code=\"200\"}") != std::string::npos);
+    CHECK(c.skipped[0].why.find("repeated") != std::string::npos);
 }

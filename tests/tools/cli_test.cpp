@@ -628,3 +628,118 @@ TEST_CASE("procsafe show and list as another user: read permission is enough, an
     r = run({procsafe_cli, "rm", open_to_all.name}, 30s, {}, nobody);  // /dev/shm is sticky: only its owner removes it
     check_failure(r, "segment '" + open_to_all.name + "': permission denied");
 }
+
+namespace {
+
+/// A name under /dev/shm that is not a shared memory object (a FIFO, a
+/// link), as any local user can make one; removed at the end.
+struct planted {
+    std::string name;
+    explicit planted(std::string n) : name(std::move(n)) {}
+    planted(const planted&) = delete;
+    planted& operator=(const planted&) = delete;
+    ~planted() { ::unlink(("/dev/shm/" + name).c_str()); }
+};
+
+/// Rewrites, in the segment's own mapping, the first `from` after its header
+/// with `to` (same length): what its owner can do at any time.
+void rewrite(const procsafe::segment& seg, std::string_view from, std::string_view to) {
+    REQUIRE(from.size() == to.size());
+    auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
+    const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
+    REQUIRE(at != std::string_view::npos);
+    std::copy(to.begin(), to.end(), base + at);
+}
+
+}  // namespace
+
+TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
+    planted fifo(unique_name("fifo"));
+    REQUIRE(::mkfifo(("/dev/shm/" + fifo.name).c_str(), 0666) == 0);
+    sample_segment target(unique_name("linked"));
+    planted link(unique_name("link"));
+    REQUIRE(::symlink(("/dev/shm/" + target.name).c_str(), ("/dev/shm/" + link.name).c_str()) == 0);
+
+    // A command that blocks in open() is killed at the limit (status -1): a failure, not a hung test.
+    const auto listed = cli({"list"}, 10s);
+    INFO("list: " << listed.out << listed.err);
+    CHECK(listed.status == 0);
+    CHECK(std::regex_search(listed.err, std::regex("'" + fifo.name + "' is not a procsafe segment: a FIFO, not a shared memory object.*skipped")));
+    CHECK(std::regex_search(listed.err, std::regex("'" + link.name + "' is not a procsafe segment: a symbolic link.*skipped")));
+    CHECK(has_line(listed.out, target.name + " +ok .*"));
+    for (const auto& p : {&fifo, &link}) {
+        const std::string what = p == &fifo ? "a FIFO" : "a symbolic link";
+        for (const char* cmd : {"show", "export", "rm"}) {
+            INFO(cmd << " " << p->name);
+            const auto r = cli({cmd, p->name}, 10s);
+            check_failure(r, "'" + p->name + "' is not a procsafe segment: " + what);
+        }
+        CHECK(std::filesystem::is_symlink("/dev/shm/" + link.name));  // rm refused it
+    }
+    CHECK(cli({"show", target.name}, 10s).status == 0);
+}
+
+TEST_CASE("procsafe show and export of a segment whose owner rewrote its strings: escaped, left out, valid JSON",
+          "[tools][hostile]") {
+    const std::string attack = "\x1b[2J\x1b]0;pwned\x07";
+    sample_segment s(unique_name("rewritten"));
+    s.seg.construct<procsafe::atomic_counter<int>>(std::string(attack.size(), 'n'), 5);
+    s.seg.construct<procsafe::atomic_counter<int>>("helped", procsafe::metadata{.help = "HELPHELP"}, 6);
+    rewrite(s.seg, std::string(attack.size(), 'n'), attack);
+    rewrite(s.seg, "HELPHELP", "HE\xff\xfeHELP");
+
+    const auto shown = cli({"show", s.name});
+    INFO(shown.out << shown.err);
+    CHECK(shown.status == 0);
+    CHECK(shown.out.find('\x1b') == std::string::npos);
+    CHECK(shown.out.find('\x07') == std::string::npos);
+    CHECK(shown.out.find("\\x1b[2J\\x1b]0;pwned\\x07") != std::string::npos);
+    CHECK(shown.out.find("(corrupt)") != std::string::npos);
+    CHECK(shown.out.find("\xff") == std::string::npos);
+
+    const auto js = cli({"show", "--json", s.name});
+    INFO(js.out << js.err);
+    REQUIRE(js.status == 0);
+    const json j = json::parse(js.out);
+    CHECK(find_named(j.at("objects"), "helped").at("status") == "corrupt");
+    CHECK(find_named(j.at("objects"), "requests").at("status") == "ready");
+
+    const auto exp = cli({"export", s.name});
+    INFO(exp.out << exp.err);
+    CHECK(exp.status == 0);
+    CHECK(exp.out.find("helped") == std::string::npos);
+    CHECK(exp.out.find("pwned") == std::string::npos);
+    CHECK(has_line(exp.out, "requests_total\\{segment=\"" + s.name + "\"\\} 1000"));
+    CHECK(exp.err.find('\x1b') == std::string::npos);
+    CHECK(exp.err.find("corrupt name or metadata") != std::string::npos);
+    check_exposition(exp.out);
+}
+
+TEST_CASE("procsafe serve of two segments, one truncated by its owner: the other is served, the truncated one "
+          "reported",
+          "[tools][hostile]") {
+    sample_segment good(unique_name("srvgood"));
+    sample_segment bad(unique_name("srvtrunc"), 0600, 7);
+    temp_dir dir;
+    background srv({procsafe_cli, "serve", good.name, bad.name, "--listen", "127.0.0.1:0"}, dir / "serve");
+    const auto listening = srv.wait_for("^listening on 127\\.0\\.0\\.1:([0-9]+)\n");
+    REQUIRE(listening);
+    const int port = std::stoi((*listening)[1]);
+    REQUIRE(srv.wait_for("segment '" + bad.name + "': serving it", 10s, true));
+
+    // Its owner truncates it under the server's mapping.
+    const int fd = ::open(("/dev/shm/" + bad.name).c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 4096) == 0);
+    ::close(fd);
+
+    const auto res = http_get(port, "/metrics");
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    CHECK(has_line(res->body, "requests_total\\{segment=\"" + good.name + "\"\\} 1000"));
+    CHECK(res->body.find(bad.name) == std::string::npos);
+    check_exposition(res->body);
+    CHECK(srv.running());
+    CHECK(srv.wait_for("segment '" + bad.name + "': incompatible or damaged: truncated to 4096 bytes", 10s, true));
+    CHECK(srv.stop(SIGTERM) == 0);
+}

@@ -32,11 +32,15 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 namespace procsafe::detail {
 
 inline constexpr std::uint32_t catalog_magic = 0x54435350u;  // "PSCT"
 inline constexpr std::uint32_t first_chunk_entries = 64, max_chunk_entries = 4096;
+/// The least an object's block takes (its header; every block fills whole
+/// 128-byte lines in fact): bounds how many objects a segment can hold.
+inline constexpr std::size_t min_block_bytes = 64;
 
 struct catalog_chunk {
     std::uint32_t magic;
@@ -134,15 +138,27 @@ private:
 /// caller re-check the entry after copying the block (see the protocol).
 /// Validates every chunk it follows. Throws: incompatible_layout (naming the
 /// segment) on a chunk out of the mapping, misaligned, of another magic or
-/// capacity, or a chain longer than the mapping could hold.
+/// capacity, a chunk met twice (a loop: refused at once), or more entries
+/// than a segment of `size` bytes could hold. The walk is bounded by the
+/// segment's size, not by the chunks' word: chunks never overlap, so their
+/// entries fit in `size` bytes (at most size / 8 of them), and each live
+/// entry is a distinct block of at least one object header (at most
+/// size / sizeof(object_header) of them) -- whatever a hostile owner writes.
 template <class Visit>
 void walk_catalog(const unsigned char* base, std::size_t size, std::string_view segment, Visit&& visit) {
     auto corrupt = [&](const std::string& why) { throw error(errc::incompatible_layout, segment, {}, "catalog: " + why); };
     const auto& h = *reinterpret_cast<const segment_header*>(base);
     std::uint64_t off = h.catalog;
     const std::size_t most_chunks = size / catalog_chunk::bytes_for(1) + 1;
+    const std::size_t most_entries = size / sizeof(std::uint64_t), most_live = size / min_block_bytes + 1;
+    std::size_t entries = 0, live = 0;
+    // A forged chain is cut at its first repeat.
+    std::unordered_set<std::uint64_t> seen;
     for (std::size_t hops = 0; off != 0; ++hops) {
         if (hops > most_chunks) corrupt("a chain of chunks longer than the segment could hold (a loop)");
+        if (!seen.insert(off).second) {
+            corrupt("a chunk at offset " + std::to_string(off) + " met twice: the chain of chunks loops");
+        }
         if (off % alignof(catalog_chunk) != 0 || off < managed_offset || off > size ||
             size - off < catalog_chunk::bytes_for(1)) {
             corrupt("a chunk at offset " + std::to_string(off) + " outside the segment");
@@ -155,10 +171,14 @@ void walk_catalog(const unsigned char* base, std::size_t size, std::string_view 
         }
         const std::uint32_t count = chunk->count.load(std::memory_order_acquire);
         if (count > capacity) corrupt("a chunk that claims more entries than it holds");
+        entries += count;
+        if (entries > most_entries) corrupt("more entries than the segment could hold (overlapping chunks)");
         for (std::uint32_t i = 0; i < count; ++i) {
             const std::atomic<std::uint64_t>& entry = chunk->entry(i);
             const std::uint64_t block = entry.load(std::memory_order_acquire);
-            if (block != 0) visit(entry, block);
+            if (block == 0) continue;
+            if (++live > most_live) corrupt("more objects than the segment could hold (entries repeated)");
+            visit(entry, block);
         }
         off = chunk->next.load(std::memory_order_acquire);
     }

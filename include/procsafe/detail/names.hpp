@@ -7,6 +7,7 @@
 // '/', no leading '.', nothing a shell or a path would read specially.
 
 #include <procsafe/error.hpp>
+#include <procsafe/metadata.hpp>
 
 #include <string_view>
 
@@ -32,15 +33,24 @@ inline void check_segment_name(std::string_view name) {
     }
 }
 
-/// Printable characters, 1 to 200 of them. Throws: invalid_name.
-inline void check_object_name(std::string_view segment, std::string_view name) {
-    auto bad = [&](const char* why) {
-        throw error(errc::invalid_name, segment, name.size() > 64 ? name.substr(0, 64) : name, why);
-    };
-    if (name.empty()) bad("an object name must not be empty");
-    if (name.size() > max_name_length) bad("an object name has at most 200 characters");
+/// Why `name` cannot be an object's name (printable characters, valid
+/// UTF-8, 1 to 200 bytes), or nullptr: the rule construct() applies, and a
+/// reader applies again to what it reads from a segment.
+inline const char* object_name_problem(std::string_view name) noexcept {
+    if (name.empty()) return "an object name must not be empty";
+    if (name.size() > max_name_length) return "an object name has at most 200 characters";
     for (char c : name) {
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) bad("an object name must be printable");
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "an object name must be printable";
+    }
+    if (!valid_utf8(name)) return "an object name must be valid UTF-8";
+    return nullptr;
+}
+
+/// Throws: invalid_name when object_name_problem() finds one.
+inline void check_object_name(std::string_view segment, std::string_view name) {
+    if (const char* why = object_name_problem(name)) {
+        // The name as it came, escaped: it may hold anything.
+        throw error(errc::invalid_name, segment, escape_bytes(name.size() > 64 ? name.substr(0, 64) : name), why);
     }
 }
 

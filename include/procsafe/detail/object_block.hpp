@@ -147,6 +147,65 @@ void check_labels(const metadata& m, std::string_view segment, std::string_view 
     }
 }
 
+/// The metric type an object is exported as: the one its metadata gives,
+/// else its kind's (counters count; a live_gauge, a latch, a barrier are
+/// gauges); automatic for a user type, which is not exported.
+inline metric_type resolve_metric(metric_type given, object_kind kind) noexcept {
+    if (given == metric_type::counter || given == metric_type::gauge || given == metric_type::histogram) return given;
+    switch (kind) {
+        case object_kind::atomic_counter:
+        case object_kind::mutex_counter:
+        case object_kind::sharded_counter:
+        case object_kind::atomic_counter_array:
+        case object_kind::mutex_counter_array: return metric_type::counter;
+        case object_kind::latch:
+        case object_kind::barrier:
+        case object_kind::live_gauge: return metric_type::gauge;
+        case object_kind::histogram: return metric_type::histogram;
+        default: return metric_type::automatic;
+    }
+}
+
+/// Under the directory lock, before a new object is placed: throws
+/// invalid_argument naming it when a name it would be exported under
+/// (exported_names: a histogram X also makes X_bucket, X_sum, X_count) is
+/// one an existing object of the segment is exported under. Prometheus
+/// drops one of the two (promtool: a second HELP line); Redis would sum
+/// them. Cost: a walk of the catalog; most objects are told apart by the
+/// first characters of their names, without building their series' names.
+template <class C>
+void check_exported_names(directory& dir, std::string_view name, const metadata* meta) {
+    const metric_type mine = resolve_metric(meta != nullptr ? meta->type : metric_type::automatic,
+                                            object_traits<std::remove_cv_t<C>>::facts().kind);
+    if (mine == metric_type::automatic) return;
+    const std::string stem = metric_name(name);
+    const std::vector<std::string> wanted = exported_names(name, meta != nullptr ? meta->unit : std::string_view{}, mine);
+    const auto* base = reinterpret_cast<const unsigned char*>(&dir.header());
+    const std::size_t size = managed_offset + dir.buffer().get_size();
+    walk_catalog(base, size, dir.name(), [&](const std::atomic<std::uint64_t>&, std::uint64_t block) {
+        if (block > size || size - block < sizeof(object_header)) return;
+        const auto& h = *reinterpret_cast<const object_header*>(base + block);
+        if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length > size - block) return;
+        const auto* strings = reinterpret_cast<const char*>(base + block + sizeof(object_header));
+        const std::string_view other(strings, h.name_length);
+        const std::string other_stem = metric_name(other);
+        const std::size_t n = std::min(stem.size(), other_stem.size());
+        if (stem.compare(0, n, other_stem, 0, n) != 0) return;  // neither's names can start like the other's
+        const metric_type theirs = resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
+        if (theirs == metric_type::automatic) return;
+        const std::string_view unit(strings + h.name_length + h.help_length, h.unit_length);
+        for (const auto& a : exported_names(other, unit, theirs)) {
+            for (const auto& b : wanted) {
+                if (a == b) {
+                    throw error(errc::invalid_argument, dir.name(), name,
+                                "exported as " + b + ", as the object '" + std::string(other) +
+                                    "' already is: Prometheus would drop one of them (choose another name)");
+                }
+            }
+        }
+    });
+}
+
 /// What the directory said about a name, copied under its lock (only there
 /// is the block sure not to be freed by a constructor that threw).
 struct located {
@@ -185,6 +244,7 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
                 return at;
             }
         }
+        check_exported_names<C>(dir, name, meta);
         const object_strings strings{name, meta};
         const std::size_t bytes = block_size<C>(strings.bytes()) + extra;
         directory::change change(dir);

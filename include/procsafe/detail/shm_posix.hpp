@@ -107,6 +107,44 @@ private:
     bool held_ = false;
 };
 
+/// Opens the shared memory object `name` with `flags` without ever blocking
+/// and without following a link: /dev/shm is world-writable, so a name there
+/// may be a FIFO (an open without O_NONBLOCK waits forever for a writer) or a
+/// symbolic link planted by another user. Anything but a regular file is
+/// refused, naming it and saying what it is.
+/// Throws: segment_not_found, permission_denied, bad_magic (not a regular
+/// file), system_error.
+inline int open_shm_fd(std::string_view name, int flags) {
+#if defined(__linux__)
+    // What glibc's shm_open does, plus O_NONBLOCK.
+    std::string path = "/dev/shm/";
+    path.append(name);
+    const int fd = ::open(path.c_str(), flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+#else
+    std::string os(1, '/');
+    os.append(name);
+    const int fd = ::shm_open(os.c_str(), flags | O_NONBLOCK | O_CLOEXEC, 0);
+#endif
+    if (fd < 0) {
+        const int e = errno;
+        if (e == ELOOP) throw error(errc::bad_magic, name, {}, "a symbolic link, not a shared memory object: not followed");
+        throw_errno(name, "shm_open", e);
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        const int e = errno;
+        ::close(fd);
+        throw_errno(name, "fstat", e);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        const char* what = S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : S_ISDIR(st.st_mode) ? "a directory"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file";
+        throw error(errc::bad_magic, name, {}, std::string(what) + ", not a shared memory object: not opened");
+    }
+    return fd;
+}
+
 /// One mapping of a shared memory object, owned by this process.
 class mapping {
 public:
@@ -161,11 +199,10 @@ public:
     /// can create a name under /dev/shm: a foreign one could be anything),
     /// waits until `deadline` at most for its creator to give it `min_size`
     /// bytes, and maps it.
-    /// Throws: segment_not_found, permission_denied, timed_out.
+    /// Throws: segment_not_found, permission_denied, timed_out, bad_magic (not a regular file).
     static mapping open(std::string_view name, std::size_t min_size, wait_clock::time_point deadline) {
         mapping m;
-        m.fd_ = ::shm_open(os_name(name).c_str(), O_RDWR | O_CLOEXEC, 0);
-        if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
+        m.fd_ = open_shm_fd(name, O_RDWR);
         struct stat st = m.stat(name);
         if (st.st_uid != ::geteuid()) {
             throw error(errc::permission_denied, name, {},
@@ -188,12 +225,12 @@ public:
     /// Opens the object `name` for reading only (O_RDONLY, PROT_READ): read
     /// permission is enough, whoever owns it (a monitor trusts nothing in
     /// it: the reader validates what it follows). Never waits: an object
-    /// smaller than `min_size` is not initialized (yet).
-    /// Throws: segment_not_found, permission_denied, timed_out.
+    /// smaller than `min_size` is not initialized (yet); a FIFO, a link or
+    /// anything else that is not a regular file is refused (open_shm_fd).
+    /// Throws: segment_not_found, permission_denied, timed_out, bad_magic.
     static mapping open_read_only(std::string_view name, std::size_t min_size) {
         mapping m;
-        m.fd_ = ::shm_open(os_name(name).c_str(), O_RDONLY | O_CLOEXEC, 0);
-        if (m.fd_ < 0) throw_errno(name, "shm_open", errno);
+        m.fd_ = open_shm_fd(name, O_RDONLY);
         const struct stat st = m.stat(name);
         if (static_cast<std::size_t>(st.st_size) < min_size) {
             throw error(errc::timed_out, name, {},
@@ -268,6 +305,10 @@ public:
     /// True when `name` no longer refers to this mapping (removed, perhaps
     /// recreated). Cost: one fstat system call.
     bool is_stale(std::string_view name) const { return stat(name).st_nlink == 0; }
+
+    /// The object's size now (its owner may have truncated it under this
+    /// mapping: a read past it would be a SIGBUS). Cost: one fstat.
+    std::size_t current_size(std::string_view name) const { return static_cast<std::size_t>(stat(name).st_size); }
 
     /// Removes `name` if it still refers to this mapping; someone may have
     /// removed it and created another segment under it meanwhile. Checking,

@@ -150,6 +150,7 @@ public:
     void* addr() const noexcept { return addr_; }
     std::size_t size() const noexcept { return size_; }
     /// A mapped Windows section cannot be removed under us.
+    std::size_t current_size(std::string_view) const noexcept { return size_; }  // a section cannot shrink
     bool is_stale(std::string_view /*name*/) const noexcept { return false; }
     /// Nothing to remove (see remove()).
     void remove_if_same(std::string_view /*name*/, wait_clock::time_point /*deadline*/) const noexcept {}
