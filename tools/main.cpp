@@ -7,6 +7,7 @@
 // Exit status: 0 success, 1 a failure (one line on stderr), 2 a usage error.
 #include "common.hpp"
 
+#include <procsafe/detail/seconds_option.hpp>
 #include <procsafe/version.hpp>
 
 #include <CLI/CLI.hpp>
@@ -172,9 +173,8 @@ int main(int argc, char** argv) {
     cli::watch_options watch_o;
     auto* watch = app.add_subcommand("watch", "a segment's values and their rates, live");
     watch->add_option("SEGMENT", watch_o.segment, "the segment's name")->required();
-    watch->add_option("-i,--interval", watch_o.interval, "seconds between refreshes (fractions allowed)")
-        ->option_text("SECONDS=1")
-        ->check(CLI::Range(0.01, 86400.0));
+    procsafe::detail::seconds_option(watch->add_option("-i,--interval", watch_o.interval, "between refreshes"), 0.01, 86400)
+        ->option_text("SECONDS=1");
     watch->add_option("-n,--count", watch_o.count, "stop after N refreshes (0: until interrupted)")
         ->option_text("N=0")
         ->check(CLI::NonNegativeNumber);
@@ -194,8 +194,9 @@ int main(int argc, char** argv) {
     exp->add_option("-f,--format", export_o.format, "the output format; the one there is: prometheus")
         ->option_text("FORMAT=prometheus");
     exp->add_option("-o,--output", export_o.output,
-                    "write FILE instead of stdout, atomically (a temporary file in its directory, then renamed)")
-        ->option_text("FILE");
+                    "write FILE instead of stdout, atomically (a temporary file in its directory, then renamed); - is stdout")
+        ->option_text("FILE")
+        ->check([](const std::string& file) { return file.empty() ? "must name a file (- or no --output: stdout)" : ""; });
     exp->add_flag("--allow-missing", export_o.allow_missing, "leave out a segment that does not exist (with a warning)");
     (*pages)[exp] = {
         "procsafe export [--format prometheus] [--output FILE] [--allow-missing] SEGMENT...",
@@ -283,8 +284,15 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        const int code = app.exit(e);  // prints the help, the version, or the error
-        return code == 0 ? 0 : 2;
+        if (e.get_exit_code() == 0) return app.exit(e);  // the help or the version
+        // One line, naming the command and the option: "procsafe watch: --interval: ...".
+        std::string where = "procsafe";
+        for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+            sub = sub->get_subcommands().front();
+            where += " " + sub->get_name();
+        }
+        std::fprintf(stderr, "%s: %s\n", where.c_str(), e.what());
+        return 2;
     }
 
 #if defined(PROCSAFE_CLI_REDIS)

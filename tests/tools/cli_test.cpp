@@ -133,6 +133,54 @@ TEST_CASE("Usage errors exit 2 with CLI11's message", "[tools]") {
     }
 }
 
+TEST_CASE("Usage errors: one line naming the option, exit 2", "[tools]") {
+    struct usage_case {
+        std::vector<std::string> args;
+        std::string line;  // all of stderr
+    };
+    const std::string seconds = "must be seconds from 0.01 to 86400, not ";
+    std::vector<usage_case> cases = {
+        {{"watch", "x", "--interval", "nan"}, "procsafe watch: --interval: " + seconds + "'nan'"},
+        {{"watch", "x", "--interval", "1e300"}, "procsafe watch: --interval: " + seconds + "'1e300'"},
+        {{"watch", "x", "--interval", "-inf"}, "procsafe watch: --interval: " + seconds + "'-inf'"},
+        {{"watch", "x", "--interval", "0"}, "procsafe watch: --interval: " + seconds + "'0'"},
+        {{"export", "x", "--output", ""}, "procsafe export: --output: must name a file (- or no --output: stdout)"},
+        {{"list", "--bogus"}, "procsafe list: The following argument was not expected: --bogus"},
+        {{"show"}, "procsafe show: SEGMENT is required"},
+    };
+#if defined(PROCSAFE_CLI_REDIS)
+    const std::vector<usage_case> redis_cases = {
+        {{"flush", "x", "--gauge-ttl", "1e300"}, "procsafe flush: --gauge-ttl: must be seconds from 0.001 to 604800, not '1e300'"},
+        {{"flush", "x", "--command-timeout", "1e300"}, "procsafe flush: --command-timeout: must be seconds from 0.001 to 60, not '1e300'"},
+        {{"flush", "x", "--connect-timeout", "inf"}, "procsafe flush: --connect-timeout: must be seconds from 0.001 to 60, not 'inf'"},
+        {{"flush", "x", "--interval", "nan"}, "procsafe flush: --interval: " + seconds + "'nan'"},
+        {{"flush", "x", "--max-backoff", "0"}, "procsafe flush: --max-backoff: must be seconds from 0.001 to 3600, not '0'"},
+        {{"flush", "x", "--retry-for", "nan"}, "procsafe flush: --retry-for: must be seconds from 0 to 86400, not 'nan'"},
+        {{"flush", "x", "--host-id", "h\xe9"}, "procsafe flush: --host-id: 'h\\xe9': not valid UTF-8"},
+        {{"flush", "x", "--namespace", "a b"}, "procsafe flush: --namespace: 'a b': printable characters only, no space"},
+        {{"fleet", "show", "--command-timeout", "nan"}, "procsafe fleet show: --command-timeout: must be seconds from 0.001 to 60, not 'nan'"},
+    };
+    cases.insert(cases.end(), redis_cases.begin(), redis_cases.end());
+#endif
+    for (const auto& c : cases) {
+        const auto r = cli(c.args);
+        INFO("args: " << c.args[0] << " " << (c.args.size() > 1 ? c.args.back() : "") << "\nstderr: " << r.err);
+        CHECK(r.status == 2);
+        CHECK(r.err == c.line + "\n");
+        CHECK(r.out.empty());
+    }
+    // The bounds are in --help.
+    CHECK(std::regex_search(cli({"watch", "--help"}).out, std::regex("seconds\\s+from\\s+0\\.01\\s+to\\s+86400")));
+#if defined(PROCSAFE_CLI_REDIS)
+    CHECK(std::regex_search(cli({"flush", "--help"}).out, std::regex("--gauge-ttl[^\\n]*\\n?[^-]*seconds\\s+from\\s+0\\.001\\s+to\\s+604800")));
+    // A bad segment name: a failure (1), said once, without a second prefix.
+    const auto r = cli({"flush", "bad name", "--once", "--redis", "127.0.0.1:1"});
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err == "procsafe flush: segment 'bad name': a segment name has only letters, digits, '_', '-' and '.': invalid name\n");
+#endif
+}
+
 TEST_CASE("Bad input: one line on stderr naming the segment or argument, exit 1", "[tools]") {
     const std::string missing = unique_name("missing");
     for (const char* cmd : {"show", "watch", "export"}) {
