@@ -97,9 +97,15 @@ public:
                 change(s, "error", describe(e) + ": left out of /metrics until it can be read");
             }
         }
+        // Each warning once (a scrape every 15 s would repeat it forever).
+        // Their number is bounded: past it, said once, then silence.
         for (const auto& w : text.warnings()) {
-            if (warned_.size() > 10'000) warned_.clear();
-            if (warned_.insert(w).second) log_line("warning: " + w);
+            if (warned_.size() < max_warnings) {
+                if (warned_.insert(w).second) log_line("warning: " + w);
+            } else if (!warned_.contains(w) && !warnings_suppressed_) {
+                warnings_suppressed_ = true;
+                log_line(fmt::format("warning: {} distinct warnings logged: further ones are not logged", max_warnings));
+            }
         }
         return text.str();
     }
@@ -152,9 +158,11 @@ private:
         return true;
     }
 
+    static constexpr std::size_t max_warnings = 10'000;
     std::mutex mutex_;
     std::vector<source> sources_;
     std::set<std::string> warned_;
+    bool warnings_suppressed_ = false;
 };
 
 }  // namespace

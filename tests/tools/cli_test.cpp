@@ -643,6 +643,27 @@ TEST_CASE("procsafe serve: /metrics per scrape, segments that come, go and come 
     CHECK(srv.stop(SIGTERM) == 0);
 }
 
+TEST_CASE("procsafe serve: logs a warning once, and past its bound says once that the rest are not logged", "[tools]") {
+    const std::string name = unique_name("warn");
+    auto seg = procsafe::segment::create(name, 32 << 20, 0600);  // removed when it goes
+    constexpr int objects = 10'005;  // each a user type: a warning at each scrape
+    for (int i = 0; i < objects; ++i) seg.construct<std::array<int, 2>>("opaque" + std::to_string(i));
+    temp_dir dir;
+    background srv({procsafe_cli, "serve", name, "--listen", "127.0.0.1:0"}, dir / "serve");
+    const auto listening = srv.wait_for("^listening on 127\\.0\\.0\\.1:([0-9]+)\n");
+    REQUIRE(listening);
+    const int port = std::stoi((*listening)[1]);
+    for (int scrape = 0; scrape < 3; ++scrape) {
+        const auto res = http_get(port, "/metrics");  // the server logs before it answers
+        REQUIRE(res);
+        CHECK(res->status == 200);
+    }
+    const std::string log = srv.err();
+    CHECK(matches(log, "\nprocsafe serve: warning: segment '" + name + "': object 'opaque[0-9]+': a user type: left out") == 10'000);
+    CHECK(matches(log, "\nprocsafe serve: warning: 10000 distinct warnings logged: further ones are not logged\n") == 1);
+    CHECK(srv.stop(SIGTERM) == 0);
+}
+
 TEST_CASE("procsafe rm removes a segment, processes that map it keep it", "[tools]") {
     sample_segment s(unique_name("rm"));
     const auto r = cli({"rm", s.name});
