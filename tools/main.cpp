@@ -226,9 +226,14 @@ int main(int argc, char** argv) {
         "A segment that does not exist yet, is removed, or is recreated (the program that owns it "
         "restarted) is followed without restarting the exporter: it is absent from /metrics while it is "
         "missing, and each change is logged once on stderr. The address it listens on is printed on stdout "
-        "(\"listening on 127.0.0.1:9464\"). SIGINT or SIGTERM stops it with status 0.",
+        "(\"listening on 127.0.0.1:9464\"). SIGINT or SIGTERM stops it with status 0.\n"
+        "Slow or idle clients cannot hold up a scrape: a request's head must arrive within 5 s of the "
+        "connection (or of its previous response), its response must be taken within 10 s more, and an "
+        "idle connection is closed after 5 s; of more than 256 open connections, the one waiting longest is "
+        "closed. It listens on 127.0.0.1 unless told otherwise: --listen 0.0.0.0:9464 exposes the counters "
+        "to every host that can reach this one.",
         "procsafe serve web\n"
-        "procsafe serve web jobs --listen 0.0.0.0:9464\n"
+        "procsafe serve web jobs --listen 127.0.0.1:9464\n"
         "# prometheus.yml:\n"
         "#   scrape_configs:\n"
         "#     - job_name: procsafe\n"
