@@ -7,7 +7,7 @@
 // Exit status: 0 success, 1 a failure (one line on stderr), 2 a usage error.
 #include "common.hpp"
 
-#include <procsafe/detail/seconds_option.hpp>
+#include <procsafe/detail/cli_options.hpp>
 #include <procsafe/version.hpp>
 
 #include <CLI/CLI.hpp>
@@ -290,13 +290,7 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) return app.exit(e);  // the help or the version
-        // One line, naming the command and the option: "procsafe watch: --interval: ...".
-        std::string where = "procsafe";
-        for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
-            sub = sub->get_subcommands().front();
-            where += " " + sub->get_name();
-        }
-        std::fprintf(stderr, "%s: %s\n", where.c_str(), e.what());
+        std::fputs(procsafe::detail::usage_line(app, e.what()).c_str(), stderr);
         return 2;
     }
 

@@ -18,7 +18,7 @@
 // the host): PROCSAFE_REDIS_PASSWORD, or --password-file; the ACL user from
 // --user or PROCSAFE_REDIS_USER.
 
-#include <procsafe/detail/seconds_option.hpp>
+#include <procsafe/detail/cli_options.hpp>
 #include <procsafe/redis.hpp>
 
 #include <CLI/CLI.hpp>

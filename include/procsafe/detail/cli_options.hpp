@@ -2,13 +2,15 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+// What the procsafe command and procsafe-redis share about their options.
+//
 // The one check of every command-line option that is a number of seconds
 // (the procsafe command's watch --interval, flush's and fleet's intervals and
 // timeouts): finite, within [min, max]. A NaN slips through a range check
 // written as `v < min || v > max`, and 1e300 seconds overflows whatever
 // counts it in milliseconds or a timeval, so both are refused here, before
 // anything runs. Header-only and free of CLI11: seconds_option() takes any
-// CLI11 option.
+// CLI11 option, usage_line() any CLI11 app.
 
 #include <charconv>
 #include <cmath>
@@ -43,6 +45,18 @@ Option* seconds_option(Option* option, double min, double max) {
     option->description(option->get_description() + " (seconds from " + seconds_text(min) + " to " + seconds_text(max) + ")");
     option->check([min, max](const std::string& text) { return seconds_problem(text, min, max); });
     return option;
+}
+
+/// A usage error in one line, naming the subcommands parsed and, in CLI11's
+/// words, the option: "procsafe watch: --interval: must be seconds ...".
+template <class App>
+std::string usage_line(const App& app, std::string_view what) {
+    std::string line = "procsafe";
+    for (const App* sub = &app; !sub->get_subcommands().empty();) {
+        sub = sub->get_subcommands().front();
+        line += " " + sub->get_name();
+    }
+    return line + ": " + std::string(what) + "\n";
 }
 
 }  // namespace procsafe::detail
