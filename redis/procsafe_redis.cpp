@@ -19,7 +19,13 @@ int main(int argc, char** argv) {
         app.require_subcommand(1);
         procsafe::redis::cli::commands redis;
         redis.add_to(app);
-        CLI11_PARSE(app, argc, argv);
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::ParseError& e) {
+            if (e.get_exit_code() == 0) return app.exit(e);  // the help
+            std::fputs(procsafe::detail::usage_line(app, e.what()).c_str(), stderr);  // as the procsafe command
+            return 2;
+        }
         return redis.run();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "procsafe-redis: %s\n", e.what());

@@ -7,6 +7,7 @@
 // Exit status: 0 success, 1 a failure (one line on stderr), 2 a usage error.
 #include "common.hpp"
 
+#include <procsafe/detail/cli_options.hpp>
 #include <procsafe/version.hpp>
 
 #include <CLI/CLI.hpp>
@@ -172,9 +173,8 @@ int main(int argc, char** argv) {
     cli::watch_options watch_o;
     auto* watch = app.add_subcommand("watch", "a segment's values and their rates, live");
     watch->add_option("SEGMENT", watch_o.segment, "the segment's name")->required();
-    watch->add_option("-i,--interval", watch_o.interval, "seconds between refreshes (fractions allowed)")
-        ->option_text("SECONDS=1")
-        ->check(CLI::Range(0.01, 86400.0));
+    procsafe::detail::seconds_option(watch->add_option("-i,--interval", watch_o.interval, "between refreshes"), 0.01, 86400)
+        ->option_text("SECONDS=1");
     watch->add_option("-n,--count", watch_o.count, "stop after N refreshes (0: until interrupted)")
         ->option_text("N=0")
         ->check(CLI::NonNegativeNumber);
@@ -194,8 +194,9 @@ int main(int argc, char** argv) {
     exp->add_option("-f,--format", export_o.format, "the output format; the one there is: prometheus")
         ->option_text("FORMAT=prometheus");
     exp->add_option("-o,--output", export_o.output,
-                    "write FILE instead of stdout, atomically (a temporary file in its directory, then renamed)")
-        ->option_text("FILE");
+                    "write FILE instead of stdout, atomically (a temporary file in its directory, then renamed); - is stdout")
+        ->option_text("FILE")
+        ->check([](const std::string& file) { return file.empty() ? "must name a file (- or no --output: stdout)" : ""; });
     exp->add_flag("--allow-missing", export_o.allow_missing, "leave out a segment that does not exist (with a warning)");
     (*pages)[exp] = {
         "procsafe export [--format prometheus] [--output FILE] [--allow-missing] SEGMENT...",
@@ -225,9 +226,14 @@ int main(int argc, char** argv) {
         "A segment that does not exist yet, is removed, or is recreated (the program that owns it "
         "restarted) is followed without restarting the exporter: it is absent from /metrics while it is "
         "missing, and each change is logged once on stderr. The address it listens on is printed on stdout "
-        "(\"listening on 127.0.0.1:9464\"). SIGINT or SIGTERM stops it with status 0.",
+        "(\"listening on 127.0.0.1:9464\"). SIGINT or SIGTERM stops it with status 0.\n"
+        "Slow or idle clients cannot hold up a scrape: a request's head must arrive within 5 s of the "
+        "connection (or of its previous response), its response must be taken within 10 s more, and an "
+        "idle connection is closed after 5 s; of more than 256 open connections, the one waiting longest is "
+        "closed. It listens on 127.0.0.1 unless told otherwise: --listen 0.0.0.0:9464 exposes the counters "
+        "to every host that can reach this one.",
         "procsafe serve web\n"
-        "procsafe serve web jobs --listen 0.0.0.0:9464\n"
+        "procsafe serve web jobs --listen 127.0.0.1:9464\n"
         "# prometheus.yml:\n"
         "#   scrape_configs:\n"
         "#     - job_name: procsafe\n"
@@ -283,8 +289,9 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        const int code = app.exit(e);  // prints the help, the version, or the error
-        return code == 0 ? 0 : 2;
+        if (e.get_exit_code() == 0) return app.exit(e);  // the help or the version
+        std::fputs(procsafe::detail::usage_line(app, e.what()).c_str(), stderr);
+        return 2;
     }
 
 #if defined(PROCSAFE_CLI_REDIS)

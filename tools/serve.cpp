@@ -4,6 +4,7 @@
 // segments at each scrape; segments that appear, vanish or are recreated are
 // followed without a restart.
 #include "common.hpp"
+#include "guarded_server.hpp"
 
 #include <procsafe/prometheus.hpp>
 
@@ -97,9 +98,15 @@ public:
                 change(s, "error", describe(e) + ": left out of /metrics until it can be read");
             }
         }
+        // Each warning once (a scrape every 15 s would repeat it forever).
+        // Their number is bounded: past it, said once, then silence.
         for (const auto& w : text.warnings()) {
-            if (warned_.size() > 10'000) warned_.clear();
-            if (warned_.insert(w).second) log_line("warning: " + w);
+            if (warned_.size() < max_warnings) {
+                if (warned_.insert(w).second) log_line("warning: " + w);
+            } else if (!warned_.contains(w) && !warnings_suppressed_) {
+                warnings_suppressed_ = true;
+                log_line(fmt::format("warning: {} distinct warnings logged: further ones are not logged", max_warnings));
+            }
         }
         return text.str();
     }
@@ -152,9 +159,11 @@ private:
         return true;
     }
 
+    static constexpr std::size_t max_warnings = 10'000;
     std::mutex mutex_;
     std::vector<source> sources_;
     std::set<std::string> warned_;
+    bool warnings_suppressed_ = false;
 };
 
 }  // namespace
@@ -179,12 +188,8 @@ int run_serve(const serve_options& o) {
     std::signal(SIGPIPE, SIG_IGN);  // a scraper that hangs up mid-response
 
     sources segs(o.segments);
-    httplib::Server svr;
-    svr.new_task_queue = [] { return new httplib::ThreadPool(4); };
-    svr.set_keep_alive_max_count(1000);  // Prometheus keeps its connection: default 5 requests
-    svr.set_keep_alive_timeout(5);
-    svr.set_read_timeout(1);    // bounds the shutdown wait on a half-sent request
-    svr.set_tcp_nodelay(true);  // a gzip response otherwise waits on Nagle and a delayed ACK (~40 ms)
+    // Slow, idle or many clients cannot keep a scrape waiting: guarded_server.hpp.
+    guarded_server svr(guarded_server::limits{});
     // httplib's default socket options set SO_REUSEPORT: a second exporter
     // would share the port silently. SO_REUSEADDR only: a port in use is an error.
     svr.set_socket_options([](socket_t sock) {
@@ -233,6 +238,7 @@ int run_serve(const serve_options& o) {
     while (!done.load() && !svr.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     svr.stop();
     server.join();
+    svr.close_connections();
     if (failed) throw failure(fmt::format("the server on {} stopped unexpectedly", bound.str()));
     return 0;
 }

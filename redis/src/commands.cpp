@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 
@@ -50,8 +51,10 @@ private:
     struct sigaction old_term_ {};
 };
 
-int fail(const char* command, const std::string& why) {
-    std::fprintf(stderr, "procsafe %s: %s\n", command, why.c_str());
+int fail(const char* command, std::string_view why) {
+    // procsafe::error's what() starts "procsafe: ": said once, not twice.
+    if (why.substr(0, 10) == "procsafe: ") why.remove_prefix(10);
+    std::fprintf(stderr, "procsafe %s: %.*s\n", command, static_cast<int>(why.size()), why.data());
     return 1;
 }
 

@@ -132,16 +132,59 @@ std::optional<double> parse_real(std::string_view s) {
 }
 
 void check_id(std::string_view what, std::string_view s) {
-    auto bad = [&](const std::string& why) {
-        throw std::invalid_argument(std::string(what) + " '" + std::string(s.substr(0, 64)) + "': " + why);
-    };
-    if (s.empty()) bad("must not be empty");
-    if (s.size() > 200) bad("at most 200 bytes");
-    for (char c : s) {
-        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) bad("printable characters only, no space");
-        if (c == '|' || c == '{' || c == '}') bad("no '|', '{' or '}' (they delimit Redis keys)");
-    }
+    if (const std::string why = id_problem(s); !why.empty()) throw std::invalid_argument(std::string(what) + " " + why);
 }
+
+namespace {
+
+/// The length of the UTF-8 sequence at s[i], or 0 when none starts there
+/// (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF).
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+    const auto byte = [&](std::size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+    const unsigned b = byte(i);
+    if (b < 0x80) return 1;
+    const std::size_t n = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (n == 0) return 0;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((byte(i + k) & 0xc0) != 0x80) return 0;
+    const unsigned second = byte(i + 1);
+    if ((b == 0xe0 && second < 0xa0) || (b == 0xed && second > 0x9f) || (b == 0xf0 && second < 0x90) || (b == 0xf4 && second > 0x8f)) {
+        return 0;
+    }
+    return n;
+}
+
+}  // namespace
+
+}  // namespace detail
+
+std::string id_problem(std::string_view id) {
+    std::string quoted = "'";
+    for (const char c : id.substr(0, 64)) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u < 0x7f) {
+            quoted += c;
+        } else {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "\\x%02x", u);
+            quoted += hex;
+        }
+    }
+    quoted += "': ";
+    if (id.empty()) return quoted + "must not be empty";
+    if (id.size() > 200) return quoted + "at most 200 bytes";
+    for (std::size_t i = 0; i < id.size();) {
+        const std::size_t n = detail::utf8_length(id, i);
+        if (n == 0) return quoted + "not valid UTF-8";
+        const char c = id[i];
+        if (n == 1 && (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)) return quoted + "printable characters only, no space";
+        if (c == '|' || c == '{' || c == '}') return quoted + "no '|', '{' or '}' (they delimit Redis keys)";
+        i += n;
+    }
+    return {};
+}
+
+namespace detail {
 
 std::string host_name() {
     char buf[256] = {};

@@ -141,9 +141,13 @@ TEST_CASE("redis cli: flush --once, fleet show, fleet export, and their errors",
     r = run_cli(dir, {"flush", name, "--redis", "host:99999", "--once"});
     CHECK(r.status == 1);
     CHECK(r.err == "procsafe flush: 'host:99999': the port must be 1 to 65535\n");
+    // Usage errors: one line naming the option, exit 2.
     r = run_cli(dir, {"flush", name, "--host-id", "a b", "--once"});
-    CHECK(r.status == 1);
-    CHECK(r.err == "procsafe flush: host id 'a b': printable characters only, no space\n");
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --host-id: 'a b': printable characters only, no space\n");
+    r = run_cli(dir, {"flush", name, "--command-timeout", "1e300", "--once"});
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --command-timeout: must be seconds from 0.001 to 60, not '1e300'\n");
 
     // fleet show: text and JSON.
     r = run_cli(dir, {"fleet", "show", "--redis", server.address()}, {"PROCSAFE_REDIS_PASSWORD=cli-pw"});

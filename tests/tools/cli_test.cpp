@@ -15,6 +15,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <regex>
 
 #include <pty.h>
@@ -131,6 +134,54 @@ TEST_CASE("Usage errors exit 2 with CLI11's message", "[tools]") {
         CHECK(std::regex_search(r.err, std::regex(c.regex)));
         CHECK(r.err.find("terminate") == std::string::npos);
     }
+}
+
+TEST_CASE("Usage errors: one line naming the option, exit 2", "[tools]") {
+    struct usage_case {
+        std::vector<std::string> args;
+        std::string line;  // all of stderr
+    };
+    const std::string seconds = "must be seconds from 0.01 to 86400, not ";
+    std::vector<usage_case> cases = {
+        {{"watch", "x", "--interval", "nan"}, "procsafe watch: --interval: " + seconds + "'nan'"},
+        {{"watch", "x", "--interval", "1e300"}, "procsafe watch: --interval: " + seconds + "'1e300'"},
+        {{"watch", "x", "--interval", "-inf"}, "procsafe watch: --interval: " + seconds + "'-inf'"},
+        {{"watch", "x", "--interval", "0"}, "procsafe watch: --interval: " + seconds + "'0'"},
+        {{"export", "x", "--output", ""}, "procsafe export: --output: must name a file (- or no --output: stdout)"},
+        {{"list", "--bogus"}, "procsafe list: The following argument was not expected: --bogus"},
+        {{"show"}, "procsafe show: SEGMENT is required"},
+    };
+#if defined(PROCSAFE_CLI_REDIS)
+    const std::vector<usage_case> redis_cases = {
+        {{"flush", "x", "--gauge-ttl", "1e300"}, "procsafe flush: --gauge-ttl: must be seconds from 0.001 to 604800, not '1e300'"},
+        {{"flush", "x", "--command-timeout", "1e300"}, "procsafe flush: --command-timeout: must be seconds from 0.001 to 60, not '1e300'"},
+        {{"flush", "x", "--connect-timeout", "inf"}, "procsafe flush: --connect-timeout: must be seconds from 0.001 to 60, not 'inf'"},
+        {{"flush", "x", "--interval", "nan"}, "procsafe flush: --interval: " + seconds + "'nan'"},
+        {{"flush", "x", "--max-backoff", "0"}, "procsafe flush: --max-backoff: must be seconds from 0.001 to 3600, not '0'"},
+        {{"flush", "x", "--retry-for", "nan"}, "procsafe flush: --retry-for: must be seconds from 0 to 86400, not 'nan'"},
+        {{"flush", "x", "--host-id", "h\xe9"}, "procsafe flush: --host-id: 'h\\xe9': not valid UTF-8"},
+        {{"flush", "x", "--namespace", "a b"}, "procsafe flush: --namespace: 'a b': printable characters only, no space"},
+        {{"fleet", "show", "--command-timeout", "nan"}, "procsafe fleet show: --command-timeout: must be seconds from 0.001 to 60, not 'nan'"},
+    };
+    cases.insert(cases.end(), redis_cases.begin(), redis_cases.end());
+#endif
+    for (const auto& c : cases) {
+        const auto r = cli(c.args);
+        INFO("args: " << c.args[0] << " " << (c.args.size() > 1 ? c.args.back() : "") << "\nstderr: " << r.err);
+        CHECK(r.status == 2);
+        CHECK(r.err == c.line + "\n");
+        CHECK(r.out.empty());
+    }
+    // The bounds are in --help.
+    CHECK(std::regex_search(cli({"watch", "--help"}).out, std::regex("seconds\\s+from\\s+0\\.01\\s+to\\s+86400")));
+#if defined(PROCSAFE_CLI_REDIS)
+    CHECK(std::regex_search(cli({"flush", "--help"}).out, std::regex("--gauge-ttl[^\\n]*\\n?[^-]*seconds\\s+from\\s+0\\.001\\s+to\\s+604800")));
+    // A bad segment name: a failure (1), said once, without a second prefix.
+    const auto r = cli({"flush", "bad name", "--once", "--redis", "127.0.0.1:1"});
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err == "procsafe flush: segment 'bad name': a segment name has only letters, digits, '_', '-' and '.': invalid name\n");
+#endif
 }
 
 TEST_CASE("Bad input: one line on stderr naming the segment or argument, exit 1", "[tools]") {
@@ -592,6 +643,137 @@ TEST_CASE("procsafe serve: /metrics per scrape, segments that come, go and come 
     CHECK(has_line(log, "procsafe serve: segment '" + later + "': serving it"));
     CHECK(has_line(log, "procsafe serve: segment '" + later + "' was removed: left out of /metrics until it is back"));
     CHECK(has_line(log, "procsafe serve: segment '" + later + "' was recreated: serving the new one"));
+    CHECK(srv.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("procsafe serve: logs a warning once, and past its bound says once that the rest are not logged", "[tools]") {
+    const std::string name = unique_name("warn");
+    auto seg = procsafe::segment::create(name, 32 << 20, 0600);  // removed when it goes
+    constexpr int objects = 10'005;  // each a user type: a warning at each scrape
+    for (int i = 0; i < objects; ++i) seg.construct<std::array<int, 2>>("opaque" + std::to_string(i));
+    temp_dir dir;
+    background srv({procsafe_cli, "serve", name, "--listen", "127.0.0.1:0"}, dir / "serve");
+    const auto listening = srv.wait_for("^listening on 127\\.0\\.0\\.1:([0-9]+)\n");
+    REQUIRE(listening);
+    const int port = std::stoi((*listening)[1]);
+    for (int scrape = 0; scrape < 3; ++scrape) {
+        const auto res = http_get(port, "/metrics");  // the server logs before it answers
+        REQUIRE(res);
+        CHECK(res->status == 200);
+    }
+    const std::string log = srv.err();
+    CHECK(matches(log, "\nprocsafe serve: warning: segment '" + name + "': object 'opaque[0-9]+': a user type: left out") == 10'000);
+    CHECK(matches(log, "\nprocsafe serve: warning: 10000 distinct warnings logged: further ones are not logged\n") == 1);
+    CHECK(srv.stop(SIGTERM) == 0);
+}
+
+namespace {
+
+/// A client of the server under test that holds a connection: it dribbles
+/// a request's head one byte every 0.9 s, or sends a whole request and then
+/// stays idle, or never sends anything. closed() says whether the server
+/// hung up on it.
+class slow_client {
+public:
+    enum class kind { dribble, keep_alive, idle };
+
+    slow_client(int port, kind k) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(static_cast<std::uint16_t>(port));
+        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        if (!connected_) return;
+        if (k == kind::keep_alive) {
+            const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+            connected_ = ::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size());
+        }
+        if (k == kind::dribble) thread_ = std::thread([this] { dribble(); });
+    }
+    ~slow_client() {
+        {
+            const std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+        ::close(fd_);
+    }
+    slow_client(const slow_client&) = delete;
+    slow_client& operator=(const slow_client&) = delete;
+
+    bool connected() const { return connected_; }
+    bool closed() const { return closed_.load(); }
+
+private:
+    void dribble() {
+        const std::string head = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(200, 'a');
+        for (std::size_t i = 0;; i = (i + 1) % head.size()) {
+            if (::send(fd_, &head[i], 1, MSG_NOSIGNAL) != 1) break;
+            // The pace of the attack, not synchronization: 0.9 s between
+            // bytes (below the server's old 1 s read timeout), cut short
+            // when the test ends.
+            std::unique_lock lock(mutex_);
+            if (wake_.wait_for(lock, 900ms, [&] { return stop_; })) return;
+            lock.unlock();
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 0) > 0) {  // the server answered (408, 400) or hung up: either ends the attack
+                char buf[256];
+                while (::recv(fd_, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+                }
+                break;
+            }
+        }
+        closed_ = true;
+    }
+
+    int fd_;
+    bool connected_ = false;
+    std::atomic<bool> closed_{false};
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stop_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("procsafe serve: a scrape is answered while slow and idle clients hold connections", "[tools]") {
+    sample_segment s(unique_name("slow"));
+    temp_dir dir;
+    background srv({procsafe_cli, "serve", s.name, "--listen", "127.0.0.1:0"}, dir / "serve");
+    const auto listening = srv.wait_for("^listening on 127\\.0\\.0\\.1:([0-9]+)\n");
+    REQUIRE(listening);
+    const int port = std::stoi((*listening)[1]);
+
+    // Connected first, so that they are accepted first: more dribblers than
+    // the server once had worker threads (4), keep-alive connections, idle ones.
+    std::vector<std::unique_ptr<slow_client>> clients;
+    for (int i = 0; i < 6; ++i) clients.push_back(std::make_unique<slow_client>(port, slow_client::kind::dribble));
+    for (int i = 0; i < 8; ++i) clients.push_back(std::make_unique<slow_client>(port, slow_client::kind::keep_alive));
+    for (int i = 0; i < 100; ++i) clients.push_back(std::make_unique<slow_client>(port, slow_client::kind::idle));
+    for (const auto& c : clients) REQUIRE(c->connected());
+
+    for (int scrape = 0; scrape < 3; ++scrape) {
+        const auto start = std::chrono::steady_clock::now();
+        const auto res = http_get(port, "/metrics");  // gives up after 5 s
+        const auto took = std::chrono::steady_clock::now() - start;
+        INFO("scrape " << scrape << " took " << std::chrono::duration<double>(took).count() << " s");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+        CHECK(has_line(res->body, "requests_total\\{segment=\"" + s.name + "\"\\} 1000"));
+        CHECK(took < 5s);
+    }
+    // A request's head has a deadline: the dribblers are hung up on.
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    bool all_closed = false;
+    while (!all_closed && std::chrono::steady_clock::now() < deadline) {
+        all_closed = std::all_of(clients.begin(), clients.begin() + 6, [](const auto& c) { return c->closed(); });
+        pollfd none{-1, 0, 0};
+        ::poll(&none, 1, 50);  // a bounded poll of the clients' state, not synchronization
+    }
+    CHECK(all_closed);
+    clients.clear();
     CHECK(srv.stop(SIGTERM) == 0);
 }
 

@@ -67,6 +67,12 @@ struct credentials {
     static credentials from_file(const std::string& path, const std::string& user = {});
 };
 
+/// Why `id` cannot be a host id or a namespace, or "" when it can: 1 to 200
+/// bytes of UTF-8 (it goes into JSON), none a control character, a space,
+/// '|', '{' or '}' (they delimit Redis keys). The text quotes the id, its
+/// bytes that are not printable ASCII escaped: "'h\xe9': not valid UTF-8".
+std::string id_problem(std::string_view id);
+
 /// How to reach Redis. Every wait is bounded by one of the two timeouts.
 struct connection_options {
     endpoint redis;

@@ -18,6 +18,7 @@
 // the host): PROCSAFE_REDIS_PASSWORD, or --password-file; the ACL user from
 // --user or PROCSAFE_REDIS_USER.
 
+#include <procsafe/detail/cli_options.hpp>
 #include <procsafe/redis.hpp>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +29,11 @@
 #include <vector>
 
 namespace procsafe::redis::cli {
+
+using procsafe::detail::seconds_option;  // every duration: finite, within a range said in --help
+
+/// A CLI11 check of --host-id and --namespace: "'a b': printable characters only, no space".
+inline std::string id_check(const std::string& id) { return id_problem(id); }
 
 /// Where Redis is and how to log in: the options every subcommand takes.
 struct connection_args {
@@ -40,10 +46,8 @@ struct connection_args {
         app.add_option("--password-file", password_file,
                        "a file whose first line is the password (else PROCSAFE_REDIS_PASSWORD)");
         app.add_option("--user", user, "the ACL user (else PROCSAFE_REDIS_USER; none: the default user)");
-        app.add_option("--connect-timeout", connect_timeout, "seconds")->capture_default_str()->check(CLI::PositiveNumber);
-        app.add_option("--command-timeout", command_timeout, "seconds, each command")
-            ->capture_default_str()
-            ->check(CLI::PositiveNumber);
+        seconds_option(app.add_option("--connect-timeout", connect_timeout, "to connect"), 0.001, 60)->capture_default_str();
+        seconds_option(app.add_option("--command-timeout", command_timeout, "each command's"), 0.001, 60)->capture_default_str();
     }
     /// Throws: std::invalid_argument (a bad HOST:PORT), std::runtime_error (an unreadable password file).
     connection_options resolve() const {
@@ -64,23 +68,20 @@ public:
         flush_ = app.add_subcommand("flush", "carry segments' counters to Redis: exact fleet-wide totals");
         flush_->add_option("segments", segments_, "the segments to flush")->required();
         flush_conn_.add_to(*flush_);
-        flush_->add_option("--host-id", flush_opts_.host_id, "this host in the fleet (default: the host name)");
+        flush_->add_option("--host-id", flush_opts_.host_id, "this host in the fleet (default: the host name)")->check(id_check);
         flush_->add_option("--namespace", flush_opts_.fleet_namespace,
-                           "the fleet the totals add up in (default: each segment's name)");
-        flush_->add_option("--interval", flush_opts_.interval, "seconds between flushes")
-            ->capture_default_str()
-            ->check(CLI::PositiveNumber);
+                           "the fleet the totals add up in (default: each segment's name)")
+            ->check(id_check);
+        seconds_option(flush_->add_option("--interval", flush_opts_.interval, "between flushes"), 0.01, 86400)->capture_default_str();
         flush_->add_flag("--once", flush_opts_.once, "flush once and exit");
-        flush_->add_option("--retry-for", flush_opts_.retry_for, "with --once: keep trying that many seconds")
-            ->capture_default_str()
-            ->check(CLI::NonNegativeNumber);
-        flush_->add_option("--gauge-ttl", flush_opts_.gauge_ttl,
-                           "seconds a gauge value counts after its last flush (default: max(5 x interval, 2))")
-            ->check(CLI::NonNegativeNumber);
+        seconds_option(flush_->add_option("--retry-for", flush_opts_.retry_for, "with --once: how long to keep trying"), 0, 86400)
+            ->capture_default_str();
+        seconds_option(flush_->add_option("--gauge-ttl", flush_opts_.gauge_ttl,
+                                          "how long a gauge value counts after its last flush (default: max(5 x interval, 2))"),
+                       0.001, 604800);
         flush_->add_option("--batch", flush_opts_.batch, "fields per FCALL")->capture_default_str()->check(CLI::PositiveNumber);
-        flush_->add_option("--max-backoff", flush_opts_.max_backoff, "seconds: the longest wait between attempts")
-            ->capture_default_str()
-            ->check(CLI::PositiveNumber);
+        seconds_option(flush_->add_option("--max-backoff", flush_opts_.max_backoff, "the longest wait between attempts"), 0.001, 3600)
+            ->capture_default_str();
 
         fleet_ = app.add_subcommand("fleet", "read the fleet totals in Redis");
         fleet_->require_subcommand(1);
@@ -91,7 +92,9 @@ public:
         export_ = fleet_->add_subcommand("export", "the totals in the Prometheus text format");
         export_conn_.add_to(*export_);
         export_->add_option("--namespace", export_ns_, "one namespace (default: every one)");
-        export_->add_option("--output", output_, "a file, replaced whole (default: stdout)");
+        export_->add_option("--output", output_, "a file, replaced whole (default, or -: stdout)")->check([](const std::string& file) {
+            return file.empty() ? "must name a file (- or no --output: stdout)" : "";
+        });
     }
 
     /// One of the subcommands was given.
