@@ -173,6 +173,24 @@ inline metric_type resolve_metric(metric_type given, object_kind kind) noexcept 
 /// drops one of the two (promtool: a second HELP line); Redis would sum
 /// them. Cost: a walk of the catalog; most objects are told apart by the
 /// first characters of their names, without building their series' names.
+/// True when one of `stem` (a metric name) and metric_name(other) starts
+/// with the other: only then can their exported names meet. No allocation:
+/// this runs for every object of the segment at every construction.
+inline bool stems_overlap(std::string_view stem, std::string_view other) noexcept {
+    std::size_t i = 0;
+    if (other.empty() || (other[0] >= '0' && other[0] <= '9')) {  // metric_name puts a '_' first
+        if (stem.empty() || stem[0] != '_') return stem.empty();
+        i = 1;
+    }
+    for (const char c : other) {
+        if (i == stem.size()) return true;
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
+        if (stem[i] != (ok ? c : '_')) return false;
+        ++i;
+    }
+    return true;
+}
+
 template <class C>
 void check_exported_names(directory& dir, std::string_view name, const metadata* meta) {
     const metric_type mine = resolve_metric(meta != nullptr ? meta->type : metric_type::automatic,
@@ -188,9 +206,7 @@ void check_exported_names(directory& dir, std::string_view name, const metadata*
         if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length > size - block) return;
         const auto* strings = reinterpret_cast<const char*>(base + block + sizeof(object_header));
         const std::string_view other(strings, h.name_length);
-        const std::string other_stem = metric_name(other);
-        const std::size_t n = std::min(stem.size(), other_stem.size());
-        if (stem.compare(0, n, other_stem, 0, n) != 0) return;  // neither's names can start like the other's
+        if (other == name || !stems_overlap(stem, other)) return;  // the same name: object_exists, from the allocator
         const metric_type theirs = resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
         if (theirs == metric_type::automatic) return;
         const std::string_view unit(strings + h.name_length + h.help_length, h.unit_length);
