@@ -430,3 +430,41 @@ TEST_CASE("segment_view: a corrupted, truncated or foreign segment is an error n
     REQUIRE(catch_error([&] { (void)procsafe::segment_view::open(missing); }).code() == errc::timed_out);
     (void)procsafe::segment::remove(missing);
 }
+
+TEST_CASE("segment_view: a segment truncated by its owner in the middle of a read is an error naming it, "
+          "not a SIGBUS",
+          "[view][race][multiprocess]") {
+    const auto name = unique_name("viewtrunc");
+    auto seg = procsafe::segment::create(name, 1 << 20);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("first", 1);
+    // An object far from the start: its value lies past the size the owner truncates to.
+    for (int i = 0; i < 20; ++i) seg.construct<procsafe::counter_array<std::int64_t, procsafe::atomic_sync>>("pad" + std::to_string(i), 64);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("far", 2);
+    auto control = procsafe::segment::anonymous(64 * 1024);
+    auto& board = control.construct<pause_board>("board");
+    auto& code = control.construct<std::atomic<int>>("code", -1);
+    // Held after copying the last object's header, before reading its value.
+    const int held = board.arm("view.copied", 0, /*skip=*/21);
+    const pid_t reader = fork_children(1, [&](int) {
+        board.use();
+        try {
+            auto view = procsafe::segment_view::open(name);
+            (void)view.objects();
+            code.store(0);
+        } catch (const procsafe::error& e) {
+            code.store(static_cast<int>(e.code_value()));
+            if (std::string(e.what()).find(name) == std::string::npos) return 3;
+        }
+        return 0;
+    })[0];
+    REQUIRE(board.wait_reached(held));
+    const int fd = ::open(("/dev/shm/" + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(::ftruncate(fd, 8192) == 0);  // the owner truncates it under the reader
+    ::close(fd);
+    board.release(held);
+    const int status = procsafe_test::wait_bounded(reader, 30s);
+    INFO("reader status " << status << (WIFSIGNALED(status) ? " (killed by a signal)" : ""));
+    REQUIRE(procsafe_test::exited_ok(status));
+    REQUIRE(code.load() == static_cast<int>(errc::incompatible_layout));
+}

@@ -5,6 +5,7 @@
 #include <procsafe/barrier.hpp>
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
+#include <procsafe/detail/bus_guard.hpp>
 #include <procsafe/detail/catalog.hpp>
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
@@ -150,8 +151,11 @@ struct segment_info {
 ///
 /// A segment its owner truncates while it is mapped is refused at the next
 /// objects() or info() (its size is checked before every walk), not read
-/// past its end. Not protected against: a truncation in the microseconds
-/// between that check and the reads (the read is a SIGBUS).
+/// past its end. A truncation in the microseconds between that check and the
+/// reads is caught too: the first mapping registers a SIGBUS handler that
+/// maps zeros over the faulting page of a reader's mapping and makes the
+/// read throw (detail/bus_guard.hpp; any other SIGBUS goes to the handler
+/// that was installed before, or kills as it would have).
 ///
 /// ```
 /// auto view = procsafe::segment_view::open("web");
@@ -171,7 +175,9 @@ public:
         v.map_ = detail::mapping::open_read_only(name, detail::managed_offset);
         v.base_ = static_cast<const unsigned char*>(v.map_.addr());
         v.size_ = v.map_.size();
+        v.guard_ = detail::bus_guard(v.base_, v.size_);
         v.validate();
+        v.check_size();
         return v;
     }
     /// A view of a segment image in memory (tests, fuzzing): validated as a
@@ -216,6 +222,7 @@ public:
         detail::walk_catalog(base_, size_, name_, [&](const std::atomic<std::uint64_t>& entry, std::uint64_t block) {
             if (auto o = read_object(entry, block)) out.push_back(std::move(*o));
         });
+        check_size();  // truncated during the walk: what it read is not returned
         return out;
     }
 
@@ -242,6 +249,7 @@ public:
                 i.object_bytes += o->bytes;
             }
         });
+        check_size();
         return i;
     }
 
@@ -258,6 +266,10 @@ private:
     /// Throws incompatible_layout when the object was truncated under the
     /// mapping (its owner can: every page past the new end is a SIGBUS).
     void check_size() const {
+        if (guard_.faulted()) {
+            throw error(errc::incompatible_layout, name_, {},
+                        "truncated by its owner while being read: not read (open it again)");
+        }
         if (map_.addr() == nullptr) return;
         const std::size_t now = map_.current_size(name_);
         if (now < size_) {
@@ -512,6 +524,7 @@ private:
 
     std::string name_;
     detail::mapping map_;  // empty for over()
+    detail::bus_guard guard_;  // declared after map_: unregistered before the unmap
     const unsigned char* base_ = nullptr;
     std::size_t size_ = 0;
 };
