@@ -925,3 +925,53 @@ TEST_CASE("procsafe serve of two segments, one truncated by its owner: the other
     CHECK(srv.wait_for("segment '" + bad.name + "': incompatible or damaged: truncated to 4096 bytes", 10s, true));
     CHECK(srv.stop(SIGTERM) == 0);
 }
+
+TEST_CASE("procsafe export and show as root of a segment another user owns and rewrites after construction: no "
+          "series injected, no escape reaches the terminal",
+          "[tools][root][hostile]") {
+    if (::geteuid() != 0) PROCSAFE_SKIP("needs root to act as another user");
+    const std::string inject = "a=\"1\"} 666\nnode_load1 1e9\n# x";
+    const std::string escape = "\x1b[2J\x1b]0;pwned\x07";
+    const std::string label(inject.size(), 'l'), object(escape.size(), 'o');
+    planted seg_name(unique_name("otheruid"));
+    // The other user (nobody, as `setpriv --reuid 65534` would make it)
+    // creates its own 0644 segment, then rewrites its strings in place.
+    std::fflush(nullptr);
+    const pid_t owner = ::fork();
+    if (owner == 0) {
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+        try {
+            auto seg = procsafe::segment::create(seg_name.name, 1 << 20, 0644);
+            seg.disown();
+            seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
+                "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
+            seg.construct<procsafe::atomic_counter<int>>(object, 1);
+            seg.construct<procsafe::atomic_counter<int>>("fine_total", 4);
+            rewrite(seg, label, inject);
+            rewrite(seg, object, escape);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "owner: %s\n", e.what());
+            ::_exit(3);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(owner, &status, 0) == owner);
+    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    struct stat st {};
+    REQUIRE(::stat(("/dev/shm/" + seg_name.name).c_str(), &st) == 0);
+    REQUIRE(st.st_uid == 65534u);
+
+    const auto exp = cli({"export", seg_name.name});
+    INFO(exp.out << exp.err);
+    CHECK(exp.status == 0);
+    CHECK(exp.out.find("node_load1") == std::string::npos);
+    CHECK(exp.out.find("666") == std::string::npos);
+    CHECK(has_line(exp.out, "fine_total\\{segment=\"" + seg_name.name + "\"\\} 4"));
+    check_exposition(exp.out);
+    const auto shown = cli({"show", seg_name.name});
+    INFO(shown.out << shown.err);
+    CHECK(shown.out.find('\x1b') == std::string::npos);
+    CHECK(shown.err.find('\x1b') == std::string::npos);
+    CHECK(shown.out.find('\x07') == std::string::npos);
+}
