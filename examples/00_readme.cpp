@@ -7,7 +7,8 @@
 #include <unistd.h>
 
 int main() {
-    auto seg = procsafe::segment::create("jobs", 1 << 20);   // 0600, removed by its owner
+    // 0600, removed by its owner; one a crashed run left behind is replaced
+    auto seg = procsafe::segment::create("jobs", 1 << 20, 0600, procsafe::create_mode::replace_orphan);
     auto& done = seg.construct<procsafe::atomic_counter<long>>("done");
     for (int p = 0; p < 10; ++p)
         if (fork() == 0) { for (int k = 0; k < 100'000; ++k) ++done; _exit(0); }

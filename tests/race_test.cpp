@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -712,4 +713,91 @@ TEST_CASE("race: a live_gauge slot taken over at the moment its dead owner's pid
     REQUIRE(procsafe_test::exited_ok(status));
     CHECK(live.load() == 2);
     REQUIRE(seen.load() == 12);  // N's 7 and C's 5: neither zeroed by the other's claim
+}
+
+namespace {
+/// A segment whose creator was SIGKILLed while it held it: what a crashed
+/// server leaves behind.
+void leave_orphan(const std::string& name, int value) {
+    const pid_t creator = fork_children(1, [&](int) {
+        auto seg = procsafe::segment::create(name, 64 * 1024);
+        seg.construct<procsafe::atomic_counter<int>>("n", value);
+        ::raise(SIGKILL);
+        return 1;
+    })[0];
+    procsafe_test::wait_bounded(creator, 20s);
+}
+}  // namespace
+
+TEST_CASE("create(replace_orphan): a segment whose creator was killed is replaced; a live creator's, a foreign "
+          "object's never",
+          "[race][multiprocess][segment]") {
+    const auto name = procsafe_test::unique_name("orphan");
+    leave_orphan(name, 7);
+    const auto e = procsafe_test::catch_error([&] { (void)procsafe::segment::create(name, 64 * 1024); });
+    REQUIRE(e.code() == errc::segment_exists);  // what a restart met before
+    {
+        auto seg = procsafe::segment::create(name, 64 * 1024, 0600, procsafe::create_mode::replace_orphan);
+        REQUIRE(seg.is_owner());
+        REQUIRE(seg.find_or_construct<procsafe::atomic_counter<int>>("n").value() == 0);  // a new segment
+        // Its creator (this process) runs: never replaced.
+        const auto live = procsafe_test::catch_error(
+            [&] { (void)procsafe::segment::create(name, 64 * 1024, 0600, procsafe::create_mode::replace_orphan); });
+        INFO(live.what());
+        REQUIRE(live.code() == errc::segment_exists);
+        REQUIRE(std::string(live.what()).find("still runs") != std::string::npos);
+        REQUIRE_FALSE(seg.is_stale());
+    }
+    // Not procsafe's: never removed.
+    const auto foreign = procsafe_test::unique_name("foreign");
+    {
+        const int fd = ::open(("/dev/shm/" + foreign).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+        REQUIRE(fd >= 0);
+        REQUIRE(::write(fd, "not a procsafe segment, some bytes", 34) == 34);
+        ::close(fd);
+    }
+    const auto f = procsafe_test::catch_error(
+        [&] { (void)procsafe::segment::create(foreign, 64 * 1024, 0600, procsafe::create_mode::replace_orphan); });
+    CHECK(f.code() == errc::bad_magic);
+    struct stat st {};
+    CHECK(::stat(("/dev/shm/" + foreign).c_str(), &st) == 0);
+    ::unlink(("/dev/shm/" + foreign).c_str());
+}
+
+TEST_CASE("create(replace_orphan) by two restarting processes at once: one replaces the orphan, the other finds "
+          "the new segment's creator alive",
+          "[race][multiprocess][segment]") {
+    const auto name = procsafe_test::unique_name("restart");
+    leave_orphan(name, 7);
+    auto control = procsafe::segment::anonymous(64 * 1024);
+    auto& board = control.construct<pause_board>("board");
+    auto& results = control.construct<std::atomic<int>>("results", 0);  // bit 0: created; bit 1: segment_exists
+    auto& release = control.construct<procsafe::latch>("release", 1);
+    auto restart = [&](int) {
+        board.use();
+        try {
+            auto seg = procsafe::segment::create(name, 64 * 1024, 0600, procsafe::create_mode::replace_orphan);
+            results.fetch_or(1);
+            return release.wait_for(30s) ? 0 : 2;  // holds it, as a server would
+        } catch (const procsafe::error& e) {
+            if (e.code() != errc::segment_exists) return 3;
+            results.fetch_or(2);
+        }
+        return 0;
+    };
+    // A judged the segment an orphan and is held before removing it (under the lock).
+    const int held = board.arm("segment.replace.judged");
+    const pid_t a = fork_children(1, restart)[0];
+    REQUIRE(board.wait_reached(held));
+    // B comes meanwhile: it waits for A's removal and creation, and then
+    // finds A's segment, whose creator runs.
+    const int waiting = board.arm("segment.remove.waiting", 0, 0, pause_board::signal_only);
+    const pid_t b = fork_children(1, restart)[0];
+    REQUIRE(board.wait_any({waiting}, 20s) == waiting);
+    board.release(held);
+    REQUIRE(procsafe_test::exited_ok(procsafe_test::wait_bounded(b, 30s)));
+    REQUIRE(results.load() == 3);  // one created, one refused
+    release.count_down();
+    REQUIRE(join_children({a}) == 1);
+    REQUIRE_FALSE(procsafe::segment::remove(name));  // A's owner removed its own
 }

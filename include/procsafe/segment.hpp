@@ -22,6 +22,12 @@
 
 namespace procsafe {
 
+/// How segment::create treats a name that is taken.
+enum class create_mode {
+    exclusive,       ///< segment_exists (create's default)
+    replace_orphan,  ///< replace a segment whose creator is gone (a restart after a crash)
+};
+
 /// A mapping of shared memory that holds named procsafe objects.
 ///
 /// Named segments are POSIX shared memory objects (/dev/shm/NAME) or Win32
@@ -66,6 +72,39 @@ public:
         s.owner_ = true;
         s.format();
         return s;
+    }
+
+    /// Creates a named segment as create() does; with create_mode::replace_orphan,
+    /// a name held by a procsafe segment whose creator is gone (it crashed,
+    /// was killed, or exited without removing it: see below) is replaced: the
+    /// old segment is removed and a new one created, in one step among
+    /// procsafe's removers (two processes restarting at once: one replaces
+    /// it, the other finds the new one's creator alive). Never replaced: a
+    /// segment whose creator runs; one whose creator cannot be judged from
+    /// here (another PID namespace: its pid means nothing in this one); an
+    /// object that is not procsafe's. Processes that still map the old
+    /// segment keep it (their is_stale() says so).
+    ///
+    /// "Gone": the creator's pid is gone, a zombie, or now names another
+    /// process (another start time). A segment whose creator never wrote its
+    /// header (it died within create()) counts as gone once it is older than
+    /// `timeout`.
+    /// Throws: as create(); segment_exists naming why the segment there was
+    /// not replaced; bad_magic (not procsafe's); timed_out (the removal lock).
+    [[nodiscard]] static segment create(std::string_view name, std::size_t bytes, unsigned mode, create_mode how,
+                                        std::chrono::milliseconds timeout = default_timeout) {
+        if (how != create_mode::replace_orphan) return create(name, bytes, mode);
+        detail::check_segment_name(name);
+        const auto deadline = detail::deadline_after(timeout);
+        for (int attempt = 0;; ++attempt) {
+            try {
+                return create(name, bytes, mode);
+            } catch (const error& e) {
+                if (e.code() != errc::segment_exists || attempt == 8) throw;
+            }
+            const std::string why = detail::mapping::remove_if(name, deadline, [&](int fd) { return orphan_test(name, fd, timeout); });
+            if (!why.empty()) throw error(errc::segment_exists, name, {}, why + ": not replaced");
+        }
     }
 
     /// Opens a named segment made by procsafe, waiting up to `timeout` for a
@@ -253,6 +292,42 @@ private:
         }
         const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
         return detail::obtain<C, How>(dir_, name, meta, extra, std::forward<Args>(args)...);
+    }
+
+    /// Why the object behind `fd` is not an orphan to replace ("" if it is).
+    static std::string orphan_test(std::string_view name, int fd, std::chrono::milliseconds timeout) {
+#if defined(PROCSAFE_POSIX)
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) detail::throw_errno(name, "fstat", errno);
+        alignas(detail::segment_header) unsigned char bytes[sizeof(detail::segment_header)]{};
+        const ssize_t n = ::pread(fd, bytes, sizeof bytes, 0);  // a copy: nothing mapped, nothing to fault on
+        const auto& h = *reinterpret_cast<const detail::segment_header*>(bytes);
+        const std::uint64_t magic = n >= 8 ? h.magic.load(std::memory_order_relaxed) : 0;  // the rest is 0s if short
+        if (magic != 0 && magic != detail::segment_magic) {
+            throw error(errc::bad_magic, name, {}, "not a procsafe segment (wrong magic number): not replaced");
+        }
+        if (magic == 0 && h.creator_pid == 0) {  // its creator died within create(), or is still in it
+            const auto age = std::chrono::system_clock::now() -
+                             std::chrono::system_clock::time_point(std::chrono::seconds(st.st_ctim.tv_sec) +
+                                                                   std::chrono::nanoseconds(st.st_ctim.tv_nsec));
+            if (age < timeout) return "never initialized, and younger than the timeout (its creator may still be making it)";
+            return {};
+        }
+        // An older layout has the creator's pid at the same place, and no start
+        // time or namespace: judged by the pid alone.
+        const bool current = h.layout == detail::layout_version;
+        switch (detail::judge_creator(h.creator_pid, current ? h.creator_pidns : 0u, current ? h.creator_start : 0u)) {
+            case detail::creator_state::gone: return {};
+            case detail::creator_state::alive:
+                return "its creator (pid " + std::to_string(h.creator_pid) + ") still runs";
+            case detail::creator_state::unknown: break;
+        }
+        return "its creator (pid " + std::to_string(h.creator_pid) +
+               ") is in another PID namespace: whether it runs cannot be told from here";
+#else
+        (void)name, (void)fd, (void)timeout;
+        return "not on this platform";
+#endif
     }
 
     static std::size_t checked_size(std::string_view name, std::size_t bytes) {

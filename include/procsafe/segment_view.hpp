@@ -234,7 +234,7 @@ public:
         i.size = size_;
         const auto& h = header();
         i.creator_pid = h.creator_pid;
-        i.creator_alive = !detail::process_gone(h.creator_pid);
+        i.creator_alive = detail::judge_creator(h) != detail::creator_state::gone;  // what replace_orphan would judge
         i.created_ns = h.created_ns;
         i.incarnation = h.incarnation;
         if (map_.addr() != nullptr) {

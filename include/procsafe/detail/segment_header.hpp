@@ -12,6 +12,7 @@
 #include <procsafe/detail/config.hpp>
 #include <procsafe/detail/deadline.hpp>
 #include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
 #include <procsafe/error.hpp>
 
@@ -37,11 +38,12 @@ struct segment_header {
     std::uint32_t creator_pid;
     std::atomic<std::uint32_t> poisoned;         // a process died while changing the directory
     std::atomic<std::uint32_t> directory_dirty;  // under `directory`: a change is in progress
-    std::uint32_t reserved;
+    std::uint32_t creator_pidns;                 // the creator's PID namespace (0: unknown)
     std::uint64_t catalog;       // offset of the first catalog chunk (detail/catalog.hpp)
     std::uint64_t catalog_tail;  // the last chunk; writers only, under `directory`
     std::uint64_t incarnation;   // drawn at creation: a segment recreated under a name is another one
     std::uint64_t created_ns;    // creation time, nanoseconds since the Unix epoch
+    std::uint64_t creator_start; // the creator's start time (process_start_time; 0: unknown)
     // Guards Boost's segment manager, which runs with null_mutex_family: its
     // own interprocess_mutex is not robust, and a dead process holding it
     // would hang every later construct and find.
@@ -77,6 +79,8 @@ inline segment_header& write_header(void* base, std::size_t total, std::uint32_t
     h->total_size = total;
     h->managed_offset = managed_offset;
     h->creator_pid = creator_pid;
+    h->creator_pidns = pid_namespace();
+    h->creator_start = own_start_time();
     return *h;
 }
 
@@ -115,6 +119,23 @@ inline void check_header(const segment_header& h, std::size_t mapped, std::strin
         incompatible("header says " + std::to_string(h.total_size) + " bytes, the object has " +
                      std::to_string(mapped));
     }
+}
+
+/// Whether a segment's creator still runs, as this process can tell.
+enum class creator_state { alive, gone, unknown };
+
+/// The creator named by a header (published or not): gone when its pid is
+/// gone, a zombie, or now another process's (another start time). Unknown
+/// from another PID namespace than the creator's (its pid means nothing
+/// here), and when the header names no creator yet.
+inline creator_state judge_creator(std::uint32_t pid, std::uint32_t pidns, std::uint64_t start) noexcept {
+    if (pid == 0) return creator_state::unknown;
+    const std::uint32_t here = pid_namespace();
+    if (pidns != 0 && here != 0 && pidns != here) return creator_state::unknown;
+    return process_alive(pid, start) ? creator_state::alive : creator_state::gone;
+}
+inline creator_state judge_creator(const segment_header& h) noexcept {
+    return judge_creator(h.creator_pid, h.creator_pidns, h.creator_start);
 }
 
 /// Waits until `deadline` at most for the creator to publish the header,

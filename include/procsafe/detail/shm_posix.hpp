@@ -299,6 +299,39 @@ public:
         throw_errno(name, "shm_unlink", errno);
     }
 
+    /// Under the removal lock: opens what is at `name` (never blocking, never
+    /// following a link) and unlinks it if `judge(fd)` returns an empty
+    /// string; otherwise returns judge's reason. Returns "" also when there
+    /// was nothing to remove. Throws: timed_out (the lock), what open throws
+    /// but segment_not_found, what judge throws.
+    template <class Judge>
+    static std::string remove_if(std::string_view name, wait_clock::time_point deadline, Judge&& judge) {
+        const removal_lock lock(deadline);
+        if (!lock.held()) {
+            throw error(errc::timed_out, name, {},
+                        "another process held /dev/shm's removal lock (flock) for the whole wait; not replaced");
+        }
+        int fd = -1;
+        try {
+            fd = open_shm_fd(name, O_RDONLY);
+        } catch (const error& e) {
+            if (e.code_value() == errc::segment_not_found) return {};
+            throw;
+        }
+        std::string why;
+        try {
+            why = judge(fd);
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+        ::close(fd);
+        if (!why.empty()) return why;
+        PROCSAFE_TEST_HOOK("segment.replace.judged");
+        if (::shm_unlink(os_name(name).c_str()) != 0 && errno != ENOENT) throw_errno(name, "shm_unlink", errno);
+        return {};
+    }
+
     void* addr() const noexcept { return addr_; }
     std::size_t size() const noexcept { return size_; }
 

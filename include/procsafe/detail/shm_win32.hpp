@@ -147,6 +147,13 @@ public:
     /// process that maps it closes it. Nothing to do; says so (false).
     static bool remove(std::string_view /*name*/, wait_clock::time_point /*deadline*/) noexcept { return false; }
 
+    /// A section lives while any process holds a handle to it: there is no
+    /// orphan to remove.
+    template <class Judge>
+    static std::string remove_if(std::string_view /*name*/, wait_clock::time_point /*deadline*/, Judge&& /*judge*/) {
+        return "a Windows section lives as long as a process holds it";
+    }
+
     void* addr() const noexcept { return addr_; }
     std::size_t size() const noexcept { return size_; }
     /// A mapped Windows section cannot be removed under us.
