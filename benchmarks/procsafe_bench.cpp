@@ -84,8 +84,8 @@ void add_contenders(procsafe::bench::suite& suite, const std::vector<std::string
           {slot_fetch_add_name, "sched_getcpu() at every call, lock xadd (rejected)", 0, "sharded"});
     s.add("procsafe sharded writer (per_process)", sharded_writer(procsafe::shard_strategy::per_process),
           {slot_fetch_add_name, "slot by pid hash, lock xadd (rejected: collisions share a line)", 0, "sharded"});
-    s.add(slot_fetch_add_name, per_process_slot(false), {"", "own line, lock xadd; read sums all lines", 0, "sharded"});
-    s.add(single_writer_name, per_process_slot(true), {"", "own line, load + store: the hardware's line", 0, "sharded"});
+    s.add(slot_fetch_add_name, per_process_slot<false>(), {"", "own line, lock xadd; read sums all lines", 0, "sharded"});
+    s.add(single_writer_name, per_process_slot<true>(), {"", "own line, load + store: the hardware's line", 0, "sharded"});
     s.add("racy load+store (not a contender)", racy(), {"", "relaxed load then store: loses updates"});
 }
 

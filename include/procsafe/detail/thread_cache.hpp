@@ -20,8 +20,8 @@
 //   (MADV_WIPEONFORK, Linux 4.14): in a child, fork(), _Fork() or clone()
 //   alike, it reads 0 before any code of the child runs (pthread_atfork
 //   handlers included), so no entry of the parent matches. Where the kernel
-//   lacks it, a pthread_atfork handler registered when the page is set up
-//   zeroes it instead.
+//   lacks it (or pages are larger than 4 KiB), a pthread_atfork handler
+//   registered at the first slow path zeroes it instead.
 // The check on the hot path is a few loads and three compares.
 //
 // Every thread_local here is constant-initialized (no constructor, no
@@ -43,57 +43,45 @@
 
 namespace procsafe::detail {
 
-/// The generation word every entry is checked against; until the first slow
-/// path sets up the page, a word that is always 0 (no entry is valid).
-inline constinit std::atomic<std::uint64_t> no_generation{0};
-inline constinit std::atomic<std::atomic<std::uint64_t>*> generation_word{&no_generation};
+/// The word every entry is checked against, alone on a page of its own in
+/// the program's zero-initialized data: the kernel wipes that page in every
+/// child (MADV_WIPEONFORK, set up by the first slow path), and the hot path
+/// reaches it as it reaches any global, with no pointer to follow.
+struct alignas(4096) fork_generation_page {
+    std::atomic<std::uint64_t> generation;
+    unsigned char rest[4096 - sizeof(std::atomic<std::uint64_t>)];
+};
+inline constinit fork_generation_page fork_page{};
 /// The last generation this process (or the parent it was forked from)
 /// handed out: ordinary memory, so a child starts past its parent's.
 inline constinit std::atomic<std::uint64_t> generation_source{0};
 
-inline void wipe_generation_in_child() noexcept { generation_word.load(std::memory_order_relaxed)->store(0, std::memory_order_relaxed); }
-
-inline std::atomic<std::uint64_t>* make_generation_word() noexcept {
-#if defined(PROCSAFE_POSIX)
-    const long page = ::sysconf(_SC_PAGESIZE);
-    void* p = ::mmap(nullptr, page > 0 ? static_cast<std::size_t>(page) : 4096u, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        static std::atomic<std::uint64_t> fallback{0};
-        p = &fallback;
-        ::pthread_atfork(nullptr, nullptr, &wipe_generation_in_child);
-    } else {
-        bool wiped = false;
-#if defined(MADV_WIPEONFORK)
-        wiped = ::madvise(p, page > 0 ? static_cast<std::size_t>(page) : 4096u, MADV_WIPEONFORK) == 0;
-#endif
-        if (!wiped) ::pthread_atfork(nullptr, nullptr, &wipe_generation_in_child);
-    }
-    return ::new (p) std::atomic<std::uint64_t>{0};
-#else
-    static std::atomic<std::uint64_t> word{0};  // no fork on Windows
-    return &word;
-#endif
-}
+inline void wipe_generation_in_child() noexcept { fork_page.generation.store(0, std::memory_order_relaxed); }
 
 /// The generation entries are checked against on the hot path: 0 until this
 /// process's first slow path, and again in a fork child until its first.
-inline std::uint64_t fork_generation() noexcept {
-    return generation_word.load(std::memory_order_relaxed)->load(std::memory_order_relaxed);
-}
+inline std::uint64_t fork_generation() noexcept { return fork_page.generation.load(std::memory_order_relaxed); }
 
 /// The current generation, set up (or renewed, in a fork child) if need be.
 /// For slow paths only.
 inline std::uint64_t current_generation() noexcept {
-    static std::atomic<std::uint64_t>* const word = [] {
-        std::atomic<std::uint64_t>* w = make_generation_word();
-        generation_word.store(w, std::memory_order_release);
-        return w;
+#if defined(PROCSAFE_POSIX)
+    static const bool set_up = [] {
+        bool wiped = false;
+#if defined(MADV_WIPEONFORK)
+        // EINVAL where the page is not one of its own (pages over 4 KiB) or
+        // not anonymous memory: then the fork handler below wipes it.
+        wiped = ::madvise(&fork_page, sizeof fork_page, MADV_WIPEONFORK) == 0;
+#endif
+        if (!wiped) ::pthread_atfork(nullptr, nullptr, &wipe_generation_in_child);
+        return true;
     }();
-    std::uint64_t g = word->load(std::memory_order_acquire);
+    (void)set_up;
+#endif
+    std::uint64_t g = fork_page.generation.load(std::memory_order_acquire);
     if (g == 0) {  // first use, or a fork child: a generation no entry of this process holds
         const std::uint64_t fresh = generation_source.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (word->compare_exchange_strong(g, fresh, std::memory_order_acq_rel)) g = fresh;
+        if (fork_page.generation.compare_exchange_strong(g, fresh, std::memory_order_acq_rel)) g = fresh;
     }
     return g;
 }

@@ -238,13 +238,21 @@ concept has_start = requires(Ops o) { o.start(0); };
 template <class Ops>
 concept has_total = requires(Ops o) { { o.total() } -> std::convertible_to<std::int64_t>; };
 
+/// A contender may run the increment workload's loop itself, as a user
+/// writes it (`for (...) ++counter;`, the counter or slot in a register),
+/// rather than through increment() on an ops object the loop reloads from.
+template <class Ops>
+concept has_increment_loop = requires(Ops o, long n) { o.increment_loop(n); };
+
 /// The measured loop, compiled for each contender and workload.
 template <class Ops>
 std::int64_t loop(Ops& ops, workload w, long n) {
     std::int64_t sink = 0;
     switch (w) {
         case workload::increment:
-            for (long i = 0; i < n; ++i) ops.increment();
+            if constexpr (has_increment_loop<Ops>) ops.increment_loop(n);
+            else
+                for (long i = 0; i < n; ++i) ops.increment();
             break;
         case workload::mixed:  // every tenth operation is a read
             for (long i = 0; i < n; ++i) {
