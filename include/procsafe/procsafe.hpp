@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 // The only include you need.
 #include <procsafe/barrier.hpp>
 #include <procsafe/counter.hpp>

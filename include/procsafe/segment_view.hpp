@@ -2,11 +2,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/barrier.hpp>
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
 #include <procsafe/detail/catalog.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/mapping.hpp>
 #include <procsafe/detail/names.hpp>

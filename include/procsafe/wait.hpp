@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 // Waiting across processes for a counter's value: wait(pred),
 // wait_at_least(n), wait_equal(v), each with _for and _until. Every atomic
 // and mutex counter, and every element of a counter_array, has them (the

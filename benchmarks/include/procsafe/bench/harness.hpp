@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 // procsafe::bench: a multi-process benchmark harness you can link.
 //
 // A contender is a setup function that places its shared state in a fresh
