@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/counter.hpp: counter<T, Sync>: atomic_counter and mutex_counter in shared memory.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/counter_array.hpp: counter_array<T, Sync>: N counters under one name, padded or packed.
 // SPDX-License-Identifier: MIT
 #pragma once
 

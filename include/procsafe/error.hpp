@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/error.hpp: procsafe::error, procsafe::errc and their error category.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/histogram.hpp: histogram: buckets, sum and count across processes, a row per CPU.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/latch.hpp: latch: a count down to zero that processes wait on.
 // SPDX-License-Identifier: MIT
 #pragma once
 

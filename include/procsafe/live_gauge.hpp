@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/live_gauge.hpp: a gauge that is the sum of live processes' contributions.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/metadata.hpp: monitoring metadata (help, unit, labels, metric type) stored with an object.
 // SPDX-License-Identifier: MIT
 #pragma once
 

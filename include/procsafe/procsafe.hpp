@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/procsafe.hpp: the umbrella header, the only include you need.
 // SPDX-License-Identifier: MIT
 #pragma once
 

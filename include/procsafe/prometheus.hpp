@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/prometheus.hpp: the Prometheus text exposition of segments.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/segment.hpp: named and anonymous segments; construct, find, find_or_construct.
 // SPDX-License-Identifier: MIT
 #pragma once
 

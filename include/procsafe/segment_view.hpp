@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/segment_view.hpp: a read-only view of a segment's catalog, for monitoring from outside.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/sharded_counter.hpp: sharded_counter<T>: a slot per writer thread, summed on read.
 // SPDX-License-Identifier: MIT
 #pragma once
 

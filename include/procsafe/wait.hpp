@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/wait.hpp: waiting across processes for a counter's value (wait, wait_at_least, wait_equal).
 // SPDX-License-Identifier: MIT
 #pragma once
 

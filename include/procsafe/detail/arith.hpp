@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/arith.hpp: wrapping arithmetic and parameter passing for counter values.
 // SPDX-License-Identifier: MIT
 #pragma once
 

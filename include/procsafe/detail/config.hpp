@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/config.hpp: the C++20 check, platform macros, the cache line and layout version.
 // SPDX-License-Identifier: MIT
 #pragma once
 

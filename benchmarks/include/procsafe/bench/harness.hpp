@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/bench/harness.hpp: the multi-process benchmark harness (procsafe::bench).
 // SPDX-License-Identifier: MIT
 #pragma once
 
