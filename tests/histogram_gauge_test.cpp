@@ -250,8 +250,7 @@ int in_new_pid_namespace(const std::function<int()>& body) {
 }
 }  // namespace
 
-TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the segment) both count; a process "
-          "of the other namespace cannot find it",
+TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the segment) both count; the other cannot find it",
           "[live_gauge][multiprocess]") {
     auto seg = procsafe::segment::anonymous(1 << 20);
     auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 4);
