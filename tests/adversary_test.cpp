@@ -81,8 +81,7 @@ bool file_exists(const std::string& name) {
 // ---------------------------------------------------------------------------
 // 4. The directory lock on a corrupted lock word.
 
-TEST_CASE("adversary: a directory lock whose kind word has the priority-inheritance bit flipped, and an owner "
-          "that never existed, is refused with an error, not a glibc assertion abort",
+TEST_CASE("adversary: a directory lock with its PI bit flipped and an owner that never existed: an error, not a glibc abort",
           "[adversary][hostile]") {
     const auto name = unique_name("advpi");
     auto seg = procsafe::segment::create(name, 64 * 1024);
@@ -153,8 +152,7 @@ struct how_many {
 };
 }  // namespace
 
-TEST_CASE("adversary: construct<counter_array> from an argument that converts only when non-const allocates the "
-          "elements it constructs",
+TEST_CASE("adversary: construct<counter_array> from a count convertible only when non-const allocates the elements it constructs",
           "[adversary]") {
     using array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
     auto seg = procsafe::segment::anonymous(1 << 20);
@@ -169,8 +167,7 @@ TEST_CASE("adversary: construct<counter_array> from an argument that converts on
 // ---------------------------------------------------------------------------
 // 4. open(): bounded by its timeout, whatever the timeout.
 
-TEST_CASE("adversary: open(name, milliseconds::max()) waits for a creator that is still setting up, instead of "
-          "overflowing its deadline and giving up at once",
+TEST_CASE("adversary: open(name, milliseconds::max()) waits for a creator still setting up; its deadline does not overflow",
           "[adversary][race][segment]") {
     const auto name = unique_name("advmax");
     auto control = procsafe::segment::anonymous(64 * 1024);
@@ -200,8 +197,7 @@ TEST_CASE("adversary: open(name, milliseconds::max()) waits for a creator that i
     REQUIRE(out.code.load() == 0);
 }
 
-TEST_CASE("adversary: open() of a segment whose creator is held between its two steps of creation is timed_out "
-          "within one timeout, not two",
+TEST_CASE("adversary: open() of a segment whose creator is held between its two steps is timed_out within one timeout, not two",
           "[adversary][race][segment]") {
     const auto name = unique_name("advtwice");
     auto control = procsafe::segment::anonymous(64 * 1024);
@@ -236,8 +232,7 @@ TEST_CASE("adversary: open() of a segment whose creator is held between its two 
 // ---------------------------------------------------------------------------
 // 3/4. A peer waiting for a constructor is bounded by the segment's timeout().
 
-TEST_CASE("adversary: find() waiting for a peer's constructor returns within timeout() even when the directory "
-          "lock is slow to get meanwhile",
+TEST_CASE("adversary: find() waiting for a peer's constructor returns within timeout(), even with a slow directory lock",
           "[adversary][race]") {
     auto seg = procsafe::segment::anonymous(1 << 20);
     auto& board = seg.construct<pause_board>("board");
@@ -330,8 +325,7 @@ TEST_CASE("adversary: the owner's destructor removes its segment even when the p
 // ---------------------------------------------------------------------------
 // 3. A peer that finds a block being constructed waits for it.
 
-TEST_CASE("adversary: a peer in another PID namespace (a container sharing /dev/shm) waits for a live "
-          "constructor instead of declaring it dead",
+TEST_CASE("adversary: a peer in another PID namespace (a container) waits for a live constructor instead of declaring it dead",
           "[adversary][race]") {
     auto seg = procsafe::segment::anonymous(1 << 20);
     auto& board = seg.construct<pause_board>("board");

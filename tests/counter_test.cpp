@@ -207,8 +207,9 @@ namespace procsafe_test {
 /// A value type more aligned than a cache line (a SIMD block, say).
 struct alignas(256) wide {
     std::int64_t v;
-    friend wide operator+(wide a, wide b) { return {a.v + b.v}; }
-    friend wide operator-(wide a, wide b) { return {a.v - b.v}; }
+    // By const reference: passing a 256-byte-aligned type by value makes GCC note an ABI change.
+    friend wide operator+(const wide& a, const wide& b) { return {a.v + b.v}; }
+    friend wide operator-(const wide& a, const wide& b) { return {a.v - b.v}; }
     friend bool operator==(const wide&, const wide&) = default;
 };
 }  // namespace procsafe_test

@@ -49,6 +49,21 @@ TEST_CASE("histogram: buckets by le, +Inf, NaN, sum and count", "[histogram]") {
     REQUIRE(procsafe::histogram::exponential(0.5, 2, 4) == std::vector{0.5, 1.0, 2.0, 4.0});
 }
 
+TEST_CASE("histogram: integer bounds are taken as doubles", "[histogram]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& h = seg.construct<procsafe::histogram>("ints", std::vector{1, 5, 10});
+    auto& l = seg.construct<procsafe::histogram>("longs", std::vector<long>{100, 1000}, std::size_t{1});
+    h.observe(3.0);
+    h.observe(10.0);
+    l.observe(5000.0);
+    const auto s = h.read();
+    CHECK(s.bounds == std::vector{1.0, 5.0, 10.0});
+    CHECK(s.counts == std::vector<std::uint64_t>{0, 1, 1, 0});
+    CHECK(l.read().bounds == std::vector{100.0, 1000.0});
+    CHECK(l.read().counts == std::vector<std::uint64_t>{0, 0, 1});
+    CHECK(catch_error([&] { seg.construct<procsafe::histogram>("bad", std::vector{5, 1}); }).code() == errc::invalid_argument);
+}
+
 TEST_CASE("histogram: bad bounds and rows are refused, naming the object", "[histogram][error]") {
     auto seg = procsafe::segment::anonymous(1 << 20);
     const std::vector<std::vector<double>> bad = {
@@ -235,8 +250,7 @@ int in_new_pid_namespace(const std::function<int()>& body) {
 }
 }  // namespace
 
-TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the segment) both count; a process "
-          "of the other namespace cannot find it",
+TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the segment) both count; the other cannot find it",
           "[live_gauge][multiprocess]") {
     auto seg = procsafe::segment::anonymous(1 << 20);
     auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 4);

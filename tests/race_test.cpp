@@ -108,8 +108,7 @@ struct two_step {
 
 }  // namespace
 
-TEST_CASE("race: find_or_construct of another type, while the allocator is between allocation and "
-          "construction, gets type_mismatch and leaves the block to its allocator",
+TEST_CASE("race: find_or_construct of another type between a peer's allocation and construction: type_mismatch, block left alone",
           "[race][multiprocess]") {
     arena r;
     two_step t{r.board};
@@ -127,8 +126,7 @@ TEST_CASE("race: find_or_construct of another type, while the allocator is betwe
     REQUIRE(r.seg.find<procsafe::atomic_counter<int>>("x").value() == 5);
 }
 
-TEST_CASE("race: find_or_construct of a bigger array of the same type never writes past the allocator's "
-          "block: it gets the existing array",
+TEST_CASE("race: find_or_construct of a bigger array of the same type never writes past the block: it gets the existing array",
           "[race][multiprocess]") {
     arena r;
     two_step t{r.board};
@@ -187,8 +185,7 @@ struct maybe_throws {
 };
 }  // namespace
 
-TEST_CASE("race: a constructor that throws while a peer waits for it: the peer gets object_not_found, "
-          "never the object that reuses the freed block",
+TEST_CASE("race: a constructor throws while a peer waits: the peer gets object_not_found, never an object reusing the block",
           "[race][multiprocess]") {
     arena r;
     const int a_slot = r.board.arm("object.allocated");
@@ -495,8 +492,7 @@ TEST_CASE("race: a sharded slot taken over at the moment its dead owner's thread
     REQUIRE(c.sum() == 1 + 1 + 1 + 2 * per_writer);
 }
 
-TEST_CASE("race: a locker killed while it recovers a dead owner's mutex: the next locker recovers it, "
-          "and the value is the last committed update",
+TEST_CASE("race: a locker killed while recovering a dead owner's mutex: the next recovers it, the value is the last committed",
           "[race][multiprocess][crash]") {
     auto seg = procsafe::segment::anonymous(256 * 1024);
     auto& board = seg.construct<pause_board>("board");
@@ -530,8 +526,7 @@ TEST_CASE("race: a locker killed while it recovers a dead owner's mutex: the nex
     REQUIRE(c.value() == 12);
 }
 
-TEST_CASE("race: a segment held between its steps of creation: open waits within its bound, then works, "
-          "and a creator killed there leaves a segment that open refuses within the bound",
+TEST_CASE("race: creation held between its steps: open waits within its bound, then works; a creator killed there: refused in bound",
           "[race][multiprocess][segment]") {
     auto control = procsafe::segment::anonymous(64 * 1024);
     auto& board = control.construct<pause_board>("board");

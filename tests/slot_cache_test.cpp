@@ -29,8 +29,7 @@ namespace {
 using plugin_add_fn = void (*)(procsafe::sharded_counter<std::int64_t>*, std::int64_t);
 }
 
-TEST_CASE("slot cache: a plugin with its own copy of the headers (hidden visibility, dlopen) never writes "
-          "through a slot of a counter unmapped since",
+TEST_CASE("slot cache: a dlopen()ed plugin with its own copy of the headers never writes through a slot of an unmapped counter",
           "[sharded][multiprocess]") {
     void* plugin = ::dlopen(PROCSAFE_TEST_PLUGIN, RTLD_NOW | RTLD_LOCAL);
     INFO((plugin == nullptr ? ::dlerror() : ""));

@@ -80,6 +80,10 @@ std::string terminal_safe(std::string_view s) {
     return out;
 }
 
+std::string counted(std::uint64_t n, std::string_view noun) {
+    return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
 std::string human_bytes(std::uint64_t bytes) {
     if (bytes < 1024) return fmt::format("{} B", bytes);
     static constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB"};

@@ -76,6 +76,8 @@ procsafe::segment_view open_view(std::string_view name);
 /// goes through it: a hostile segment's strings must not reach a terminal.
 std::string terminal_safe(std::string_view s);
 
+/// "1 object", "7 objects": a count and its noun, plural unless it is 1.
+std::string counted(std::uint64_t n, std::string_view noun);
 /// "1.5 KiB", "64 MiB"; bytes below 1 KiB as "512 B".
 std::string human_bytes(std::uint64_t bytes);
 /// Local time "2026-11-24 22:45:50" of nanoseconds since the epoch.

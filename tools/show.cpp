@@ -74,8 +74,8 @@ int run_show(const show_options& opt) {
         return 0;
     }
 
-    std::printf("segment %s: %s, %zu objects using %s, owner %s:%s %s, created %s by pid %u (%s)\n\n", info.name.c_str(),
-                human_bytes(info.size).c_str(), info.objects, human_bytes(info.object_bytes).c_str(),
+    std::printf("segment %s: %s, %s using %s, owner %s:%s %s, created %s by pid %u (%s)\n\n", info.name.c_str(),
+                human_bytes(info.size).c_str(), counted(info.objects, "object").c_str(), human_bytes(info.object_bytes).c_str(),
                 user_name(info.uid).c_str(), group_name(info.gid).c_str(), mode_string(info.mode).c_str(),
                 local_time(info.created_ns).c_str(), info.creator_pid, info.creator_alive ? "alive" : "gone");
     if (objects.empty()) {

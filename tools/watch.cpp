@@ -192,7 +192,7 @@ int run_watch(const watch_options& o) {
         if (screen.size() > rows - 1) {
             const std::size_t hidden = screen.size() - (rows - 2);
             screen.resize(rows - 2);
-            screen.push_back(fmt::format("... {} more rows (a taller terminal shows them)", hidden));
+            screen.push_back(fmt::format("... {} more (a taller terminal shows them)", counted(hidden, "row")));
         }
         std::string frame = n == 0 ? "\x1b[2J\x1b[H" : "\x1b[H";  // clear once, then redraw in place
         for (auto& l : screen) {

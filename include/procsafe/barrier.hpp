@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/barrier.hpp: barrier: processes step through phases together.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/counter.hpp: counter<T, Sync>: atomic_counter and mutex_counter in shared memory.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/detail/arith.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/robust_mutex.hpp>
 #include <procsafe/detail/test_hook.hpp>
@@ -171,7 +172,7 @@ public:
     using sync_type = mutex_sync;
 
     /// Throws: procsafe::error if the OS cannot initialize the mutex.
-    explicit basic_counter(T initial = T{}) {
+    explicit basic_counter(detail::in_param<T> initial = T{}) {
         slots_[0] = initial;
         slots_[1] = initial;
     }
@@ -196,11 +197,11 @@ public:
     }
 
     /// Adds n; returns the new value.  Process-safe. Blocks. Never allocates.
-    T increment(T n) requires addable<T> {
+    T increment(detail::in_param<T> n) requires addable<T> {
         return with_lock([&](T& v) { return v = detail::wrapping_add(v, n); });
     }
     /// Subtracts n; returns the new value.  Process-safe. Blocks. Never allocates.
-    T decrement(T n) requires addable<T> {
+    T decrement(detail::in_param<T> n) requires addable<T> {
         return with_lock([&](T& v) { return v = detail::wrapping_sub(v, n); });
     }
     /// Adds one (arithmetic T only: a struct has no "one").
@@ -209,24 +210,24 @@ public:
     T decrement() requires std::is_arithmetic_v<T> { return decrement(T{1}); }
     // mimic: std::atomic<T>::fetch_add
     /// Adds n; returns the value before.  Process-safe. Blocks. Never allocates.
-    T fetch_add(T n) requires addable<T> {
+    T fetch_add(detail::in_param<T> n) requires addable<T> {
         return with_lock([&](T& v) { T old = v; v = detail::wrapping_add(v, n); return old; });
     }
     // mimic: std::atomic<T>::fetch_sub
     /// Subtracts n; returns the value before.  Process-safe. Blocks. Never allocates.
-    T fetch_sub(T n) requires addable<T> {
+    T fetch_sub(detail::in_param<T> n) requires addable<T> {
         return with_lock([&](T& v) { T old = v; v = detail::wrapping_sub(v, n); return old; });
     }
     // mimic: std::atomic<T>::exchange
     /// Stores v; returns the value before.  Process-safe. Blocks. Never allocates.
-    T exchange(T nv) {
+    T exchange(detail::in_param<T> nv) {
         return with_lock([&](T& v) { T old = v; v = nv; return old; });
     }
     // mimic: std::atomic<T>::compare_exchange_strong
     /// If the value equals expected, stores desired and returns true; otherwise
     /// copies the value into expected and returns false.
     /// Process-safe. Blocks. Never allocates.
-    bool compare_exchange(T& expected, T desired) requires std::equality_comparable<T> {
+    bool compare_exchange(T& expected, detail::in_param<T> desired) requires std::equality_comparable<T> {
         return with_lock([&](T& v) {
             if (v == expected) {
                 v = desired;
@@ -258,7 +259,7 @@ public:
         return std::nullopt;
     }
     /// Stores v.  Process-safe. Blocks. Never allocates.
-    void store(T nv) {
+    void store(detail::in_param<T> nv) {
         with_lock([&](T& v) { v = nv; });
     }
     /// Stores T{}.  Process-safe. Blocks. Never allocates.
@@ -268,8 +269,8 @@ public:
     T operator--() requires std::is_arithmetic_v<T> { return decrement(); }        // new value
     T operator++(int) requires std::is_arithmetic_v<T> { return fetch_add(T{1}); }  // old value
     T operator--(int) requires std::is_arithmetic_v<T> { return fetch_sub(T{1}); }  // old value
-    T operator+=(T n) requires addable<T> { return increment(n); }  // new value
-    T operator-=(T n) requires addable<T> { return decrement(n); }  // new value
+    T operator+=(detail::in_param<T> n) requires addable<T> { return increment(n); }  // new value
+    T operator-=(detail::in_param<T> n) requires addable<T> { return decrement(n); }  // new value
 
     /// How many times a process found the lock's owner dead and recovered it.
     /// The value is then the last update that owner completed.

@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/counter_array.hpp: counter_array<T, Sync>: N counters under one name, padded or packed.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/counter.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/error.hpp>
 

@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/error.hpp: procsafe::error, procsafe::errc and their error category.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 #include <string>
 #include <string_view>

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/histogram.hpp: histogram: buckets, sum and count across processes, a row per CPU.
 // SPDX-License-Identifier: MIT
 #pragma once
 
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace procsafe {
@@ -49,6 +50,11 @@ class alignas(cache_line) histogram {
 public:
     /// At most this many bounds (the +Inf bucket comes on top).
     static constexpr std::size_t max_bounds = 127;
+
+    /// Bounds given as integers or floats are converted to double; bool is no bound.
+    template <class B>
+    static constexpr bool non_double_bound =
+        std::is_arithmetic_v<B> && !std::is_same_v<B, double> && !std::is_same_v<B, bool>;
     /// At most this many rows.
     static constexpr std::size_t max_rows = 256;
 
@@ -111,6 +117,12 @@ public:
         check(bounds, rows);
         return bounds_bytes(bounds.size()) + std::bit_ceil(rows) * row_stride(bounds.size() + 1);
     }
+    // Bounds of another arithmetic type (std::vector{1, 5, 10}) are taken as doubles.
+    template <class B>
+        requires non_double_bound<B>
+    static std::size_t procsafe_extra_bytes(const std::vector<B>& bounds, std::size_t rows = default_rows()) {
+        return procsafe_extra_bytes(as_doubles(bounds), rows);
+    }
     bool procsafe_fits(std::size_t bytes_after) const noexcept {
         return bounds_ <= max_bounds && rows_ >= 1 && rows_ <= max_rows && std::has_single_bit(rows_) &&
                stride_ == row_stride(bounds_ + 1) &&
@@ -134,6 +146,17 @@ private:
             for (std::uint32_t i = 0; i < buckets(); ++i) row[i] = 0;
             *reinterpret_cast<double*>(row + buckets()) = 0.0;
         }
+    }
+
+    /// As histogram(bounds, rows), each bound converted to double.
+    template <class B>
+        requires non_double_bound<B>
+    explicit histogram(const std::vector<B>& bounds, std::size_t rows = default_rows())
+        : histogram(as_doubles(bounds), rows) {}
+
+    template <class B>
+    static std::vector<double> as_doubles(const std::vector<B>& bounds) {
+        return std::vector<double>(bounds.begin(), bounds.end());
     }
 
     static void check(const std::vector<double>& bounds, std::size_t rows) {

@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/latch.hpp: latch: a count down to zero that processes wait on.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/counter.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/error.hpp>
 

@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/live_gauge.hpp: a gauge that is the sum of live processes' contributions.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/detail/arith.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/test_hook.hpp>

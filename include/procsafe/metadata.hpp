@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/metadata.hpp: monitoring metadata (help, unit, labels, metric type) stored with an object.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 #include <procsafe/error.hpp>
 

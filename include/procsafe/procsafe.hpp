@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/procsafe.hpp: the umbrella header, the only include you need.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 // The only include you need.
 #include <procsafe/barrier.hpp>

@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/prometheus.hpp: the Prometheus text exposition of segments.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 #include <procsafe/metadata.hpp>
 #include <procsafe/segment_view.hpp>

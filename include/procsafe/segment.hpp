@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/segment.hpp: named and anonymous segments; construct, find, find_or_construct.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/detail/catalog.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/directory.hpp>
 #include <procsafe/detail/mapping.hpp>
 #include <procsafe/detail/names.hpp>

@@ -1,13 +1,14 @@
-// procsafe: process-safe shared counters.
+// procsafe/segment_view.hpp: a read-only view of a segment's catalog, for monitoring from outside.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 #include <procsafe/barrier.hpp>
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
 #include <procsafe/detail/bus_guard.hpp>
 #include <procsafe/detail/catalog.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/mapping.hpp>
 #include <procsafe/detail/names.hpp>

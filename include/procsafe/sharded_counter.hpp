@@ -1,9 +1,10 @@
-// procsafe: process-safe shared counters.
+// procsafe/sharded_counter.hpp: sharded_counter<T>: a slot per writer thread, summed on read.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
+
 #include <procsafe/detail/arith.hpp>
-#include <procsafe/detail/config.hpp>
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/test_hook.hpp>
 #include <procsafe/detail/thread_cache.hpp>

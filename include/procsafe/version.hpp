@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/version.hpp: PROCSAFE_VERSION_*; CMake reads the version from here.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/wait.hpp: waiting across processes for a counter's value (wait, wait_at_least, wait_equal).
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 // Waiting across processes for a counter's value: wait(pred),
 // wait_at_least(n), wait_equal(v), each with _for and _until. Every atomic
@@ -23,6 +25,7 @@
 // if (!ready.wait_at_least_for(4, std::chrono::seconds(5))) { /* a worker died or hung */ }
 // ```
 
+#include <procsafe/detail/arith.hpp>
 #include <procsafe/detail/deadline.hpp>
 #include <procsafe/detail/futex.hpp>
 
@@ -64,34 +67,37 @@ public:
         return wait_until_deadline(std::move(pred), detail::deadline_at(tp));
     }
 
+    // The predicates below capture by reference (the wait returns before n
+    // goes): a closure holding an over-aligned T, passed by value, would
+    // bring back GCC's ABI note that detail::in_param avoids.
     /// Blocks until value() >= n (a parent waiting for n workers to report).
-    void wait_at_least(T n) const requires std::totally_ordered<T> {
-        wait([n](const T& v) { return !(v < n); });
+    void wait_at_least(detail::in_param<T> n) const requires std::totally_ordered<T> {
+        wait([&n](const T& v) { return !(v < n); });
     }
     template <class Rep, class Period>
-    [[nodiscard]] bool wait_at_least_for(T n, const std::chrono::duration<Rep, Period>& d) const
+    [[nodiscard]] bool wait_at_least_for(detail::in_param<T> n, const std::chrono::duration<Rep, Period>& d) const
         requires std::totally_ordered<T> {
-        return wait_for([n](const T& v) { return !(v < n); }, d);
+        return wait_for([&n](const T& v) { return !(v < n); }, d);
     }
     template <class Clock, class Duration>
-    [[nodiscard]] bool wait_at_least_until(T n, const std::chrono::time_point<Clock, Duration>& tp) const
+    [[nodiscard]] bool wait_at_least_until(detail::in_param<T> n, const std::chrono::time_point<Clock, Duration>& tp) const
         requires std::totally_ordered<T> {
-        return wait_until([n](const T& v) { return !(v < n); }, tp);
+        return wait_until([&n](const T& v) { return !(v < n); }, tp);
     }
 
     /// Blocks until value() == v.
-    void wait_equal(T v) const requires std::equality_comparable<T> {
-        wait([v](const T& x) { return x == v; });
+    void wait_equal(detail::in_param<T> v) const requires std::equality_comparable<T> {
+        wait([&v](const T& x) { return x == v; });
     }
     template <class Rep, class Period>
-    [[nodiscard]] bool wait_equal_for(T v, const std::chrono::duration<Rep, Period>& d) const
+    [[nodiscard]] bool wait_equal_for(detail::in_param<T> v, const std::chrono::duration<Rep, Period>& d) const
         requires std::equality_comparable<T> {
-        return wait_for([v](const T& x) { return x == v; }, d);
+        return wait_for([&v](const T& x) { return x == v; }, d);
     }
     template <class Clock, class Duration>
-    [[nodiscard]] bool wait_equal_until(T v, const std::chrono::time_point<Clock, Duration>& tp) const
+    [[nodiscard]] bool wait_equal_until(detail::in_param<T> v, const std::chrono::time_point<Clock, Duration>& tp) const
         requires std::equality_comparable<T> {
-        return wait_until([v](const T& x) { return x == v; }, tp);
+        return wait_until([&v](const T& x) { return x == v; }, tp);
     }
 
 protected:

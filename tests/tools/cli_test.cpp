@@ -257,6 +257,16 @@ TEST_CASE("procsafe show: every object, its value(s), help and unit", "[tools]")
     CHECK(has_line(r.out, "temperature +atomic_counter<float64> +gauge +21\\.5 +celsius +Room temperature\\."));
 }
 
+TEST_CASE("procsafe show: the object count in words, singular for one", "[tools]") {
+    const std::string name = unique_name("count");
+    auto seg = procsafe::segment::create(name, 1 << 16);  // its owner removes it
+    seg.construct<procsafe::atomic_counter<long>>("only");
+    const auto r = cli({"show", name});
+    INFO(r.out << r.err);
+    REQUIRE(r.status == 0);
+    CHECK(std::regex_search(r.out, std::regex("^segment " + name + ": 64 KiB, 1 object using ")));
+}
+
 TEST_CASE("procsafe show --json reads back with the exact values", "[tools]") {
     sample_segment s(unique_name("showjson"));
     const auto r = cli({"show", s.name, "--json"});

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/catalog.hpp: the catalog a read-only process walks to find a segment's objects.
 // SPDX-License-Identifier: MIT
 #pragma once
 

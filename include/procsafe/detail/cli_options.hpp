@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/cli_options.hpp: option checks shared by the procsafe command and procsafe-redis.
 // SPDX-License-Identifier: MIT
 #pragma once
 

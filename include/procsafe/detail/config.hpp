@@ -1,6 +1,20 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/config.hpp: the C++20 check, platform macros, the cache line and layout version.
 // SPDX-License-Identifier: MIT
 #pragma once
+
+// First in every public header, before anything that needs C++20: a user who
+// compiles as C++17 reads this line, not a page of errors from deep inside.
+// MSVC keeps __cplusplus at 199711L unless /Zc:__cplusplus; _MSVC_LANG is true.
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define PROCSAFE_CPLUSPLUS _MSVC_LANG
+#else
+#define PROCSAFE_CPLUSPLUS __cplusplus
+#endif
+#if PROCSAFE_CPLUSPLUS < 202002L
+#error "procsafe needs C++20: compile with -std=c++20 (GCC, Clang) or /std:c++20 (MSVC), or link procsafe::procsafe in CMake"
+// A missing include is fatal: the compiler stops here instead of going on.
+#include "procsafe needs C++20 (see the error above)"
+#endif
 
 #include <chrono>
 #include <cstddef>

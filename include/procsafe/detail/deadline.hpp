@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/deadline.hpp: any duration or time point as a deadline on one clock, without overflow.
 // SPDX-License-Identifier: MIT
 #pragma once
 

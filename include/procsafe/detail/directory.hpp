@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/directory.hpp: a segment's directory: Boost's allocator and name index under a robust lock.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/futex.hpp: waiting across processes on a 32-bit word in shared memory.
 // SPDX-License-Identifier: MIT
 #pragma once
 

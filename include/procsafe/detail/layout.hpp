@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/layout.hpp: object headers and type facts: what procsafe writes besides the objects.
 // SPDX-License-Identifier: MIT
 #pragma once
 

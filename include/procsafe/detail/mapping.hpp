@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/mapping.hpp: one facade over the POSIX and Win32 shared memory mappings.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/names.hpp: the rules for segment and object names.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/object_block.hpp: the object protocol: how construct and find place and claim a block.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/platform.hpp: process facts per platform: pid, liveness, start time, CPU.
 // SPDX-License-Identifier: MIT
 #pragma once
 

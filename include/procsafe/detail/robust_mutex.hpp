@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/robust_mutex.hpp: a process-shared robust mutex that recovers from a dead owner.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/segment_header.hpp: the header at offset 0 of every segment.
 // SPDX-License-Identifier: MIT
 #pragma once
 

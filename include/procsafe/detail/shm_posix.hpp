@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/shm_posix.hpp: POSIX shared memory mappings (shm_open, mmap).
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/shm_win32.hpp: Win32 shared memory sections.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/test_hook.hpp: test-only pause points between the steps of a protocol.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,4 +1,4 @@
-// procsafe: process-safe shared counters.
+// procsafe/detail/thread_cache.hpp: per-thread cache of the slot a thread owns in a sharded counter or live gauge.
 // SPDX-License-Identifier: MIT
 #pragma once
 

@@ -1,6 +1,8 @@
-// procsafe: process-safe shared counters.
+// procsafe/bench/harness.hpp: the multi-process benchmark harness (procsafe::bench).
 // SPDX-License-Identifier: MIT
 #pragma once
+
+#include <procsafe/detail/config.hpp>  // first: the C++20 check
 
 // procsafe::bench: a multi-process benchmark harness you can link.
 //
