@@ -264,7 +264,7 @@ TEST_CASE("procsafe show: the object count in words, singular for one", "[tools]
     const auto r = cli({"show", name});
     INFO(r.out << r.err);
     REQUIRE(r.status == 0);
-    CHECK(std::regex_search(r.out, std::regex("^segment " + name + ": 64 KiB, 1 object using ")));
+    CHECK(std::regex_search(r.out, std::regex("^segment " + name + ": [0-9]+ KiB, 1 object using ")));
 }
 
 TEST_CASE("procsafe show --json reads back with the exact values", "[tools]") {
