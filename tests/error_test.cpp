@@ -201,3 +201,24 @@ TEST_CASE("permission_denied: a segment owned by another user is not trusted", "
     const auto msg = require_error(errc::permission_denied, [&] { (void)procsafe::segment::open(name); });
     REQUIRE(msg.find("65534") != std::string::npos);
 }
+
+TEST_CASE("errors of a latch, a barrier and an array index name the segment and the object", "[error]") {
+    const auto name = unique_name("named");
+    auto seg = procsafe::segment::create(name, 64 * 1024);
+    auto& l = seg.construct<procsafe::latch>("gate", 1);
+    auto& b = seg.construct<procsafe::barrier>("step", 2);
+    auto& a = seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>("codes", 3);
+    auto named = [&](const std::string& msg, const char* object) {
+        INFO(msg);
+        CHECK(msg.find("segment '" + name + "'") != std::string::npos);
+        CHECK(msg.find(std::string("object '") + object + "'") != std::string::npos);
+    };
+    named(require_error(errc::invalid_argument, [&] { l.count_down(2); }), "gate");
+    named(require_error(errc::invalid_argument, [&] { (void)b.arrive(3); }), "step");
+    named(require_error(errc::out_of_range, [&] { (void)a.at(3); }), "codes");
+    named(require_error(errc::invalid_argument, [&] { seg.construct<procsafe::latch>("bad", -1); }), "bad");
+    auto anon = procsafe::segment::anonymous(64 * 1024);
+    auto& l2 = anon.construct<procsafe::latch>("g2", 0);
+    const auto msg = require_error(errc::invalid_argument, [&] { l2.count_down(); });
+    CHECK(msg.find("segment '(anonymous)': object 'g2'") != std::string::npos);
+}

@@ -6,6 +6,7 @@
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/test_hook.hpp>
 #include <procsafe/detail/futex.hpp>
+#include <procsafe/detail/object_names.hpp>
 #include <procsafe/error.hpp>
 
 #include <atomic>
@@ -109,7 +110,7 @@ private:
         for (;;) {
             const std::uint64_t missing = missing_of(w), expected = expected_of(w);
             if (n < 1 || static_cast<std::uint64_t>(n) > missing) {
-                throw error(errc::invalid_argument, {}, {},
+                throw detail::object_error(errc::invalid_argument, this,
                             std::string("barrier: ") + (drop ? "arrive_and_drop()" : "arrive(" + std::to_string(n) + ")") +
                                 " in a phase that misses " + std::to_string(missing) + " arrivals");
             }

@@ -6,6 +6,7 @@
 
 #include <procsafe/counter.hpp>
 #include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/object_names.hpp>
 #include <procsafe/error.hpp>
 
 #include <cstdint>
@@ -68,7 +69,7 @@ public:
     }
     const element_type& at(std::size_t i) const {
         if (i >= size_) {
-            throw error(errc::out_of_range, {}, {},
+            throw detail::object_error(errc::out_of_range, this,
                         "counter_array index " + std::to_string(i) + " is past its " + std::to_string(size_) +
                             " elements");
         }

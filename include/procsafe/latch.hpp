@@ -6,6 +6,7 @@
 
 #include <procsafe/counter.hpp>
 #include <procsafe/detail/layout.hpp>
+#include <procsafe/detail/object_names.hpp>
 #include <procsafe/error.hpp>
 
 #include <chrono>
@@ -48,8 +49,8 @@ public:
         std::int64_t left = count_.value();
         do {
             if (n < 0 || n > left) {
-                throw error(errc::invalid_argument, {}, {},
-                            "latch: count_down(" + std::to_string(n) + ") with " + std::to_string(left) + " left");
+                throw detail::object_error(errc::invalid_argument, this,
+                                           "latch: count_down(" + std::to_string(n) + ") with " + std::to_string(left) + " left");
             }
         } while (!count_.compare_exchange(left, left - n));
     }

@@ -9,6 +9,7 @@
 #include <procsafe/detail/mapping.hpp>
 #include <procsafe/detail/names.hpp>
 #include <procsafe/detail/object_block.hpp>
+#include <procsafe/detail/object_names.hpp>
 #include <procsafe/detail/platform.hpp>
 #include <procsafe/detail/segment_header.hpp>
 #include <procsafe/detail/thread_cache.hpp>
@@ -188,6 +189,7 @@ public:
         const auto deadline = detail::deadline_after(dir_.timeout());
         dir_ = detail::directory();
         if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_, deadline);
+        detail::unregister_mapping(map_.addr());
         // Slots that threads cached for objects in this mapping are not
         // cleared: each entry is checked against its object's incarnation,
         // which another object mapped later at the same address does not share.
@@ -274,7 +276,9 @@ public:
 
 private:
     segment(std::string name, detail::mapping map)
-        : name_(std::move(name)), map_(std::move(map)), creator_pid_(detail::current_pid()) {}
+        : name_(std::move(name)), map_(std::move(map)), creator_pid_(detail::current_pid()) {
+        detail::register_mapping(map_.addr(), map_.size(), name_.empty() ? "(anonymous)" : name_);  // for errors' names
+    }
 
     void swap(segment& o) noexcept {
         std::swap(name_, o.name_);

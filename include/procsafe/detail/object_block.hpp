@@ -302,7 +302,12 @@ C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... 
     C* obj = reinterpret_cast<C*>(block + header_of(block)->object_offset);
     assert(reinterpret_cast<std::uintptr_t>(obj) % object_align<C>() == 0);
     try {
-        object_access::construct<C>(obj, std::forward<Args>(args)...);
+        try {
+            object_access::construct<C>(obj, std::forward<Args>(args)...);
+        } catch (const error& e) {
+            if (!e.segment_name().empty() || !e.object_name().empty()) throw;
+            throw error(e.code_value(), dir.name(), name, e.detail());  // name the segment and the object
+        }
     } catch (...) {
         // Peers waiting for the object look the name up again under the
         // lock and see it gone. If even the directory cannot be had, the
