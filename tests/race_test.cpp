@@ -796,3 +796,40 @@ TEST_CASE("create(replace_orphan) by two restarting processes at once: one repla
     REQUIRE(join_children({a}) == 1);
     REQUIRE_FALSE(procsafe::segment::remove(name));  // A's owner removed its own
 }
+
+TEST_CASE("race: a child forked while another thread holds the removal lock does not keep it", "[race][multiprocess][segment]") {
+    const auto name = procsafe_test::unique_name("lockfork");
+    const auto other = procsafe_test::unique_name("lockother");
+    auto control = procsafe::segment::anonymous(64 * 1024);
+    auto& board = control.construct<pause_board>("board");
+    auto& release = control.construct<procsafe::latch>("release", 1);
+    auto& forked = control.construct<std::atomic<int>>("forked", 0);
+    const int held = board.arm("segment.remove.checked");
+    const pid_t p = fork_children(1, [&](int) {
+        board.use();
+        std::thread remover([&] { auto seg = procsafe::segment::create(name, 4096); });  // its destructor holds the lock
+        if (!board.wait_reached(held)) return 2;
+        const pid_t child = fork_children(1, [&](int) { return release.wait_for(30s) ? 0 : 1; })[0];  // never execs
+        forked.store(child);
+        board.release(held);
+        remover.join();
+        return join_children({child}, 60s) == 1 ? 0 : 3;
+    })[0];
+    REQUIRE(board.wait_reached(held));
+    REQUIRE(board.wait_for([&] { return forked.load() != 0; }, 30s));
+    { auto seg = procsafe::segment::create(other, 4096); seg.disown(); }
+    // The remover's thread is done; its process's child lives on, and must not hold the lock.
+    REQUIRE(board.wait_for([&] { struct stat st {}; return ::stat(("/dev/shm/" + name).c_str(), &st) != 0; }, 30s));
+    std::string failure;
+    bool removed = false;
+    try {
+        removed = procsafe::segment::remove(other, 2s);
+    } catch (const procsafe::error& e) {
+        failure = e.what();
+    }
+    release.count_down();
+    REQUIRE(join_children({p}) == 1);
+    INFO(failure);
+    REQUIRE(failure.empty());
+    REQUIRE(removed);
+}

@@ -19,6 +19,7 @@
 #include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +33,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -72,10 +74,26 @@ inline std::size_t page_size() {
 /// /dev/shm and hold the lock, which only delays removals (and makes them
 /// fail with timed_out), never makes one remove the wrong segment. Removers
 /// that are not procsafe's (rm /dev/shm/NAME) do not take it.
+/// The descriptor through which this process holds the removal lock (-1:
+/// none). A flock belongs to the open file description, which fork() shares
+/// with the child: a child forked by another thread while the lock is held
+/// would hold it for its whole life. The child closes its copy at once.
+inline std::atomic<int> removal_lock_held_fd{-1};
+
+inline void drop_removal_lock_in_child() noexcept {
+    const int fd = removal_lock_held_fd.exchange(-1);
+    if (fd >= 0) ::close(fd);  // the parent's descriptor, and its lock, stay
+}
+
 class removal_lock {
 public:
     explicit removal_lock(wait_clock::time_point deadline) noexcept
         : fd_(::open("/dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK)) {
+        static const bool watching = [] {
+            ::pthread_atfork(nullptr, nullptr, &drop_removal_lock_in_child);
+            return true;
+        }();
+        (void)watching;
         if (fd_ < 0) {
             held_ = true;  // no /dev/shm (not Linux's layout): nothing to serialize on
             return;
@@ -83,6 +101,7 @@ public:
         for (unsigned round = 0;; ++round) {
             if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
                 held_ = true;
+                removal_lock_held_fd.store(fd_);
                 return;
             }
             if (errno != EWOULDBLOCK && errno != EINTR) {
@@ -96,7 +115,10 @@ public:
         }
     }
     ~removal_lock() {
-        if (fd_ >= 0) ::close(fd_);  // releases the flock
+        if (fd_ < 0) return;
+        int expected = fd_;
+        removal_lock_held_fd.compare_exchange_strong(expected, -1);
+        ::close(fd_);  // releases the flock
     }
     removal_lock(const removal_lock&) = delete;
     removal_lock& operator=(const removal_lock&) = delete;
