@@ -66,18 +66,16 @@ enum class shard_strategy : std::uint32_t {
 /// its parent's slot: it takes its own. Writers must share one PID namespace
 /// (slot owners are thread ids).
 ///
-/// Two traps, both from the single-writer slot (a plain load and store, no
-/// lock prefix):
-/// - Not async-signal-safe. An add made from a signal handler that
-///   interrupted the same thread between its load and its store is lost
-///   (the interrupted add stores over it); and a thread's first add claims
-///   its slot and registers a fork handler, neither of them safe in a
-///   handler. In a signal handler use an atomic_counter.
-/// - A writer (local()) made before a _Fork() or a raw clone() keeps its
-///   parent's slot in the child (those skip pthread_atfork, which clears
-///   writers), and the two lose each other's updates: make writers after
-///   such a fork. add()/increment() are safe in any child: their cache is
-///   checked against a page the kernel wipes in every child.
+/// A trap from the single-writer slot (a plain load and store, no lock
+/// prefix): not async-signal-safe. An add made from a signal handler that
+/// interrupted the same thread between its load and its store is lost (the
+/// interrupted add stores over it); and a thread's first add claims its
+/// slot and registers a fork handler, neither of them safe in a handler. In
+/// a signal handler use an atomic_counter.
+///
+/// Forks: add()/increment() and writers check their slot against a page the
+/// kernel wipes in every child (fork(), _Fork(), clone(), before any atfork
+/// handler runs), so a child never writes its parent's slot.
 ///
 /// ```
 /// auto seg = procsafe::segment::create("web", 1 << 20);
@@ -173,7 +171,7 @@ public:
         /// async-signal-safe (see the class comment).
         PROCSAFE_SHARDED_INLINE void add(T n) noexcept {
             T* p = static_cast<T*>(value_);
-            if (p == nullptr) [[unlikely]] p = refresh();
+            if (p == nullptr || generation_ != detail::fork_generation()) [[unlikely]] p = refresh();
             std::atomic_ref<T> v(*p);
             if (exclusive_) v.store(detail::wrapping_add(v.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
             else v.fetch_add(n, std::memory_order_relaxed);
@@ -190,6 +188,7 @@ public:
             const detail::slot_cache_entry& e = counter_->attach(detail::slot_cache_for(counter_));
             slot* s = static_cast<slot*>(e.slot);
             value_ = &s->value;
+            generation_ = e.generation;
             exclusive_ = e.exclusive;
             return &s->value;
         }

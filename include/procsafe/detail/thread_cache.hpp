@@ -109,6 +109,7 @@ inline std::uint64_t draw_object_incarnation(const void* where) noexcept {
 /// pointer: the writer's hot path then tests only the pointer it loads anyway.
 struct writer_base {
     void* value_ = nullptr;  // the thread's slot value; nullptr: look it up again
+    std::uint64_t generation_ = 0;  // fork_generation() when value_ was found
     bool exclusive_ = false;
     writer_base* prev_ = nullptr;
     writer_base* next_ = nullptr;
