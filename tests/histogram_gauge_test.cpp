@@ -290,3 +290,24 @@ TEST_CASE("live_gauge: writers in two PID namespaces (a container sharing the se
     REQUIRE(join_children({host}) == 1);
     REQUIRE(procsafe_test::exited_ok(procsafe_test::wait_bounded(container, 60s)));
 }
+
+TEST_CASE("live_gauge: a slot in the middle of a claim by a process of another PID namespace is never taken over",
+          "[live_gauge][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<procsafe::live_gauge<std::int64_t>>("g", 2);
+    // Forged, as a claimer of another namespace leaves slot 0 between its
+    // compare-and-swap and its publication (SIGSTOPped there): the claiming
+    // bit, a pid that means nothing here (none runs with it), its namespace.
+    const pid_t gone = fork_children(1, [](int) { return 0; })[0];
+    REQUIRE(join_children({gone}) == 1);
+    auto* slot0 = reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(&g) + sizeof g);
+    const std::uint64_t other_ns = std::uint64_t{0x7ffffff0u};
+    const std::uint64_t claiming = 0x8000'0000u | static_cast<std::uint32_t>(gone) | other_ns << 32;
+    slot0->store(claiming);
+    const pid_t writer = fork_children(1, [&](int) {
+        g.add(5);
+        return 0;
+    })[0];
+    REQUIRE(join_children({writer}) == 1);
+    CHECK(slot0->load() == claiming);  // left to its claimer: its pid cannot be judged here
+}

@@ -9,6 +9,7 @@
 // before procsafe's could.
 
 #include "catch.hpp"
+#include "support/pause.hpp"
 #include "support/process.hpp"
 #include "support/skip.hpp"
 #include "support/start_barrier.hpp"
@@ -115,4 +116,38 @@ TEST_CASE("slot cache: a fork child whose atfork handler (registered before proc
     REQUIRE(procsafe_test::exited_ok(procsafe_test::wait_bounded(parent, 60s)));
     REQUIRE(c.sum() == 2);
     REQUIRE(g.value() == 0);
+}
+
+TEST_CASE("slot cache: a thread of the program and one of a plugin (its own copy of the headers) making their "
+          "first adds to a live_gauge at once share one slot",
+          "[live_gauge][multiprocess][race]") {
+    void* plugin = ::dlopen(PROCSAFE_TEST_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+    REQUIRE(plugin != nullptr);
+    using gauge = procsafe::live_gauge<std::int64_t>;
+    const auto plugin_gauge_add = reinterpret_cast<void (*)(gauge*, std::int64_t)>(::dlsym(plugin, "procsafe_plugin_gauge_add"));
+    REQUIRE(plugin_gauge_add != nullptr);
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& board = seg.construct<procsafe_test::pause_board>("board");
+    auto& g = seg.construct<gauge>("g", 4);
+    auto& live = seg.construct<std::atomic<int>>("live", -1);
+    auto& value = seg.construct<std::atomic<std::int64_t>>("value", -1);
+    // The program's thread judges slot 0 free and is held before taking it;
+    // the plugin's thread (no pause points: built without them) takes it.
+    const int held = board.arm("live_gauge.takeover");
+    const pid_t p = fork_children(1, [&](int) {
+        board.use();
+        std::thread program([&] { g.add(1); });
+        if (!board.wait_reached(held)) return 2;
+        plugin_gauge_add(&g, 1);
+        board.release(held);
+        program.join();
+        g.set(0);  // the process holds nothing now
+        live.store(static_cast<int>(g.live_processes()));
+        value.store(g.value());
+        return 0;
+    })[0];
+    REQUIRE(join_children({p}) == 1);
+    CHECK(live.load() == 1);
+    CHECK(value.load() == 0);
+    ::dlclose(plugin);
 }

@@ -12,6 +12,7 @@
 #include <procsafe/error.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -223,25 +224,92 @@ private:
         ~claim_guard() { word().store(0, std::memory_order_release); }
     };
 
+    /// The word of a slot being claimed by the calling process: the claiming
+    /// bit, the pid, and (high 32 bits) its PID namespace, so that anyone
+    /// judging a claimer knows at once whether its pid means anything to them.
+    static std::uint64_t claiming_word(std::uint32_t ns) noexcept {
+        return claiming | std::uint64_t{detail::current_pid()} | std::uint64_t{ns} << 32;
+    }
+    /// Is the claimer a claiming word names gone? Never, as far as a process
+    /// of another namespace can tell.
+    static bool claimer_gone(std::uint64_t word) noexcept {
+        const auto ns = static_cast<std::uint32_t>(word >> 32);
+        const std::uint32_t here = detail::pid_namespace();
+        if (ns != 0 && here != 0 && ns != here) return false;
+        return detail::process_gone(pid_of(word));
+    }
+    /// May a slot holding `owner` be taken (free, or its owner or claimer gone)?
+    static bool takeable(const slot& s, std::uint64_t owner) noexcept {
+        if (owner == 0) return true;
+        if (is_claiming(owner)) return claimer_gone(owner);
+        return !foreign(s) && !owner_alive(owner);
+    }
+
+    /// Another copy of this library in the process (a shared library with
+    /// hidden visibility, a plugin) has its own claim_guard: its threads may
+    /// claim at the same moment as ours. After taking slot `i` (claiming),
+    /// look for another slot of this process: published, use it; being
+    /// claimed at a lower index, give ours up and wait for it; at a higher
+    /// index, wait until it is published (use it) or given up (keep ours).
+    /// Returns the slot to use, or nullptr to keep slot i. Waits are for this
+    /// process's own threads, bounded anyway.
+    slot* settle(std::uint32_t i, std::uint64_t me, std::uint64_t mine_claiming) noexcept {
+        slot* all = lines();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        for (std::uint32_t j = 0; j < slots_; ++j) {
+            if (j == i) continue;
+            for (;;) {
+                const std::uint64_t w = all[j].owner.load(std::memory_order_seq_cst);
+                if (w == me && !foreign(all[j])) return &all[j];
+                if (w != mine_claiming) break;
+                if (j < i) return &all[j];  // the caller gives its slot up and waits for j
+                if (std::chrono::steady_clock::now() > deadline) break;
+                std::this_thread::yield();
+            }
+        }
+        return nullptr;
+    }
+
     slot* claim() noexcept {
         const claim_guard one_at_a_time;
         const std::uint64_t me = own_word();
         const std::uint32_t ns = detail::pid_namespace();
+        const std::uint64_t mine_claiming = claiming_word(ns);
         slot* all = lines();
-        for (std::uint32_t i = 0; i < slots_; ++i)  // already ours (another thread of this process claimed it)
-            if (all[i].owner.load(std::memory_order_acquire) == me && !foreign(all[i])) return &all[i];
-        for (std::uint32_t i = 0; i < slots_; ++i) {
-            std::uint64_t owner = all[i].owner.load(std::memory_order_acquire);
-            if (owner != 0 && (foreign(all[i]) || owner_alive(owner))) continue;
-            // Free, or its owner (or claimer) is gone. The compare-and-swap is
-            // on the whole word: if another process took the slot meanwhile
-            // (even one with the dead owner's pid), it fails.
-            PROCSAFE_TEST_HOOK("live_gauge.takeover");
-            if (!all[i].owner.compare_exchange_strong(owner, claiming | me, std::memory_order_acq_rel)) continue;
-            std::atomic_ref<T>(all[i].value).store(T{}, std::memory_order_relaxed);
-            all[i].pidns.store(ns, std::memory_order_relaxed);
-            all[i].owner.store(me, std::memory_order_release);
-            return &all[i];
+        for (int round = 0; round < 8; ++round) {
+            for (std::uint32_t i = 0; i < slots_; ++i)  // already ours (another thread of this process claimed it)
+                if (all[i].owner.load(std::memory_order_acquire) == me && !foreign(all[i])) return &all[i];
+            bool retry = false;
+            for (std::uint32_t i = 0; i < slots_ && !retry; ++i) {
+                std::uint64_t owner = all[i].owner.load(std::memory_order_acquire);
+                if (!takeable(all[i], owner)) continue;
+                // Free, or its owner (or claimer) is gone. The compare-and-swap is
+                // on the whole word: if another process took the slot meanwhile
+                // (even one with the dead owner's pid), it fails.
+                PROCSAFE_TEST_HOOK("live_gauge.takeover");
+                const std::uint64_t before = owner;
+                if (!all[i].owner.compare_exchange_strong(owner, mine_claiming, std::memory_order_seq_cst)) continue;
+                if (slot* other = settle(i, me, mine_claiming)) {
+                    // Another thread of this process has a slot: give ours back as it was.
+                    std::uint64_t ours = mine_claiming;
+                    all[i].owner.compare_exchange_strong(ours, before, std::memory_order_seq_cst);
+                    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                    for (;;) {
+                        const std::uint64_t w = other->owner.load(std::memory_order_seq_cst);
+                        if (w == me) return other;
+                        if (w != mine_claiming || std::chrono::steady_clock::now() > deadline) break;
+                        std::this_thread::yield();
+                    }
+                    retry = true;  // it gave its slot up too: look again
+                    continue;
+                }
+                std::atomic_ref<T>(all[i].value).store(T{}, std::memory_order_relaxed);
+                all[i].pidns.store(ns, std::memory_order_relaxed);
+                std::uint64_t ours = mine_claiming;
+                if (all[i].owner.compare_exchange_strong(ours, me, std::memory_order_seq_cst)) return &all[i];
+                retry = true;  // taken from us (cannot happen while we run): look again
+            }
+            if (!retry) break;
         }
         return &all[slots_];  // more live processes than slots
     }
