@@ -6,6 +6,7 @@
 #include "catch.hpp"
 #include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/promtool.hpp"
 #include "support/start_barrier.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -19,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+using procsafe_test::promtool_check;
 using procsafe::errc;
 using procsafe::metadata;
 using procsafe::prometheus_exposition;
@@ -35,22 +37,6 @@ std::size_t count(const std::string& text, const std::string& what) {
     std::size_t n = 0;
     for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
     return n;
-}
-
-/// promtool check metrics: its exit status, or -1 when it is not installed.
-int promtool_check(const std::string& text, std::string& output) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
-    const std::string file = "/tmp/procsafe-family-" + std::to_string(::getpid()) + ".prom";
-    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
-        std::fputs(text.c_str(), f);
-        std::fclose(f);
-    }
-    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
-    char buf[512];
-    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
-    const int status = p != nullptr ? ::pclose(p) : -1;
-    std::remove(file.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::size_t children_of(const procsafe::segment& seg, const std::string& family) {

@@ -5,6 +5,7 @@
 // `promtool check metrics` when promtool is installed.
 #include "catch.hpp"
 #include "support/process.hpp"
+#include "support/promtool.hpp"
 #include "support/skip.hpp"
 
 #include <procsafe/procsafe.hpp>
@@ -18,26 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+using procsafe_test::promtool_check;
 using procsafe::prometheus_exposition;
 
 namespace {
-
-/// Runs `promtool check metrics` on the text; its exit status and output,
-/// or -1 when promtool is not installed.
-int promtool_check(const std::string& text, std::string& output) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
-    const std::string file = "/tmp/procsafe-promtool-" + std::to_string(::getpid()) + ".prom";
-    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
-        std::fputs(text.c_str(), f);
-        std::fclose(f);
-    }
-    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
-    char buf[512];
-    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
-    const int status = p != nullptr ? ::pclose(p) : -1;
-    std::remove(file.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 bool has_line(const std::string& text, const std::string& line) {
     return text.find(line + "\n") != std::string::npos;

@@ -8,6 +8,7 @@
 #include "catch.hpp"
 #include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/promtool.hpp"
 
 #include <procsafe/procsafe.hpp>
 
@@ -20,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+using procsafe_test::promtool_check;
 using procsafe::errc;
 using procsafe::metadata;
 using procsafe::object_status;
@@ -38,22 +40,6 @@ void rewrite(const procsafe::segment& seg, std::string_view from, std::string_vi
     const auto at = all.find(from, procsafe::detail::managed_offset);
     REQUIRE(at != std::string_view::npos);
     std::memcpy(base + at, to.data(), to.size());
-}
-
-/// promtool check metrics on the text: 0 when it passes, -1 without promtool.
-int promtool_check(const std::string& text, std::string& output) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
-    const std::string file = "/tmp/procsafe-reader-" + std::to_string(::getpid()) + ".prom";
-    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
-        std::fputs(text.c_str(), f);
-        std::fclose(f);
-    }
-    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
-    char buf[512];
-    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
-    const int status = p != nullptr ? ::pclose(p) : -1;
-    std::remove(file.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 bool warned(const prometheus_exposition& text, std::string_view what) {
