@@ -5,11 +5,13 @@
 // `promtool check metrics` when promtool is installed.
 #include "catch.hpp"
 #include "support/process.hpp"
+#include "support/promtool.hpp"
 #include "support/skip.hpp"
 
 #include <procsafe/procsafe.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -17,26 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+using procsafe_test::promtool_check;
 using procsafe::prometheus_exposition;
 
 namespace {
-
-/// Runs `promtool check metrics` on the text; its exit status and output,
-/// or -1 when promtool is not installed.
-int promtool_check(const std::string& text, std::string& output) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
-    const std::string file = "/tmp/procsafe-promtool-" + std::to_string(::getpid()) + ".prom";
-    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
-        std::fputs(text.c_str(), f);
-        std::fclose(f);
-    }
-    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
-    char buf[512];
-    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
-    const int status = p != nullptr ? ::pclose(p) : -1;
-    std::remove(file.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 bool has_line(const std::string& text, const std::string& line) {
     return text.find(line + "\n") != std::string::npos;
@@ -74,7 +60,7 @@ TEST_CASE("prometheus: every kind of object, as the text format 0.0.4 spells it"
     REQUIRE(has_line(out, "shards_total{segment=\"(anonymous)\",index=\"1\"} 7"));
     REQUIRE(has_line(out, "# TYPE request_seconds histogram"));
     REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"0.1\"} 1"));
-    REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"1\"} 3"));
+    REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"1.0\"} 3"));  // as client_python
     REQUIRE(has_line(out, "request_seconds_bucket{segment=\"(anonymous)\",le=\"+Inf\"} 4"));  // equals _count
     REQUIRE(has_line(out, "request_seconds_count{segment=\"(anonymous)\"} 4"));
     REQUIRE(has_line(out, "request_seconds_sum{segment=\"(anonymous)\"} 6.05"));
@@ -99,11 +85,24 @@ TEST_CASE("prometheus: names made valid, label values and help escaped, families
     const auto b_name = procsafe_test::unique_name("promB");
     auto a = procsafe::segment::create(a_name, 1 << 20);
     auto b = procsafe::segment::create(b_name, 1 << 20);
-    a.construct<procsafe::atomic_counter<int>>("jobs done", procsafe::metadata{.help = "Jobs \\ done well."}, 1);
-    b.construct<procsafe::atomic_counter<int>>("jobs done", procsafe::metadata{.help = "Another help."}, 2);
+    // construct() refuses names that are not metric names; a segment made
+    // before it did (or whose owner renamed an object in place, as here)
+    // still has them: the exposition makes them valid.
+    a.construct<procsafe::atomic_counter<int>>("jobsXdone", procsafe::metadata{.help = "Jobs \\ done well."}, 1);
+    b.construct<procsafe::atomic_counter<int>>("jobsXdone", procsafe::metadata{.help = "Another help."}, 2);
     a.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
-        "9lives", procsafe::metadata{.label = "who", .label_values = {"a\"b", "c\\d\ne"}}, 2);
-    b.construct<procsafe::atomic_counter<int>>("9lives", procsafe::metadata{.type = procsafe::metric_type::gauge}, 3);
+        "Xlives", procsafe::metadata{.label = "who", .label_values = {"a\"b", "c\\d\ne"}}, 2);
+    b.construct<procsafe::atomic_counter<int>>("Xlives", procsafe::metadata{.type = procsafe::metric_type::gauge}, 3);
+    auto rename = [](procsafe::segment& seg, std::string_view from, std::string_view to) {
+        auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
+        const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
+        REQUIRE(at != std::string_view::npos);
+        std::copy(to.begin(), to.end(), base + at);
+    };
+    for (auto* seg : {&a, &b}) {
+        rename(*seg, "jobsXdone", "jobs done");
+        rename(*seg, "Xlives", "9lives");
+    }
     a.construct<procsafe::atomic_counter<int>>("half");  // constructed; "user" objects are left out:
     a.construct<procsafe::live_gauge<int>>("g");
     struct raw {
@@ -171,4 +170,82 @@ TEST_CASE("prometheus: two objects that map onto one series, or onto a family of
     INFO(promtool);
     if (rc < 0) PROCSAFE_SKIP("promtool not installed (Debian package prometheus)");
     REQUIRE(rc == 0);
+}
+
+TEST_CASE("prometheus: le written as client_python writes it, checked against prometheus_client itself",
+          "[prometheus]") {
+    // The bounds of the issue (5e-04, 1e+05 once) and the formats' edges:
+    // Python's fixed/exponent switch at 1e-4 and 1e16, Go's at 1e6.
+    const std::vector<double> bounds = {0.0005,   100000, 0.1,     1,      2.5,      0.25,    1e-4,   9.99e-5,
+                                        1e-5,     0.005,  10,      999999, 1e6,      1234567, 2.5e7,  1e9,
+                                        123456.5, 0.3,    1.0 / 3, -1,     -0.0005,  0,       -1e6,   1e16,
+                                        1.5e17,   1e-300, 5e-324,  1e308,  0.1 + 0.2, 60,     3600.5, 86400};
+    std::string script = "from prometheus_client.utils import floatToGoString\n";
+    for (const double b : bounds) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.17g", b);
+        script += std::string("print(floatToGoString(float('") + buf + "')))\n";
+    }
+    const std::string file = "/tmp/procsafe-le-" + std::to_string(::getpid()) + ".py";
+    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
+        std::fputs(script.c_str(), f);
+        std::fclose(f);
+    }
+    // Debian's python3 (another may come first on PATH), with its prometheus_client.
+    std::FILE* p = ::popen(("/usr/bin/python3 " + file + " 2>/dev/null").c_str(), "r");
+    std::vector<std::string> theirs;
+    char line[128];
+    while (p != nullptr && std::fgets(line, sizeof line, p) != nullptr) {
+        std::string s(line);
+        if (!s.empty() && s.back() == '\n') s.pop_back();
+        theirs.push_back(s);
+    }
+    const int status = p != nullptr ? ::pclose(p) : -1;
+    std::remove(file.c_str());
+    // The issue's two bounds, whatever is installed.
+    CHECK(prometheus_exposition::format_le(0.0005) == "0.0005");
+    CHECK(prometheus_exposition::format_le(100000) == "100000.0");
+    CHECK(prometheus_exposition::format_le(1e6) == "1e+06");
+    CHECK(prometheus_exposition::format_le(1e10) == "1e+10");  // client_python: "1e+010"; Go: "1e+10"
+    CHECK(prometheus_exposition::format_le(std::numeric_limits<double>::infinity()) == "+Inf");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || theirs.size() != bounds.size()) {
+        PROCSAFE_SKIP("/usr/bin/python3 with prometheus_client (Debian package python3-prometheus-client) not found: "
+                      "le not compared with client_python's");
+    }
+    for (std::size_t i = 0; i < bounds.size(); ++i) {
+        INFO("bound " << i);
+        CHECK(prometheus_exposition::format_le(bounds[i]) == theirs[i]);
+    }
+}
+
+TEST_CASE("prometheus: a counter below zero is not exported as a counter: its sample is left out and said so",
+          "[prometheus]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& jobs = seg.construct<procsafe::atomic_counter<std::int64_t>>("jobs", 3);
+    auto& queue = seg.construct<procsafe::atomic_counter<std::int64_t>>(
+        "queue", procsafe::metadata{.type = procsafe::metric_type::gauge}, 0);
+    auto& codes = seg.construct<procsafe::counter_array<double, procsafe::atomic_sync>>(
+        "codes", procsafe::metadata{.label = "code", .label_values = {"200", "500"}}, 2);
+    codes[0].store(1.5);
+    codes[1].store(-0.5);
+    jobs.decrement(5);  // -2: Prometheus would read a reset, and rate() the whole value again
+    queue.decrement(5);  // a gauge may go below zero
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    const std::string out = text.str();
+    INFO(out);
+    CHECK(out.find("jobs_total{") == std::string::npos);
+    CHECK(has_line(out, "queue{segment=\"(anonymous)\"} -5"));
+    CHECK(has_line(out, "codes_total{segment=\"(anonymous)\",code=\"200\"} 1.5"));
+    CHECK(out.find("code=\"500\"") == std::string::npos);
+    std::vector<std::string> expected = {
+        "segment '(anonymous)': object 'jobs': its value is below zero, and exported as a counter: sample left out "
+        "(declare it metric_type::gauge if it goes down)",
+        "segment '(anonymous)': object 'codes': element 1 is below zero, and exported as a counter: sample left out "
+        "(declare it metric_type::gauge if it goes down)"};
+    CHECK(text.warnings() == expected);
+    jobs.store(4);  // back at or above zero: exported again
+    prometheus_exposition again;
+    again.add(procsafe::segment_view::of(seg));
+    CHECK(has_line(again.str(), "jobs_total{segment=\"(anonymous)\"} 4"));
 }

@@ -8,6 +8,7 @@
 #include "catch.hpp"
 #include "support/errors.hpp"
 #include "support/process.hpp"
+#include "support/promtool.hpp"
 
 #include <procsafe/procsafe.hpp>
 
@@ -20,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+using procsafe_test::promtool_check;
 using procsafe::errc;
 using procsafe::metadata;
 using procsafe::object_status;
@@ -38,22 +40,6 @@ void rewrite(const procsafe::segment& seg, std::string_view from, std::string_vi
     const auto at = all.find(from, procsafe::detail::managed_offset);
     REQUIRE(at != std::string_view::npos);
     std::memcpy(base + at, to.data(), to.size());
-}
-
-/// promtool check metrics on the text: 0 when it passes, -1 without promtool.
-int promtool_check(const std::string& text, std::string& output) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) return -1;
-    const std::string file = "/tmp/procsafe-reader-" + std::to_string(::getpid()) + ".prom";
-    if (std::FILE* f = std::fopen(file.c_str(), "w")) {
-        std::fputs(text.c_str(), f);
-        std::fclose(f);
-    }
-    std::FILE* p = ::popen(("/usr/bin/promtool check metrics < " + file + " 2>&1").c_str(), "r");
-    char buf[512];
-    while (p != nullptr && std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
-    const int status = p != nullptr ? ::pclose(p) : -1;
-    std::remove(file.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 bool warned(const prometheus_exposition& text, std::string_view what) {
@@ -91,11 +77,52 @@ TEST_CASE("reader: construct refuses text that is not UTF-8, repeated label valu
           errc::invalid_argument);
     seg.construct<ctr>("x_total", 1);
     CHECK(refused([&] { seg.construct<ctr>("x", 2); }, "exported as x_total") == errc::invalid_argument);
-    CHECK(refused([&] { seg.construct<ctr>("x.total", 2); }, "exported as x_total") == errc::invalid_argument);
+    // Once rewritten to x_total; now refused for its name, before any clash.
+    CHECK(refused([&] { seg.construct<ctr>("x.total", 2); }, "Prometheus metric name") == errc::invalid_name);
     seg.construct<ctr>("sent", metadata{.unit = "bytes"});
     CHECK(refused([&] { seg.construct<ctr>("sent_bytes_total", 2); }, "as the object 'sent'") == errc::invalid_argument);
     seg.construct<ctr>("lat_sum_total");  // a counter lat_sum_total: no series of lat's
     CHECK(procsafe::segment_view::of(seg).objects().size() == 5);
+}
+
+TEST_CASE("reader: an exported object's name is a metric name as given; names that are not exported keep the "
+          "object name rules",
+          "[reader][error]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    using ctr = procsafe::atomic_counter<std::int64_t>;
+    auto refused = [&](auto&& f) {
+        const auto e = catch_error(f);
+        INFO(e.what());
+        CHECK(std::string(e.what()).find("Prometheus metric name, [a-zA-Z_:][a-zA-Z0-9_:]*") != std::string::npos);
+        CHECK(std::string(e.what()).find("object '") != std::string::npos);
+        return e.code();
+    };
+    // client_python raises for these, prometheus-cpp refuses them: once
+    // exported rewritten (http_requests_v2), now refused at construction.
+    CHECK(refused([&] { seg.construct<ctr>("http-requests.v2"); }) == errc::invalid_name);
+    CHECK(refused([&] { seg.construct<ctr>("9lives"); }) == errc::invalid_name);
+    CHECK(refused([&] { seg.construct<ctr>("jobs done", metadata{.type = procsafe::metric_type::gauge}); }) ==
+          errc::invalid_name);
+    CHECK(refused([&] { seg.construct<procsafe::histogram>("lat.seconds", std::vector{1.0}); }) == errc::invalid_name);
+    CHECK(refused([&] { seg.construct<procsafe::live_gauge<int>>("in-flight"); }) == errc::invalid_name);
+    CHECK(refused([&] { seg.construct<procsafe::latch>("start-gate", 2); }) == errc::invalid_name);
+    CHECK(refused([&] { (void)seg.find_or_construct<ctr>("a{b}"); }) == errc::invalid_name);
+    CHECK_FALSE(seg.contains("http-requests.v2"));
+    // What is not exported keeps the object name rules.
+    struct raw {
+        int x;
+    };
+    seg.construct<raw>("my.raw-struct");
+    seg.construct<procsafe::latch>("start-gate", metadata{.type = procsafe::metric_type::none}, 2);
+    seg.construct<ctr>("scratch.pad", metadata{.type = procsafe::metric_type::none}, 5);
+    seg.construct<ctr>("http_requests:v2_total", 1);  // ':' is a metric name's
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    INFO(text.str());
+    CHECK(text.str().find("scratch") == std::string::npos);
+    CHECK(text.str().find("start") == std::string::npos);
+    CHECK(warned(text, "not exported (metric_type::none): left out"));
+    CHECK(text.str().find("http_requests:v2_total{segment=\"(anonymous)\"} 1\n") != std::string::npos);
 }
 
 TEST_CASE("reader: strings the owner rewrites in place after construction are checked at every read, never emitted",

@@ -130,7 +130,8 @@ std::string metric_name(procsafe::metric_type m) {
         case procsafe::metric_type::counter: return "counter";
         case procsafe::metric_type::gauge: return "gauge";
         case procsafe::metric_type::histogram: return "histogram";
-        case procsafe::metric_type::automatic: break;
+        case procsafe::metric_type::automatic:
+        case procsafe::metric_type::none: break;
     }
     return "-";
 }

@@ -82,21 +82,35 @@ void log_line(const std::string& line) {
 class sources {
 public:
     explicit sources(const std::vector<std::string>& names) {
-        for (const auto& n : names) sources_.push_back({n, std::nullopt, {}, 0});
+        for (const auto& n : names) sources_.push_back({n, std::nullopt, {}, 0, {}});
     }
 
-    /// The exposition of every segment that can be read now.
-    std::string scrape() {
+    struct result {
+        std::string body;
+        bool any_read = false;  // false: no segment could be read (answered 503)
+    };
+
+    /// The exposition of every segment that can be read now, then one
+    /// comment line per segment that cannot, saying why (a Prometheus
+    /// server ignores comments; a person reading the page sees them).
+    result scrape() {
         const std::lock_guard lock(mutex_);
         procsafe::prometheus_exposition text;
+        std::string missing;
+        bool any = false;
         for (auto& s : sources_) {
-            if (!attach(s)) continue;
-            try {
-                text.add(s.name, s.view->objects());
-            } catch (const procsafe::error& e) {
-                s.view.reset();
-                change(s, "error", describe(e) + ": left out of /metrics until it can be read");
+            if (attach(s)) {
+                try {
+                    text.add(s.name, s.view->objects());
+                    any = true;
+                    continue;
+                } catch (const procsafe::error& e) {
+                    s.view.reset();
+                    s.why = describe(e);
+                    change(s, "error", s.why + ": left out of /metrics until it can be read");
+                }
             }
+            missing += "# procsafe serve: segment '" + s.name + "' left out: " + comment_safe(s.why) + '\n';
         }
         // Each warning once (a scrape every 15 s would repeat it forever).
         // Their number is bounded: past it, said once, then silence.
@@ -108,15 +122,24 @@ public:
                 log_line(fmt::format("warning: {} distinct warnings logged: further ones are not logged", max_warnings));
             }
         }
-        return text.str();
+        return {text.str() + missing, any};
     }
 
 private:
+    /// One line of printable text (a reason may quote anything).
+    static std::string comment_safe(const std::string& s) {
+        std::string out = terminal_safe(s);
+        for (char& c : out)
+            if (c == '\n' || c == '\r') c = ' ';
+        return out;
+    }
+
     struct source {
         std::string name;
         std::optional<procsafe::segment_view> view;
         std::string state;  // "", "serving", "missing", "error"
         std::uint64_t incarnation;
+        std::string why;  // why it cannot be read, when it cannot
     };
 
     static void change(source& s, const std::string& state, const std::string& line) {
@@ -140,11 +163,13 @@ private:
             s.view.emplace(procsafe::segment_view::open(s.name));
         } catch (const procsafe::error& e) {
             if (e.code_value() == errc::segment_not_found) {
+                s.why = "not found";
                 change(s, "missing",
                        s.state == "serving" ? fmt::format("segment '{}' was removed: left out of /metrics until it is back", s.name)
                                             : fmt::format("segment '{}' not found (yet): left out of /metrics until it appears", s.name));
             } else {
-                change(s, "error", describe(e) + ": left out of /metrics until it can be read");
+                s.why = describe(e);
+                change(s, "error", s.why + ": left out of /metrics until it can be read");
             }
             return false;
         }
@@ -197,7 +222,12 @@ int run_serve(const serve_options& o) {
         ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     });
     svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-        res.set_content(segs.scrape(), std::string(procsafe::prometheus_exposition::content_type));
+        // None of the segments can be read: an error status, so that the
+        // scrape fails and Prometheus's `up` says so (a 200 with nothing
+        // in it would look like a healthy target with no metrics).
+        auto [body, any_read] = segs.scrape();
+        res.status = any_read ? 200 : 503;
+        res.set_content(std::move(body), std::string(procsafe::prometheus_exposition::content_type));
     });
     std::string segment_list;
     for (const auto& n : o.segments) segment_list += (segment_list.empty() ? "" : ", ") + n;

@@ -23,6 +23,7 @@ enum class metric_type : std::uint8_t {
     counter = 1,    ///< only goes up (exported with a _total suffix)
     gauge = 2,      ///< goes up and down
     histogram = 3,  ///< a procsafe::histogram
+    none = 4,       ///< not exported (its name then need not be a metric name)
 };
 
 /// Monitoring metadata, given at construction and stored with the object in
@@ -130,6 +131,70 @@ inline std::string metric_name(std::string_view name) {
     return out;
 }
 
+/// Why `name` cannot be exported as given as a Prometheus metric name
+/// ([a-zA-Z_:][a-zA-Z0-9_:]*), or nullptr. client_python raises for such a
+/// name and prometheus-cpp refuses it; procsafe refuses it at construction
+/// rather than export it rewritten.
+inline const char* metric_name_problem(std::string_view name) noexcept {
+    if (name.empty()) return "a metric name must not be empty";
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+                        (i > 0 && c >= '0' && c <= '9');
+        if (!ok) {
+            return "an exported object's name is a Prometheus metric name, [a-zA-Z_:][a-zA-Z0-9_:]* (it would be "
+                   "exported rewritten); use '_' for '-' and '.', or metric_type::none to keep it out of the export";
+        }
+    }
+    return nullptr;
+}
+
+/// The label names of a label set, as a family's children store them in
+/// their metadata's label: "method,code" (a label name has no ',').
+inline std::vector<std::string_view> split_labels(std::string_view label) {
+    std::vector<std::string_view> out;
+    if (label.empty()) return out;
+    for (std::size_t at = 0;;) {
+        const auto comma = label.find(',', at);
+        out.push_back(label.substr(at, comma == std::string_view::npos ? std::string_view::npos : comma - at));
+        if (comma == std::string_view::npos) return out;
+        at = comma + 1;
+    }
+}
+
+/// The object name of a family's child: the series as Prometheus writes it,
+/// family{method="GET",code="503"}, each value escaped (backslash, double
+/// quote, newline, and a tab as \t, so that the name stays printable).
+/// Deterministic: every process finds the same child for the same values.
+template <class Name, class Value>
+std::string series_name(std::string_view family, const std::vector<Name>& names, const std::vector<Value>& values) {
+    std::string out(family);
+    out += '{';
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (i > 0) out += ',';
+        out += std::string_view(names[i]);
+        out += "=\"";
+        for (const char c : std::string_view(i < values.size() ? std::string_view(values[i]) : std::string_view{})) {
+            if (c == '\\') out += "\\\\";
+            else if (c == '"') out += "\\\"";
+            else if (c == '\n') out += "\\n";
+            else if (c == '\t') out += "\\t";
+            else out += c;
+        }
+        out += '"';
+    }
+    out += '}';
+    return out;
+}
+
+/// The family an object is exported in: the part of a child's name before
+/// its label set (see series_name), or the whole name.
+inline std::string_view family_of(std::string_view name, std::string_view label, bool is_array) noexcept {
+    if (is_array || label.empty()) return name;
+    const auto brace = name.find('{');
+    return brace == std::string_view::npos ? name : name.substr(0, brace);
+}
+
 /// The names an object is exported under in the Prometheus text format:
 /// its family's name first (the name made valid, the unit appended unless
 /// the name ends with it, "_total" for a counter), then every series name
@@ -172,14 +237,22 @@ std::optional<std::string> metadata_problem(std::string_view help, std::string_v
     if (unit.size() > max_unit) return "unit longer than 32 bytes";
     for (char c : unit)
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return "a unit has only [a-z0-9_]";
-    if (label.size() > max_label) return "label name longer than 64 bytes";
-    for (std::size_t i = 0; i < label.size(); ++i) {
-        const char c = label[i];
-        const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!letter && !(i > 0 && c >= '0' && c <= '9')) return "a label name is [a-zA-Z_][a-zA-Z0-9_]*";
+    // One label name (a counter_array's), or a family child's label set
+    // "method,code" with one value per name.
+    if (label.size() > max_label) return "label names longer than 64 bytes";
+    const std::vector<std::string_view> names = split_labels(label);
+    for (const std::string_view name : names) {
+        if (name.empty()) return "a label name is [a-zA-Z_][a-zA-Z0-9_]*";
+        for (std::size_t i = 0; i < name.size(); ++i) {
+            const char c = name[i];
+            const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+            if (!letter && !(i > 0 && c >= '0' && c <= '9')) return "a label name is [a-zA-Z_][a-zA-Z0-9_]*";
+        }
+        if (name.substr(0, 2) == "__") return "label names starting with __ are reserved (Prometheus)";
+        if (name == "segment" || name == "le") return "the label names segment and le are the exporter's own";
     }
-    if (label.substr(0, 2) == "__") return "label names starting with __ are reserved (Prometheus)";
-    if (label == "segment" || label == "le") return "the label names segment and le are the exporter's own";
+    if (const auto dup = repeated_value(names)) return "the label name '" + std::string(*dup) + "' repeated";
+    if (names.size() > 1 && label_values.size() != names.size()) return "a label set needs one value per label name";
     if (label.empty() && !label_values.empty()) return "label values without a label name";
     for (std::string_view v : label_values) {
         if (v.size() > max_label_value) return "a label value longer than 128 bytes";
@@ -189,6 +262,7 @@ std::optional<std::string> metadata_problem(std::string_view help, std::string_v
     }
     // Two elements under one label value are one series twice: Prometheus
     // refuses the scrape, a Redis total takes each in turn.
+    if (names.size() > 1) return std::nullopt;  // a label set: two labels may have one value
     if (const auto dup = repeated_value(label_values)) {
         return "the label value '" + escape_bytes(*dup) + "' repeated: each element needs its own";
     }
@@ -199,7 +273,7 @@ std::optional<std::string> metadata_problem(std::string_view help, std::string_v
 inline void check_metadata(const metadata& m, std::string_view segment, std::string_view object) {
     auto bad = [&](const std::string& why) { throw error(errc::invalid_argument, segment, object, "metadata: " + why); };
     if (m.type != metric_type::automatic && m.type != metric_type::counter && m.type != metric_type::gauge &&
-        m.type != metric_type::histogram) {
+        m.type != metric_type::histogram && m.type != metric_type::none) {
         bad("unknown metric type");
     }
     if (const auto why = metadata_problem(m.help, m.unit, m.label, m.label_values)) bad(*why);

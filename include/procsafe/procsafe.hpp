@@ -9,6 +9,7 @@
 #include <procsafe/counter.hpp>
 #include <procsafe/counter_array.hpp>
 #include <procsafe/error.hpp>
+#include <procsafe/family.hpp>
 #include <procsafe/histogram.hpp>
 #include <procsafe/latch.hpp>
 #include <procsafe/live_gauge.hpp>

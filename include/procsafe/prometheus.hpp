@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstddef>
 #include <map>
 #include <set>
@@ -86,6 +87,48 @@ public:
         }
         return out;
     }
+    /// A bucket bound as the Prometheus clients write `le`: client_python's
+    /// floatToGoString (Python's shortest repr: 0.0005, 1.0, 100000.0,
+    /// 1e-05; positive values of 7 to 10 integer digits as Go writes them,
+    /// 1e+06, 2.5e+07), "+Inf", "-Inf", "NaN". The same bound thus gives
+    /// the same `le` in procsafe's and client_python's expositions, and
+    /// `sum by (le)` across them does not split buckets. (From 1e10 to
+    /// 1e16 client_python writes "1e+010"; procsafe writes Go's "1e+10".)
+    /// Never throws except bad_alloc.
+    static std::string format_le(double d) {
+        if (std::isnan(d)) return "NaN";
+        if (std::isinf(d)) return d > 0 ? "+Inf" : "-Inf";
+        char buf[40];
+        // Shortest round-trip digits, as Python's repr chooses them.
+        const auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+        std::string_view sci(buf, static_cast<std::size_t>(r.ptr - buf));
+        std::string out;
+        if (sci.front() == '-') {
+            out += '-';
+            sci.remove_prefix(1);
+        }
+        const auto e_at = sci.find('e');
+        std::string digits;
+        for (char c : sci.substr(0, e_at))
+            if (c != '.') digits += c;
+        int exp = 0;
+        std::from_chars(sci.data() + e_at + 1 + (sci[e_at + 1] == '+'), sci.data() + sci.size(), exp);
+        auto exponent = [&](std::string mantissa, int e) {
+            std::string t = std::move(mantissa);
+            t += e < 0 ? "e-" : "e+";
+            const int a = e < 0 ? -e : e;
+            if (a < 10) t += '0';
+            t += std::to_string(a);
+            return t;
+        };
+        const std::string mantissa = digits.size() == 1 ? digits : digits.substr(0, 1) + "." + digits.substr(1);
+        if (exp < -4 || exp >= 16) return out + exponent(mantissa, exp);  // Python's repr
+        if (d > 0 && exp >= 6) return out + exponent(mantissa, exp);      // Go's exponent, as floatToGoString
+        if (exp < 0) return out + "0." + std::string(static_cast<std::size_t>(-exp - 1), '0') + digits;
+        const auto whole = static_cast<std::size_t>(exp) + 1;
+        if (digits.size() <= whole) return out + digits + std::string(whole - digits.size(), '0') + ".0";
+        return out + digits.substr(0, whole) + "." + digits.substr(whole);
+    }
     /// A help text, escaped: backslash, newline.
     static std::string escape_help(std::string_view v) {
         std::string out;
@@ -123,7 +166,10 @@ private:
         };
         if (o.status == object_status::corrupt) return skip(o.note);
         if (o.status != object_status::ready) return skip("not constructed (yet): left out");
-        if (o.metric == metric_type::automatic) return skip("a user type: left out");
+        if (o.metric == metric_type::automatic) {
+            return skip(o.kind == detail::object_kind::user ? "a user type: left out"
+                                                            : "not exported (metric_type::none): left out");
+        }
         if (o.values.empty() && !o.histogram) return skip("no value to export (" + o.note + ")");
         // Whoever filled o (a segment's owner can rewrite its strings): the
         // rules construct() applies, checked again before a byte is emitted.
@@ -132,7 +178,28 @@ private:
             return skip("metadata: " + *why + ": left out");
         }
         const bool counter = o.metric == metric_type::counter;
-        const std::vector<std::string> names = detail::exported_names(o.name, o.unit, o.metric);
+        // A family's child (procsafe::family): exported in its family, its
+        // label set after the segment label. Its name must be the series
+        // its labels make, or someone rewrote one of them.
+        const bool array = detail::is_array_kind(o.kind);
+        const std::string_view family_name = detail::family_of(o.name, o.label, array);
+        const bool child = family_name.size() != o.name.size();
+        std::string label_set;
+        if (!array && !o.label.empty()) {
+            const auto label_names = detail::split_labels(o.label);
+            if (!child || label_names.size() != o.label_values.size() ||
+                detail::series_name(family_name, label_names, o.label_values) != o.name) {
+                return skip("its label set disagrees with its name: left out");
+            }
+            for (std::size_t i = 0; i < label_names.size(); ++i) {
+                label_set += ',';
+                label_set += label_names[i];
+                label_set += "=\"";
+                label_set += escape_label(o.label_values[i]);
+                label_set += '"';
+            }
+        }
+        const std::vector<std::string> names = detail::exported_names(family_name, o.unit, o.metric);
         const std::string& name = names.front();
         // A series name of one family that is another's (a histogram lat's
         // lat_sum and a gauge lat_sum): promtool refuses the text, a
@@ -143,20 +210,21 @@ private:
                 return skip("its series " + n + " is the family " + it->second + "'s: left out");
             }
         }
-        const std::string help = o.help.empty() ? "procsafe " + o.type + " '" + o.name + "'" : o.help;
+        const std::string help = o.help.empty() ? "procsafe " + o.type + " '" + std::string(family_name) + "'" : o.help;
         const char* type = o.metric == metric_type::histogram ? "histogram" : counter ? "counter" : "gauge";
         family* f = family_for(name, type, help);
         if (f == nullptr) return skip("its metric " + name + " is another type elsewhere: left out");
         // Each segment's samples of a family come from one object: another
         // would repeat its series (Prometheus refuses a scrape with those).
-        if (!sources_.emplace(name, std::string(segment)).second) {
+        // (A family's children are told apart by their label sets.)
+        if (!sources_.emplace(name, std::string(segment) + (child ? '\0' + o.name : std::string{})).second) {
             return skip("its metric " + name + " is another object's in this segment: left out");
         }
         for (const auto& n : names) series_.emplace(n, name);
         // Every sample is appended in place: a scrape of 100,000 series is
         // 100,000 of these lines.
         std::string& out = f->samples;
-        const std::string segment_label = "segment=\"" + escape_label(segment) + "\"";
+        const std::string segment_label = "segment=\"" + escape_label(segment) + "\"" + label_set;
         auto open = [&](std::string_view suffix) {
             out += name;
             out += suffix;
@@ -170,7 +238,7 @@ private:
                 cumulative += h.counts[b];
                 open("_bucket");
                 out += ",le=\"";
-                if (b < h.bounds.size()) append_number(out, h.bounds[b]);
+                if (b < h.bounds.size()) out += format_le(h.bounds[b]);
                 else out += "+Inf";
                 out += "\"} ";
                 append_number(out, cumulative);
@@ -186,11 +254,15 @@ private:
             out += '\n';
             return;
         }
-        if (o.kind == detail::object_kind::atomic_counter_array || o.kind == detail::object_kind::mutex_counter_array) {
+        if (array) {
             const std::string label = "," + (o.label.empty() ? std::string("index") : o.label) + "=\"";
             char index[24];
             for (std::size_t i = 0; i < o.values.size(); ++i) {
                 if (std::holds_alternative<std::monostate>(o.values[i])) continue;
+                if (counter && below_zero(o.values[i])) {
+                    skip("element " + std::to_string(i) + negative_counter);
+                    continue;
+                }
                 open({});
                 out += label;
                 if (i < o.label_values.size()) out += escape_label(o.label_values[i]);
@@ -201,10 +273,25 @@ private:
             }
             return;
         }
+        if (counter && below_zero(o.values[0])) return skip(std::string("its value") + negative_counter);
         open({});
         out += "} ";
         append_number(out, o.values[0]);
         out += '\n';
+    }
+
+    // A counter below zero is not a counter (Prometheus reads every fall as
+    // a reset, and rate() then counts the whole value again): its sample is
+    // left out, and said so, rather than exported as a counter or quietly
+    // turned into a gauge (a family's type cannot change from scrape to
+    // scrape). An object that goes down is declared metric_type::gauge.
+    static constexpr const char* negative_counter =
+        " is below zero, and exported as a counter: sample left out (declare it metric_type::gauge if it goes "
+        "down)";
+    static bool below_zero(const number& n) noexcept {
+        if (const auto* i = std::get_if<std::int64_t>(&n)) return *i < 0;
+        if (const auto* d = std::get_if<double>(&n)) return *d < 0;
+        return false;
     }
 
     std::vector<family> families_;

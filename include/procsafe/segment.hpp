@@ -30,6 +30,9 @@ enum class create_mode {
     replace_orphan,  ///< replace a segment whose creator is gone (a restart after a crash)
 };
 
+template <class C>
+class family;
+
 /// A mapping of shared memory that holds named procsafe objects.
 ///
 /// Named segments are POSIX shared memory objects (/dev/shm/NAME) or Win32
@@ -221,7 +224,7 @@ public:
     template <class C>
     C& find(std::string_view name) {
         detail::check_object_name(dir_.name(), name);
-        return detail::obtain<C, detail::lookup::find>(dir_, name, nullptr, 0);
+        return detail::obtain<C, detail::lookup::find>(dir_, name, nullptr, 0, 0);
     }
 
     /// The C named `name`, constructing it from args if no process has.
@@ -296,7 +299,7 @@ private:
             detail::check_labels<C>(*meta, dir_.name(), name, args...);
         }
         const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
-        return detail::obtain<C, How>(dir_, name, meta, extra, std::forward<Args>(args)...);
+        return detail::obtain<C, How>(dir_, name, meta, 0, extra, std::forward<Args>(args)...);
     }
 
     /// Why the object behind `fd` is not an orphan to replace ("" if it is).
@@ -334,6 +337,19 @@ private:
         return "not on this platform";
 #endif
     }
+
+    /// A family's child (procsafe::family): its metadata made by the family,
+    /// the family's bound on its children checked under the directory lock.
+    template <class C, class... Args>
+    C& place_child(std::string_view name, const metadata& meta, std::size_t max_series, Args&&... args) {
+        detail::check_object_name(dir_.name(), name);
+        detail::check_metadata(meta, dir_.name(), name);
+        const std::size_t extra = detail::extra_bytes_for<C>(dir_.name(), name, args...);
+        return detail::obtain<C, detail::lookup::find_or_create>(dir_, name, &meta, max_series, extra,
+                                                                  std::forward<Args>(args)...);
+    }
+    template <class>
+    friend class family;
 
     static std::size_t checked_size(std::string_view name, std::size_t bytes) {
         const std::size_t page = detail::page_size();

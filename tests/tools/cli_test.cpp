@@ -617,7 +617,9 @@ TEST_CASE("procsafe serve: /metrics per scrape, segments that come, go and come 
     CHECK(res->get_header_value("Content-Type") == procsafe::prometheus_exposition::content_type);
     CHECK(res->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0) == 0);
     CHECK(has_line(res->body, "requests_total\\{segment=\"" + present.name + "\"\\} 1000"));
-    CHECK(res->body.find(later) == std::string::npos);
+    // The one that cannot be read is named, in a comment, not in a sample.
+    CHECK(has_line(res->body, "# procsafe serve: segment '" + later + "' left out: not found"));
+    CHECK(matches(res->body, later) == 1);
     check_exposition(res->body);
 
     res = http_get(port, "/");
@@ -639,7 +641,8 @@ TEST_CASE("procsafe serve: /metrics per scrape, segments that come, go and come 
     }  // removed
     res = http_get(port, "/metrics");
     REQUIRE(res);
-    CHECK(res->body.find(later) == std::string::npos);
+    CHECK(res->status == 200);
+    CHECK(has_line(res->body, "# procsafe serve: segment '" + later + "' left out: not found"));
     CHECK(has_line(res->body, "requests_total\\{segment=\"" + present.name + "\"\\} 1000"));
     {
         sample_segment l(later, 0600, 6);  // recreated, as by a restarted server
@@ -907,6 +910,41 @@ TEST_CASE("procsafe show and export of a segment whose owner rewrote its strings
     check_exposition(exp.out);
 }
 
+TEST_CASE("procsafe serve: 503 while none of its segments can be read, naming each; 200 once one can", "[tools]") {
+    const std::string a = unique_name("srvnone"), b = unique_name("srvnone2");
+    temp_dir dir;
+    background srv({procsafe_cli, "serve", a, b, "--listen", "127.0.0.1:0"}, dir / "serve");
+    const auto listening = srv.wait_for("^listening on 127\\.0\\.0\\.1:([0-9]+)\n");
+    REQUIRE(listening);
+    const int port = std::stoi((*listening)[1]);
+
+    // Prometheus's `up` must go to 0: an error status, not an empty 200.
+    auto res = http_get(port, "/metrics");
+    REQUIRE(res);
+    CHECK(res->status == 503);
+    CHECK(has_line(res->body, "# procsafe serve: segment '" + a + "' left out: not found"));
+    CHECK(has_line(res->body, "# procsafe serve: segment '" + b + "' left out: not found"));
+    CHECK(line_count(res->body) == 2);
+    {
+        sample_segment s(a, 0600, 3);
+        res = http_get(port, "/metrics");
+        REQUIRE(res);
+        CHECK(res->status == 200);
+        CHECK(has_line(res->body, "requests_total\\{segment=\"" + a + "\"\\} 3"));
+        CHECK(has_line(res->body, "# procsafe serve: segment '" + b + "' left out: not found"));
+        CHECK(res->body.find("segment '" + a + "' left out") == std::string::npos);
+        check_exposition(res->body);
+    }
+    res = http_get(port, "/metrics");
+    REQUIRE(res);
+    CHECK(res->status == 503);
+    const std::string log = srv.err();
+    INFO(log);
+    CHECK(has_line(log, "procsafe serve: segment '" + b + "' not found \\(yet\\): left out of /metrics until it appears"));
+    CHECK(has_line(log, "procsafe serve: segment '" + a + "' was removed: left out of /metrics until it is back"));
+    CHECK(srv.stop(SIGTERM) == 0);
+}
+
 TEST_CASE("procsafe serve of two segments, one truncated by its owner: the other is served, the truncated one "
           "reported",
           "[tools][hostile]") {
@@ -929,7 +967,8 @@ TEST_CASE("procsafe serve of two segments, one truncated by its owner: the other
     REQUIRE(res);
     CHECK(res->status == 200);
     CHECK(has_line(res->body, "requests_total\\{segment=\"" + good.name + "\"\\} 1000"));
-    CHECK(res->body.find(bad.name) == std::string::npos);
+    CHECK(has_line(res->body, "# procsafe serve: segment '" + bad.name + "' left out: .*truncated to 4096 bytes.*"));
+    CHECK(res->body.find("segment=\"" + bad.name) == std::string::npos);  // no sample of it
     check_exposition(res->body);
     CHECK(srv.running());
     CHECK(srv.wait_for("segment '" + bad.name + "': incompatible or damaged: truncated to 4096 bytes", 10s, true));

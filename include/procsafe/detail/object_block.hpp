@@ -133,10 +133,11 @@ void check_labels(const metadata& m, std::string_view segment, std::string_view 
     auto bad = [&](const std::string& why) { throw error(errc::invalid_argument, segment, name, "metadata: " + why); };
     const bool is_histogram = object_traits<std::remove_cv_t<C>>::facts().kind == object_kind::histogram;
     if (m.type == metric_type::histogram && !is_histogram) bad("only a procsafe::histogram is a histogram");
-    if (is_histogram && m.type != metric_type::automatic && m.type != metric_type::histogram) {
+    if (is_histogram && m.type != metric_type::automatic && m.type != metric_type::histogram && m.type != metric_type::none) {
         bad("a procsafe::histogram is exported as a histogram");
     }
     if (m.label.empty()) return;
+    if (m.label.find(',') != std::string_view::npos) bad("a counter_array has one label (label sets: segment::family)");
     if constexpr (requires { { C::procsafe_elements(args...) } -> std::convertible_to<std::size_t>; }) {
         const std::size_t n = C::procsafe_elements(args...);
         if (!m.label_values.empty() && m.label_values.size() != n) {
@@ -151,6 +152,7 @@ void check_labels(const metadata& m, std::string_view segment, std::string_view 
 /// else its kind's (counters count; a live_gauge, a latch, a barrier are
 /// gauges); automatic for a user type, which is not exported.
 inline metric_type resolve_metric(metric_type given, object_kind kind) noexcept {
+    if (given == metric_type::none) return metric_type::automatic;
     if (given == metric_type::counter || given == metric_type::gauge || given == metric_type::histogram) return given;
     switch (kind) {
         case object_kind::atomic_counter:
@@ -166,13 +168,6 @@ inline metric_type resolve_metric(metric_type given, object_kind kind) noexcept 
     }
 }
 
-/// Under the directory lock, before a new object is placed: throws
-/// invalid_argument naming it when a name it would be exported under
-/// (exported_names: a histogram X also makes X_bucket, X_sum, X_count) is
-/// one an existing object of the segment is exported under. Prometheus
-/// drops one of the two (promtool: a second HELP line); Redis would sum
-/// them. Cost: a walk of the catalog; most objects are told apart by the
-/// first characters of their names, without building their series' names.
 /// True when one of `stem` (a metric name) and metric_name(other) starts
 /// with the other: only then can their exported names meet. No allocation:
 /// this runs for every object of the segment at every construction.
@@ -191,26 +186,72 @@ inline bool stems_overlap(std::string_view stem, std::string_view other) noexcep
     return true;
 }
 
+constexpr bool is_array_kind(object_kind k) noexcept {
+    return k == object_kind::atomic_counter_array || k == object_kind::mutex_counter_array;
+}
+
+/// Under the directory lock, before a new object is placed, for an object
+/// that is exported (its resolved metric type is not automatic):
+/// - its name (a family child's: its family's) must be a metric name as
+///   given: invalid_name otherwise;
+/// - a name it would be exported under (exported_names: a histogram X also
+///   makes X_bucket, X_sum, X_count) must not be one another object is
+///   exported under (Prometheus drops one of the two; Redis would sum
+///   them), unless both are children of one family (segment::family): the
+///   same label names, type and unit;
+/// - a family child (`max_series` > 0) is refused with out_of_range when its
+///   family already has `max_series` children.
+/// Cost: a walk of the catalog; most objects are told apart by the first
+/// characters of their names, without building their series' names.
 template <class C>
-void check_exported_names(directory& dir, std::string_view name, const metadata* meta) {
-    const metric_type mine = resolve_metric(meta != nullptr ? meta->type : metric_type::automatic,
-                                            object_traits<std::remove_cv_t<C>>::facts().kind);
-    if (mine == metric_type::automatic) return;
-    const std::string stem = metric_name(name);
-    const std::vector<std::string> wanted = exported_names(name, meta != nullptr ? meta->unit : std::string_view{}, mine);
+void check_exported_names(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series = 0) {
+    constexpr object_kind kind = object_traits<std::remove_cv_t<C>>::facts().kind;
+    const metric_type mine = resolve_metric(meta != nullptr ? meta->type : metric_type::automatic, kind);
+    if (mine == metric_type::automatic && max_series == 0) return;
+    const std::string_view label = meta != nullptr ? meta->label : std::string_view{};
+    const std::string_view unit = meta != nullptr ? meta->unit : std::string_view{};
+    const std::string_view family = family_of(name, label, is_array_kind(kind));
+    const bool child = family.size() != name.size();
+    if (mine != metric_type::automatic) {
+        if (const char* why = metric_name_problem(family)) {
+            throw error(errc::invalid_name, dir.name(), name,
+                        child ? "the family's name '" + std::string(family) + "': " + why : std::string(why));
+        }
+    }
+    const std::string stem(family);
+    const std::vector<std::string> wanted =
+        mine != metric_type::automatic ? exported_names(family, unit, mine) : std::vector<std::string>{};
+    std::size_t siblings = 0;
     const auto* base = reinterpret_cast<const unsigned char*>(&dir.header());
     const std::size_t size = managed_offset + dir.buffer().get_size();
     walk_catalog(base, size, dir.name(), [&](const std::atomic<std::uint64_t>&, std::uint64_t block) {
         if (block > size || size - block < sizeof(object_header)) return;
         const auto& h = *reinterpret_cast<const object_header*>(base + block);
-        if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length > size - block) return;
+        if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length + h.label_length > size - block) {
+            return;
+        }
         const auto* strings = reinterpret_cast<const char*>(base + block + sizeof(object_header));
         const std::string_view other(strings, h.name_length);
-        if (other == name || !stems_overlap(stem, other)) return;  // the same name: object_exists, from the allocator
+        if (other == name) return;  // the same name: object_exists, from the allocator
+        const std::string_view their_unit(strings + h.name_length + h.help_length, h.unit_length);
+        const std::string_view their_label(strings + h.name_length + h.help_length + h.unit_length, h.label_length);
+        const std::string_view their_family = family_of(other, their_label, is_array_kind(h.facts.kind));
         const metric_type theirs = resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
+        if (child && their_family.size() != other.size() && their_family == family) {
+            // Another child of the family: it must be one of the same kind.
+            if (their_label != label || theirs != mine || their_unit != unit ||
+                !(h.facts == object_traits<std::remove_cv_t<C>>::facts())) {
+                throw error(errc::invalid_argument, dir.name(), name,
+                            "the family '" + std::string(family) + "' has children with the labels (" +
+                                std::string(their_label) + "), unit '" + std::string(their_unit) +
+                                "' and another type or object kind already ('" + std::string(other) + "')");
+            }
+            ++siblings;
+            return;
+        }
+        if (wanted.empty() || !stems_overlap(stem, their_family)) return;
         if (theirs == metric_type::automatic) return;
-        const std::string_view unit(strings + h.name_length + h.help_length, h.unit_length);
-        for (const auto& a : exported_names(other, unit, theirs)) {
+        for (const auto& a : exported_names(their_family, their_unit, theirs)) {
             for (const auto& b : wanted) {
                 if (a == b) {
                     throw error(errc::invalid_argument, dir.name(), name,
@@ -220,6 +261,12 @@ void check_exported_names(directory& dir, std::string_view name, const metadata*
             }
         }
     });
+    if (max_series != 0 && siblings >= max_series) {
+        throw error(errc::out_of_range, dir.name(), name,
+                    "the family '" + std::string(family) + "' has its " + std::to_string(max_series) +
+                        " label sets (max_series): a label value taken from input (a user id, a path) would grow it "
+                        "without bound; raise max_series, or label by fewer values");
+    }
 }
 
 /// What the directory said about a name, copied under its lock (only there
@@ -236,7 +283,7 @@ struct located {
 /// `how` allows) and claims it for C before the lock is released.
 template <class C>
 located locate(directory& dir, std::string_view name, lookup how, std::size_t extra, const metadata* meta,
-               wait_clock::time_point deadline) {
+               wait_clock::time_point deadline, std::size_t max_series) {
     const std::string key(name);
     return dir.locked([&]() -> located {
         PROCSAFE_TEST_HOOK("directory.locked");
@@ -260,7 +307,7 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
                 return at;
             }
         }
-        check_exported_names<C>(dir, name, meta);
+        check_exported_names<C>(dir, name, meta, max_series);
         const object_strings strings{name, meta};
         const std::size_t bytes = block_size<C>(strings.bytes()) + extra;
         directory::change change(dir);
@@ -373,12 +420,15 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
 /// construct / find / find_or_construct: locate the name; construct in a
 /// block of our own; otherwise type-check what is there and wait (up to the
 /// directory's timeout()) for its constructor.
+/// `max_series`: for a family's child, how many children its family may
+/// have (0: not a child).
 template <class C, lookup How, class... Args>
-C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size_t extra, Args&&... args) {
+C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series, std::size_t extra,
+          Args&&... args) {
     const auto deadline = deadline_after(dir.timeout());
     for (unsigned round = 0;; ++round) {
         // The directory lock too is waited for only until the deadline.
-        const located at = locate<C>(dir, name, How, extra, meta, deadline);
+        const located at = locate<C>(dir, name, How, extra, meta, deadline, max_series);
         if constexpr (How != lookup::find) {
             if (at.mine) return build<C>(dir, at.block, name, std::forward<Args>(args)...);
         }
