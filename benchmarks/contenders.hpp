@@ -176,7 +176,9 @@ inline auto per_process_slot() {
                 else v.fetch_add(1, std::memory_order_relaxed);
             }
             void increment() { bump(*mine); }
-            void increment_loop(long n) {
+            void increment_loop(long n)
+                requires SingleWriter
+            {
                 std::int64_t& slot = *mine;
                 for (long i = 0; i < n; ++i) bump(slot);
             }
@@ -244,7 +246,7 @@ inline auto series_sharded(std::size_t series, std::size_t slots) {
         };
         ops o;
         for (std::size_t i = 0; i < series; ++i)
-            o.counters.push_back(&seg.construct<counter>("series." + std::to_string(i), slots));
+            o.counters.push_back(&seg.construct<counter>("series_" + std::to_string(i), slots));
         return o;
     };
 }

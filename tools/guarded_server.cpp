@@ -3,6 +3,7 @@
 #include "guarded_server.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -107,6 +108,23 @@ private:
 
 bool head_complete(const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; }
 
+/// Does a request head announce a body (a non-zero Content-Length, or any
+/// Transfer-Encoding)? Nothing served here takes one, and a worker waiting
+/// for a body that never comes is a worker a scrape cannot have.
+bool announces_body(const std::string& s) {
+    std::string head = s.substr(0, s.find("\r\n\r\n"));
+    for (char& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (head.find("\r\ntransfer-encoding:") != std::string::npos) return true;
+    for (std::size_t at = head.find("\r\ncontent-length:"); at != std::string::npos;
+         at = head.find("\r\ncontent-length:", at + 1)) {
+        std::size_t v = at + 17;
+        while (v < head.size() && (head[v] == ' ' || head[v] == '\t')) ++v;
+        while (v < head.size() && head[v] == '0') ++v;
+        if (v < head.size() && head[v] >= '1' && head[v] <= '9') return true;
+    }
+    return false;
+}
+
 }  // namespace
 
 guarded_server::guarded_server(limits l) : limits_(l) {
@@ -209,6 +227,13 @@ void guarded_server::poll_loop() {
                 else drop = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
             }
             if (!drop && head_complete(c.buffered)) {
+                if (announces_body(c.buffered)) {  // answered here, never handed to a worker
+                    static constexpr char refused[] =
+                        "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+                    (void)::send(c.fd, refused, sizeof refused - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                    ::close(c.fd);
+                    continue;
+                }
                 heads.push_back(std::move(c));
                 continue;
             }

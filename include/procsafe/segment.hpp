@@ -193,6 +193,7 @@ public:
         dir_ = detail::directory();
         if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_, deadline);
         detail::unregister_mapping(map_.addr());
+        detail::forget_exported_index(static_cast<const unsigned char*>(map_.addr()) );
         // Slots that threads cached for objects in this mapping are not
         // cleared: each entry is checked against its object's incarnation,
         // which another object mapped later at the same address does not share.

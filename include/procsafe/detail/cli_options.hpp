@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <system_error>
 #include <string>
 #include <string_view>
 
@@ -31,9 +32,10 @@ inline std::string seconds_text(double v) {
 /// or "" when it is. Requires: 0 <= min <= max, both finite.
 /// Never throws but std::bad_alloc.
 inline std::string seconds_problem(const std::string& text, double min, double max) {
-    char* end = nullptr;
-    const double v = text.empty() ? std::nan("") : std::strtod(text.c_str(), &end);
-    const bool number = !text.empty() && end == text.c_str() + text.size();
+    // Decimal only, the whole text (no blanks, no hexadecimal, no sign but -).
+    double v = std::nan("");
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), v, std::chars_format::general);
+    const bool number = !text.empty() && r.ec == std::errc{} && r.ptr == text.data() + text.size();
     if (number && std::isfinite(v) && v >= min && v <= max) return {};
     return "must be seconds from " + seconds_text(min) + " to " + seconds_text(max) + ", not '" + text + "'";
 }

@@ -28,6 +28,8 @@
 #include <procsafe/metadata.hpp>
 
 #include <cassert>
+#include <mutex>
+#include <unordered_map>
 #include <chrono>
 #include <concepts>
 #include <cstdint>
@@ -190,6 +192,91 @@ constexpr bool is_array_kind(object_kind k) noexcept {
     return k == object_kind::atomic_counter_array || k == object_kind::mutex_counter_array;
 }
 
+/// What this process knows of a segment's exported names, caught up with
+/// its catalog at each construction (under the directory lock), so that a
+/// construction costs what the objects added since the last one cost, not a
+/// walk of the whole catalog. Process-local; per mapping and incarnation.
+struct exported_index {
+    struct owner {
+        std::string object;  // the object exported under the name
+        std::string family;  // its family when it is a family's child, else ""
+    };
+    struct family_facts {
+        std::string label, unit, sample;  // sample: a child's name
+        metric_type metric = metric_type::automatic;
+        type_facts facts{};
+        std::size_t children = 0;  // may count children whose constructor threw since: recounted before refusing
+    };
+    std::uint64_t incarnation = 0;
+    std::uint64_t chunk = 0;   // where the next catch-up starts: a chunk's offset (0: the first)...
+    std::uint32_t next = 0;    // ...and the entry in it
+    std::unordered_map<std::string, owner> names;
+    std::unordered_map<std::string, family_facts> families;
+};
+
+inline std::mutex& exported_indexes_mutex() {
+    static std::mutex m;
+    return m;
+}
+inline std::unordered_map<const void*, exported_index>& exported_indexes() {
+    static std::unordered_map<const void*, exported_index> all;
+    return all;
+}
+
+/// Drops what this process knew of the segment mapped at `base` (unmapped).
+inline void forget_exported_index(const void* base) noexcept {
+    const std::lock_guard lock(exported_indexes_mutex());
+    exported_indexes().erase(base);
+}
+
+/// What one catalog entry adds to the index.
+inline void index_entry(exported_index& x, const unsigned char* base, std::size_t size, std::uint64_t block) {
+    if (block > size || size - block < sizeof(object_header)) return;
+    const auto& h = *reinterpret_cast<const object_header*>(base + block);
+    if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length + h.label_length > size - block) return;
+    const auto* strings = reinterpret_cast<const char*>(base + block + sizeof(object_header));
+    const std::string_view other(strings, h.name_length);
+    const std::string_view their_unit(strings + h.name_length + h.help_length, h.unit_length);
+    const std::string_view their_label(strings + h.name_length + h.help_length + h.unit_length, h.label_length);
+    const std::string_view their_family = family_of(other, their_label, is_array_kind(h.facts.kind));
+    const metric_type theirs = resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
+    const bool child = their_family.size() != other.size();
+    if (child) {
+        auto& f = x.families[std::string(their_family)];
+        if (f.children++ == 0) f = {std::string(their_label), std::string(their_unit), std::string(other), theirs, h.facts, 1};
+    }
+    if (theirs == metric_type::automatic) return;
+    for (auto& n : exported_names(their_family, their_unit, theirs))
+        x.names.try_emplace(std::move(n), exported_index::owner{std::string(other), child ? std::string(their_family) : std::string()});
+}
+
+/// Brings the index up to the catalog's end. Bounded as walk_catalog is.
+inline void catch_up(exported_index& x, const unsigned char* base, std::size_t size, std::string_view segment) {
+    const auto& h = *reinterpret_cast<const segment_header*>(base);
+    if (x.chunk == 0) x.chunk = h.catalog;
+    for (std::size_t hops = 0; x.chunk != 0; ++hops) {
+        if (hops > size / catalog_chunk::bytes_for(1) + 1 || x.chunk % alignof(catalog_chunk) != 0 ||
+            x.chunk < managed_offset || x.chunk > size || size - x.chunk < catalog_chunk::bytes_for(1)) {
+            throw error(errc::incompatible_layout, segment, {}, "catalog: a damaged chain of chunks");
+        }
+        const auto* chunk = reinterpret_cast<const catalog_chunk*>(base + x.chunk);
+        const std::uint32_t capacity = chunk->capacity;
+        const std::uint32_t count = chunk->count.load(std::memory_order_acquire);
+        if (chunk->magic != catalog_magic || capacity == 0 || capacity > max_chunk_entries ||
+            size - x.chunk < catalog_chunk::bytes_for(capacity) || count > capacity) {
+            throw error(errc::incompatible_layout, segment, {}, "catalog: a damaged chunk");
+        }
+        for (; x.next < count; ++x.next) {
+            const std::uint64_t block = chunk->entry(x.next).load(std::memory_order_acquire);
+            if (block != 0) index_entry(x, base, size, block);
+        }
+        const std::uint64_t next = chunk->next.load(std::memory_order_acquire);
+        if (next == 0) return;  // the chunk may fill up further: resume in it
+        x.chunk = next;
+        x.next = 0;
+    }
+}
+
 /// Under the directory lock, before a new object is placed, for an object
 /// that is exported (its resolved metric type is not automatic):
 /// - its name (a family child's: its family's) must be a metric name as
@@ -201,8 +288,8 @@ constexpr bool is_array_kind(object_kind k) noexcept {
 ///   same label names, type and unit;
 /// - a family child (`max_series` > 0) is refused with out_of_range when its
 ///   family already has `max_series` children.
-/// Cost: a walk of the catalog; most objects are told apart by the first
-/// characters of their names, without building their series' names.
+/// Cost: what the catalog gained since this process's last construction in
+/// the segment (an index kept per process), and a lookup per exported name.
 template <class C>
 void check_exported_names(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series = 0) {
     constexpr object_kind kind = object_traits<std::remove_cv_t<C>>::facts().kind;
@@ -218,54 +305,58 @@ void check_exported_names(directory& dir, std::string_view name, const metadata*
                         child ? "the family's name '" + std::string(family) + "': " + why : std::string(why));
         }
     }
-    const std::string stem(family);
-    const std::vector<std::string> wanted =
-        mine != metric_type::automatic ? exported_names(family, unit, mine) : std::vector<std::string>{};
-    std::size_t siblings = 0;
     const auto* base = reinterpret_cast<const unsigned char*>(&dir.header());
     const std::size_t size = managed_offset + dir.buffer().get_size();
-    walk_catalog(base, size, dir.name(), [&](const std::atomic<std::uint64_t>&, std::uint64_t block) {
-        if (block > size || size - block < sizeof(object_header)) return;
-        const auto& h = *reinterpret_cast<const object_header*>(base + block);
-        if (sizeof(object_header) + std::size_t{h.name_length} + h.help_length + h.unit_length + h.label_length > size - block) {
-            return;
-        }
-        const auto* strings = reinterpret_cast<const char*>(base + block + sizeof(object_header));
-        const std::string_view other(strings, h.name_length);
-        if (other == name) return;  // the same name: object_exists, from the allocator
-        const std::string_view their_unit(strings + h.name_length + h.help_length, h.unit_length);
-        const std::string_view their_label(strings + h.name_length + h.help_length + h.unit_length, h.label_length);
-        const std::string_view their_family = family_of(other, their_label, is_array_kind(h.facts.kind));
-        const metric_type theirs = resolve_metric(static_cast<metric_type>(h.metric), h.facts.kind);
-        if (child && their_family.size() != other.size() && their_family == family) {
-            // Another child of the family: it must be one of the same kind.
-            if (their_label != label || theirs != mine || their_unit != unit ||
-                !(h.facts == object_traits<std::remove_cv_t<C>>::facts())) {
+    auto still_there = [&](const std::string& object) {  // an entry tombstoned since it was indexed is gone
+        return dir.buffer().find<unsigned char>(object.c_str()).first != nullptr;
+    };
+    const std::lock_guard lock(exported_indexes_mutex());
+    exported_index& x = exported_indexes()[base];
+    if (x.incarnation != dir.header().incarnation) {
+        x = exported_index{};
+        x.incarnation = dir.header().incarnation;
+    }
+    catch_up(x, base, size, dir.name());
+    if (child) {
+        if (auto f = x.families.find(std::string(family)); f != x.families.end() && f->second.children > 0) {
+            const auto& ff = f->second;
+            if (ff.label != label || ff.metric != mine || ff.unit != unit || !(ff.facts == object_traits<std::remove_cv_t<C>>::facts())) {
                 throw error(errc::invalid_argument, dir.name(), name,
-                            "the family '" + std::string(family) + "' has children with the labels (" +
-                                std::string(their_label) + "), unit '" + std::string(their_unit) +
-                                "' and another type or object kind already ('" + std::string(other) + "')");
+                            "the family '" + std::string(family) + "' has children with the labels (" + ff.label +
+                                "), unit '" + ff.unit + "' and another type or object kind already ('" + ff.sample + "')");
             }
-            ++siblings;
-            return;
-        }
-        if (wanted.empty() || !stems_overlap(stem, their_family)) return;
-        if (theirs == metric_type::automatic) return;
-        for (const auto& a : exported_names(their_family, their_unit, theirs)) {
-            for (const auto& b : wanted) {
-                if (a == b) {
-                    throw error(errc::invalid_argument, dir.name(), name,
-                                "exported as " + b + ", as the object '" + std::string(other) +
-                                    "' already is: Prometheus would drop one of them (choose another name)");
+            if (max_series != 0 && ff.children >= max_series) {
+                // Recount exactly (children whose constructor threw are gone).
+                std::size_t siblings = 0;
+                walk_catalog(base, size, dir.name(), [&](const std::atomic<std::uint64_t>&, std::uint64_t block) {
+                    exported_index one;
+                    index_entry(one, base, size, block);
+                    if (one.families.count(std::string(family)) != 0) ++siblings;
+                });
+                f->second.children = siblings;
+                if (siblings >= max_series) {
+                    throw error(errc::out_of_range, dir.name(), name,
+                                "the family '" + std::string(family) + "' has its " + std::to_string(max_series) +
+                                    " label sets (max_series): a label value taken from input (a user id, a path) would grow it "
+                                    "without bound; raise max_series, or label by fewer values");
                 }
             }
         }
-    });
-    if (max_series != 0 && siblings >= max_series) {
-        throw error(errc::out_of_range, dir.name(), name,
-                    "the family '" + std::string(family) + "' has its " + std::to_string(max_series) +
-                        " label sets (max_series): a label value taken from input (a user id, a path) would grow it "
-                        "without bound; raise max_series, or label by fewer values");
+    }
+    if (mine == metric_type::automatic) return;
+    for (const auto& b : exported_names(family, unit, mine)) {
+        const auto hit = x.names.find(b);
+        if (hit == x.names.end()) continue;
+        const auto& o = hit->second;
+        if (o.object == name) continue;                           // the same name: object_exists, from the allocator
+        if (child && !o.family.empty() && o.family == family) continue;  // a sibling
+        if (!still_there(o.object)) {
+            x.names.erase(hit);
+            continue;
+        }
+        throw error(errc::invalid_argument, dir.name(), name,
+                    "exported as " + b + ", as the object '" + o.object +
+                        "' already is: Prometheus would drop one of them (choose another name)");
     }
 }
 
