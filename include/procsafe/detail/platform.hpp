@@ -31,6 +31,17 @@
 
 namespace procsafe::detail {
 
+/// splitmix64's finalizer: every bit of x stirred into every bit of the
+/// result (for numbers drawn to tell things apart, not for secrets).
+constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x;
+}
+
 inline std::uint32_t current_pid() noexcept {
 #if defined(PROCSAFE_POSIX)
     return static_cast<std::uint32_t>(::getpid());

@@ -57,11 +57,7 @@ inline constexpr std::size_t managed_offset = 256;
 inline std::uint64_t draw_incarnation(std::uint64_t now_ns, std::uint32_t pid, const void* where) noexcept {
     std::uint64_t x = now_ns ^ (std::uint64_t{pid} << 32) ^ static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(where));
     x ^= static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
-    x ^= x >> 30;  // splitmix64's finalizer
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
+    x = mix64(x);
     return x != 0 ? x : 1;
 }
 static_assert(sizeof(segment_header) <= managed_offset, "the segment header must fit before Boost's buffer");

@@ -95,11 +95,7 @@ inline std::uint64_t draw_object_incarnation(const void* where) noexcept {
                       (static_cast<std::uint64_t>(current_pid()) << 40) ^
                       static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(where)) ^
                       (serial.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 30;  // splitmix64's finalizer
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
+    x = mix64(x);
     return x != 0 ? x : 1;
 }
 
@@ -148,11 +144,7 @@ inline std::uint32_t draw_nonce() noexcept {
     std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
                       (static_cast<std::uint64_t>(current_tid()) << 21) ^
                       (serial.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 30;  // splitmix64's finalizer
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
+    x = mix64(x);
     const auto n = static_cast<std::uint32_t>(x);
     return n != 0 ? n : 1u;
 }
