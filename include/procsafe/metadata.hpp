@@ -40,7 +40,8 @@ enum class metric_type : std::uint8_t {
 /// ```
 ///
 /// An object constructed without metadata is exported with defaults (its
-/// kind's metric type, a help text naming the object and its segment).
+/// kind's metric type, a help text naming its type and the object, e.g.
+/// "procsafe atomic_counter<int64> 'jobs'"; the segment is a label).
 struct metadata {
     // Every member has a default initializer, so that a designated
     // initializer may name only some (and -Wextra stays quiet).
