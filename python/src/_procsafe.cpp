@@ -510,35 +510,21 @@ PyObject* under_lock(C& c, F&& f) {
     });
 }
 
-template <class C>
-PyObject* c_increment(PyObject* self, PyObject*) {
+/// increment() and decrement(): one up or down; the new value.
+template <class C, bool Up>
+PyObject* c_step(PyObject* self, PyObject*) {
     C& c = obj<C>(self);
     using T = value_of<C>;
     if constexpr (is_mutex_v<C>) {
         return under_lock(c, [](auto& h) {
             T& v = h.value();
-            v = ps::detail::wrapping_add(v, T{1});
+            v = Up ? ps::detail::wrapping_add(v, T{1}) : ps::detail::wrapping_sub(v, T{1});
             const T r = v;
             h.commit();
             return to_py(r);
         });
-    } else {
+    } else if constexpr (Up) {
         return to_py(c.increment());
-    }
-}
-
-template <class C>
-PyObject* c_decrement(PyObject* self, PyObject*) {
-    C& c = obj<C>(self);
-    using T = value_of<C>;
-    if constexpr (is_mutex_v<C>) {
-        return under_lock(c, [](auto& h) {
-            T& v = h.value();
-            v = ps::detail::wrapping_sub(v, T{1});
-            const T r = v;
-            h.commit();
-            return to_py(r);
-        });
     } else {
         return to_py(c.decrement());
     }
@@ -824,8 +810,8 @@ PyMethodDef* counter_methods() {
     using T = value_of<C>;
     (void)sizeof(T);
     static PyMethodDef m[] = {
-        {"increment", c_increment<C>, METH_NOARGS, PS_DOC("increment($self, /)", "Adds one; returns the new value.")},
-        {"decrement", c_decrement<C>, METH_NOARGS, PS_DOC("decrement($self, /)", "Subtracts one; returns the new value.")},
+        {"increment", c_step<C, true>, METH_NOARGS, PS_DOC("increment($self, /)", "Adds one; returns the new value.")},
+        {"decrement", c_step<C, false>, METH_NOARGS, PS_DOC("decrement($self, /)", "Subtracts one; returns the new value.")},
         {"add", c_binary<C, op::add>, METH_O, PS_DOC("add($self, n, /)", "Adds n; returns the new value (integers wrap).")},
         {"sub", c_binary<C, op::sub>, METH_O, PS_DOC("sub($self, n, /)", "Subtracts n; returns the new value.")},
         {"fetch_add", c_binary<C, op::fetch_add>, METH_O, PS_DOC("fetch_add($self, n, /)", "Adds n; returns the value before.")},
@@ -872,6 +858,21 @@ PyGetSetDef* counter_getset() {
 
 // ------------------------------------------------------- sharded, live gauge
 
+/// A method without arguments that calls Member and returns its result
+/// (None for void, a bool, an int or a float).
+template <class C, auto Member>
+PyObject* call0(PyObject* self, PyObject*) {
+    using R = decltype((obj<C>(self).*Member)());
+    if constexpr (std::is_void_v<R>) {
+        (obj<C>(self).*Member)();
+        Py_RETURN_NONE;
+    } else if constexpr (std::is_same_v<R, bool>) {
+        return PyBool_FromLong((obj<C>(self).*Member)());
+    } else {
+        return to_py((obj<C>(self).*Member)());
+    }
+}
+
 template <class C>
 PyObject* sh_increment(PyObject* self, PyObject*) {
     obj<C>(self).increment();
@@ -894,23 +895,6 @@ PyObject* sh_add(PyObject* self, PyObject* arg) {
     }
     Py_RETURN_NONE;
 }
-template <class C>
-PyObject* sh_sum(PyObject* self, PyObject*) {
-    return to_py(obj<C>(self).sum());
-}
-template <class C>
-PyObject* sh_reset(PyObject* self, PyObject*) {
-    obj<C>(self).reset();
-    Py_RETURN_NONE;
-}
-template <class C>
-PyObject* sh_slots(PyObject* self, PyObject*) {
-    return PyLong_FromSize_t(obj<C>(self).slots());
-}
-template <class C>
-PyObject* sh_owned(PyObject* self, PyObject*) {
-    return PyLong_FromSize_t(obj<C>(self).owned_slots());
-}
 
 template <class C>
 PyMethodDef* sharded_methods() {
@@ -919,11 +903,11 @@ PyMethodDef* sharded_methods() {
         {"decrement", sh_decrement<C>, METH_NOARGS, PS_DOC("decrement($self, /)", "Subtracts one.")},
         {"add", sh_add<C, false>, METH_O, PS_DOC("add($self, n, /)", "Adds n to this thread's slot (returns None: the total is sum()).")},
         {"sub", sh_add<C, true>, METH_O, PS_DOC("sub($self, n, /)", "Subtracts n.")},
-        {"sum", sh_sum<C>, METH_NOARGS, PS_DOC("sum($self, /)", "The slots added up: exact once writers stop.")},
-        {"value", sh_sum<C>, METH_NOARGS, PS_DOC("value($self, /)", "The same as sum().")},
-        {"reset", sh_reset<C>, METH_NOARGS, PS_DOC("reset($self, /)", "Zeroes every slot (exact only when no writer runs).")},
-        {"slots", sh_slots<C>, METH_NOARGS, PS_DOC("slots($self, /)", "The number of slots.")},
-        {"owned_slots", sh_owned<C>, METH_NOARGS, PS_DOC("owned_slots($self, /)", "Slots a writer thread owns now.")},
+        {"sum", (call0<C, &C::sum>), METH_NOARGS, PS_DOC("sum($self, /)", "The slots added up: exact once writers stop.")},
+        {"value", (call0<C, &C::sum>), METH_NOARGS, PS_DOC("value($self, /)", "The same as sum().")},
+        {"reset", (call0<C, &C::reset>), METH_NOARGS, PS_DOC("reset($self, /)", "Zeroes every slot (exact only when no writer runs).")},
+        {"slots", (call0<C, &C::slots>), METH_NOARGS, PS_DOC("slots($self, /)", "The number of slots.")},
+        {"owned_slots", (call0<C, &C::owned_slots>), METH_NOARGS, PS_DOC("owned_slots($self, /)", "Slots a writer thread owns now.")},
         {nullptr, nullptr, 0, nullptr},
     };
     return m;
@@ -936,18 +920,6 @@ PyObject* lg_set(PyObject* self, PyObject* arg) {
     obj<C>(self).set(n);
     Py_RETURN_NONE;
 }
-template <class C>
-PyObject* lg_contribution(PyObject* self, PyObject*) {
-    return to_py(obj<C>(self).contribution());
-}
-template <class C>
-PyObject* lg_value(PyObject* self, PyObject*) {
-    return to_py(obj<C>(self).value());
-}
-template <class C>
-PyObject* lg_live(PyObject* self, PyObject*) {
-    return PyLong_FromSize_t(obj<C>(self).live_processes());
-}
 
 template <class C>
 PyMethodDef* gauge_methods() {
@@ -957,11 +929,11 @@ PyMethodDef* gauge_methods() {
         {"add", sh_add<C, false>, METH_O, PS_DOC("add($self, n, /)", "Adds n to this process's contribution.")},
         {"sub", sh_add<C, true>, METH_O, PS_DOC("sub($self, n, /)", "Subtracts n from it.")},
         {"set", lg_set<C>, METH_O, PS_DOC("set($self, v, /)", "Sets this process's contribution to v.")},
-        {"contribution", lg_contribution<C>, METH_NOARGS, PS_DOC("contribution($self, /)", "This process's contribution.")},
-        {"value", lg_value<C>, METH_NOARGS,
+        {"contribution", (call0<C, &C::contribution>), METH_NOARGS, PS_DOC("contribution($self, /)", "This process's contribution.")},
+        {"value", (call0<C, &C::value>), METH_NOARGS,
          PS_DOC("value($self, /)", "The contributions of the processes that still run, added up.")},
-        {"live_processes", lg_live<C>, METH_NOARGS, PS_DOC("live_processes($self, /)", "Slots of live processes.")},
-        {"slots", sh_slots<C>, METH_NOARGS, PS_DOC("slots($self, /)", "The number of slots.")},
+        {"live_processes", (call0<C, &C::live_processes>), METH_NOARGS, PS_DOC("live_processes($self, /)", "Slots of live processes.")},
+        {"slots", (call0<C, &C::slots>), METH_NOARGS, PS_DOC("slots($self, /)", "The number of slots.")},
         {nullptr, nullptr, 0, nullptr},
     };
     return m;
@@ -1072,12 +1044,11 @@ PyObject* hist_read(PyObject* self, PyObject*) {
     });
 }
 
-PyObject* hist_buckets(PyObject* self, PyObject*) { return PyLong_FromUnsignedLong(obj<ps::histogram>(self).buckets()); }
 
 PyMethodDef hist_methods[] = {
     {"observe", hist_observe, METH_O, PS_DOC("observe($self, v, /)", "Counts v in its bucket and adds it to the sum.")},
     {"read", hist_read, METH_NOARGS, PS_DOC("read($self, /)", "A HistogramSnapshot(bounds, counts, sum, count), added up over the rows.")},
-    {"buckets", hist_buckets, METH_NOARGS, PS_DOC("buckets($self, /)", "The number of buckets, +Inf included.")},
+    {"buckets", call0<ps::histogram, &ps::histogram::buckets>, METH_NOARGS, PS_DOC("buckets($self, /)", "The number of buckets, +Inf included.")},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -1100,8 +1071,6 @@ PyObject* latch_count_down(PyObject* self, PyObject* const* args, Py_ssize_t nar
         Py_RETURN_NONE;
     });
 }
-PyObject* latch_try_wait(PyObject* self, PyObject*) { return PyBool_FromLong(obj<ps::latch>(self).try_wait()); }
-PyObject* latch_count(PyObject* self, PyObject*) { return PyLong_FromSsize_t(obj<ps::latch>(self).count()); }
 
 PyObject* latch_wait_common(PyObject* self, PyObject* timeout) {
     time_point deadline;
@@ -1134,8 +1103,8 @@ PyObject* latch_arrive_and_wait(PyObject* self, PyObject* args, PyObject* kw) {
 PyMethodDef latch_methods[] = {
     {"count_down", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(latch_count_down)), METH_FASTCALL,
      PS_DOC("count_down($self, n=1, /)", "Counts down by n; refuses (InvalidArgument) more than is left.")},
-    {"try_wait", latch_try_wait, METH_NOARGS, PS_DOC("try_wait($self, /)", "True once the count is zero.")},
-    {"count", latch_count, METH_NOARGS, PS_DOC("count($self, /)", "The count left (a snapshot).")},
+    {"try_wait", call0<ps::latch, &ps::latch::try_wait>, METH_NOARGS, PS_DOC("try_wait($self, /)", "True once the count is zero.")},
+    {"count", call0<ps::latch, &ps::latch::count>, METH_NOARGS, PS_DOC("count($self, /)", "The count left (a snapshot).")},
     {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(latch_wait)), METH_VARARGS | METH_KEYWORDS,
      PS_DOC("wait($self, /, timeout=None)", "Blocks until the count is zero, at most timeout seconds; returns whether it is.")},
     {"arrive_and_wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(latch_arrive_and_wait)),
@@ -1190,9 +1159,6 @@ PyObject* barrier_drop(PyObject* self, PyObject*) {
         Py_RETURN_NONE;
     });
 }
-PyObject* barrier_phase(PyObject* self, PyObject*) { return PyLong_FromUnsignedLong(obj<ps::barrier>(self).phase()); }
-PyObject* barrier_expected(PyObject* self, PyObject*) { return PyLong_FromSsize_t(obj<ps::barrier>(self).expected()); }
-PyObject* barrier_missing(PyObject* self, PyObject*) { return PyLong_FromSsize_t(obj<ps::barrier>(self).missing()); }
 
 PyMethodDef barrier_methods[] = {
     {"arrive", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(barrier_arrive)), METH_FASTCALL,
@@ -1204,9 +1170,9 @@ PyMethodDef barrier_methods[] = {
      PS_DOC("arrive_and_wait($self, /, timeout=None)", "arrive(), then wait for that phase; returns whether it completed in time.")},
     {"arrive_and_drop", barrier_drop, METH_NOARGS,
      PS_DOC("arrive_and_drop($self, /)", "Arrives, and is no longer expected in later phases.")},
-    {"phase", barrier_phase, METH_NOARGS, PS_DOC("phase($self, /)", "The number of completed phases (modulo 2**32).")},
-    {"expected", barrier_expected, METH_NOARGS, PS_DOC("expected($self, /)", "Participants expected in later phases.")},
-    {"missing", barrier_missing, METH_NOARGS, PS_DOC("missing($self, /)", "Arrivals the current phase still misses.")},
+    {"phase", call0<ps::barrier, &ps::barrier::phase>, METH_NOARGS, PS_DOC("phase($self, /)", "The number of completed phases (modulo 2**32).")},
+    {"expected", call0<ps::barrier, &ps::barrier::expected>, METH_NOARGS, PS_DOC("expected($self, /)", "Participants expected in later phases.")},
+    {"missing", call0<ps::barrier, &ps::barrier::missing>, METH_NOARGS, PS_DOC("missing($self, /)", "Arrivals the current phase still misses.")},
     {nullptr, nullptr, 0, nullptr},
 };
 

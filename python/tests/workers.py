@@ -2,7 +2,7 @@
 and forkserver children import it by name)."""
 import procsafe
 
-N = 2000  # increments per worker and kind
+N = 20000  # increments per worker and kind
 
 
 def count_everything(seg_name, value, locked, lock, raw, start):
