@@ -16,6 +16,7 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <utility>
 #include <type_traits>
 
 namespace procsafe {
@@ -194,6 +195,61 @@ public:
             this->notify();
             return result;
         }
+    }
+
+    /// The lock on the value, held until unlock() or destruction: for a
+    /// critical section that is not a C++ function (a binding's `with`
+    /// block, whose body runs between two calls). value() is a copy of the
+    /// committed value to change; commit() publishes it as with_lock does
+    /// when f returns (one 4-byte store; later changes start from it);
+    /// unlocking drops what was not committed. Belongs to the thread that
+    /// took it: a robust mutex is unlocked by its owner only.
+    class held_lock {
+    public:
+        held_lock(held_lock&& o) noexcept
+            : c_(std::exchange(o.c_, nullptr)), generation_(o.generation_), recovered_(o.recovered_), committed_(o.committed_) {}
+        held_lock& operator=(held_lock&&) = delete;
+        ~held_lock() { unlock(); }
+        /// The value being changed (not yet seen by anyone).  Never allocates.
+        T& value() noexcept { return c_->slots_[(generation_ + 1u) & 1u]; }
+        /// Publishes value(): readers and waiters see it from now on.  Never allocates.
+        void commit() noexcept {
+            ++generation_;
+            c_->current_.store(generation_, std::memory_order_release);
+            committed_ = true;
+            prepare();
+        }
+        /// True when the previous owner died holding the lock (the value is its last commit).
+        bool recovered() const noexcept { return recovered_; }
+        /// Unlocks (once), then wakes waiters if anything was committed.  Never allocates.
+        void unlock() noexcept {
+            if (c_ == nullptr) return;
+            basic_counter* c = std::exchange(c_, nullptr);
+            c->mutex_.unlock();
+            if (committed_) c->notify();
+        }
+
+    private:
+        friend class basic_counter;
+        held_lock(basic_counter& c, bool recovered) noexcept : c_(&c), generation_(c.committed()), recovered_(recovered) { prepare(); }
+        // As locked_update: a lock-free reader that sees the copy also sees the commit before it.
+        void prepare() noexcept {
+            std::atomic_thread_fence(std::memory_order_release);
+            c_->slots_[(generation_ + 1u) & 1u] = c_->slots_[generation_ & 1u];
+        }
+        basic_counter* c_;
+        std::uint32_t generation_;
+        bool recovered_;
+        bool committed_ = false;
+    };
+    /// Takes the lock, waiting at most until `deadline` (time_point::min():
+    /// only if it is free now). nullopt when the deadline passed first.
+    /// Process-safe. Blocks at most until the deadline. Never allocates.
+    /// Throws: procsafe::error (system_error) if the mutex is unusable.
+    std::optional<held_lock> try_lock_until(std::chrono::steady_clock::time_point deadline) {
+        const detail::lock_result r = mutex_.lock_until(deadline);
+        if (r == detail::lock_result::timed_out) return std::nullopt;
+        return held_lock(*this, r == detail::lock_result::recovered);
     }
 
     /// Adds n; returns the new value.  Process-safe. Blocks. Never allocates.
