@@ -108,7 +108,7 @@ def seeds(quick):
                      Row('ctype_racy', [n003], ['import', 'add'], checked=True),
                      Row('ctype_safe', [n003], checked=True),
                      Row('ctype_safe', [n003], ['import'], checked=True),
-                     Row('timing_race', [0.2], timeout=3, note='notified before it waits: waits forever'),
+                     Row('timing_race', [0.2], timeout=2, note='notified before it waits: waits forever'),
                      Row('timing_event', [0.2], checked=True, note='an Event says when the child waits'),
                      Row('timing_wait', [0.2], checked=True, procsafe=True, note='procsafe: wait_at_least(1) on a count')]),
         '004': Seed('004_pool_lock.py', 'a lock for pool tasks: 10 tasks on 4 workers, one at a time',
@@ -222,7 +222,7 @@ def main():
                 else:
                     check = 'not checked'
                 got_text = '-' if got is None else str(got)
-                lost_text = '-' if got is None else str(expected - got)
+                lost_text = '-' if got is None else str(abs(expected - got))  # 003: how far the balance is off
                 print(f'  {row.variant:<13} {change:<11} {expected:>9} {got_text:>9} {lost_text:>9} {seconds:>8.2f}  '
                       f'{check}{"; " + note if note else ""}')
                 if options.show:
