@@ -87,24 +87,16 @@ def time_workers(processes, work):
     return max(done) - start
 
 
-def mp_value_get_lock(n):  # seed 000's SafeCounter.increment(), inlined
-    v = multiprocessing.Value('i', 0)
+def value_get_lock(module):  # seed 000's SafeCounter.increment(), inlined, on module.Value
+    def make(n):
+        v = module.Value('i', 0)
 
-    def work():
-        for _ in range(n):
-            with v.get_lock():
-                v.value += 1
-    return work, lambda: v.value
-
-
-def procsafe_value_get_lock(n):  # the same lines, after `from procsafe import Value`
-    v = procsafe.Value('i', 0)
-
-    def work():
-        for _ in range(n):
-            with v.get_lock():
-                v.value += 1
-    return work, lambda: v.value
+        def work():
+            for _ in range(n):
+                with v.get_lock():
+                    v.value += 1
+        return work, lambda: v.value
+    return make
 
 
 def procsafe_value_add(n):
@@ -125,24 +117,16 @@ def procsafe_value_increment(n):
     return work, lambda: v.value
 
 
-def atomic_counter(n):
-    seg = procsafe.Segment.anonymous(1 << 16)  # inherited by the forked workers
-    c = seg.atomic_counter('requests')
+def segment_counter(kind):  # Segment.atomic_counter, .sharded_counter: make(n) for the contender table
+    def make(n):
+        seg = procsafe.Segment.anonymous(1 << 16)  # inherited by the forked workers
+        c = getattr(seg, kind)('requests')
 
-    def work():
-        for _ in range(n):
-            c.increment()
-    return work, lambda: (seg, c.value())[1]
-
-
-def sharded_counter(n):
-    seg = procsafe.Segment.anonymous(1 << 16)  # inherited by the forked workers
-    c = seg.sharded_counter('requests')
-
-    def work():
-        for _ in range(n):
-            c.increment()
-    return work, lambda: (seg, c.value())[1]
+        def work():
+            for _ in range(n):
+                c.increment()
+        return work, lambda: (seg, c.value())[1]
+    return make
 
 
 def prometheus_counter(n):
@@ -170,12 +154,12 @@ def noop_floor(n):  # not a counter: the cost of the call itself, in P processes
 
 
 PROCESS_CONTENDERS = [
-    ('multiprocessing.Value + get_lock() (seed 000)', mp_value_get_lock),
-    ('procsafe.Value + get_lock() (import changed)', procsafe_value_get_lock),
+    ('multiprocessing.Value + get_lock() (seed 000)', value_get_lock(multiprocessing)),
+    ('procsafe.Value + get_lock() (import changed)', value_get_lock(procsafe)),
     ('procsafe.Value.add(1)', procsafe_value_add),
     ('procsafe.Value.increment()', procsafe_value_increment),
-    ('Segment.atomic_counter().increment()', atomic_counter),
-    ('Segment.sharded_counter().increment()', sharded_counter),
+    ('Segment.atomic_counter().increment()', segment_counter('atomic_counter')),
+    ('Segment.sharded_counter().increment()', segment_counter('sharded_counter')),
     ('prometheus_client Counter.inc() (multiprocess)', prometheus_counter),
     ('floor: _Noop().noop() (counts nothing)', noop_floor),
 ]

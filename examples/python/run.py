@@ -1,4 +1,4 @@
-# The five tutorials (../../../shared/seeds, retold in C++ by ../*.cpp) in
+# The five tutorials procsafe was born from (retold in C++ by ../*.cpp), in
 # Python: each program as the tutorial writes it, on multiprocessing, then the
 # same program with its import line changed to procsafe (and, where the
 # program's own `value += 1` is the race, that line changed too). The changes
