@@ -15,6 +15,7 @@
 
 #include <procsafe/procsafe.hpp>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -28,7 +29,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -279,19 +279,57 @@ PyObject* sliced_wait(time_point deadline, Attempt&& attempt) {
     }
 }
 
+// This process's pid without a system call (glibc's getpid() is one, 100 ns
+// here, and a Lock's acquire and release each asked for it): read when the
+// module is loaded, and again in the child of every fork (pthread_atfork;
+// Python's os.fork and multiprocessing's fork run the handlers).
+long g_pid = 0;
+inline long self_pid() noexcept { return g_pid; }
+
 // Which thread of this process holds a lock across Python code (a `with`
 // block, a Lock): waiting for it from that thread would never end. Read and
-// written with the GIL held.
-std::unordered_map<const void*, unsigned long>& holders() {
-    static auto* map = new std::unordered_map<const void*, unsigned long>();
-    return *map;
+// written with the GIL held; a few entries (one per lock held at once), so a
+// vector searched from its end, which allocates only when it grows. Emptied
+// in a fork's child: its parent's holders are not its own.
+class holder_table {
+public:
+    bool empty() const noexcept { return entries_.empty(); }
+    const unsigned long* find(const void* mutex_owner) const noexcept {
+        for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)
+            if (it->first == mutex_owner) return &it->second;
+        return nullptr;
+    }
+    void set(const void* mutex_owner, unsigned long thread) {
+        for (auto& e : entries_)
+            if (e.first == mutex_owner) {
+                e.second = thread;
+                return;
+            }
+        entries_.emplace_back(mutex_owner, thread);
+    }
+    void erase(const void* mutex_owner) noexcept {
+        for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)
+            if (it->first == mutex_owner) {
+                entries_.erase(std::next(it).base());
+                return;
+            }
+    }
+    void clear() noexcept { entries_.clear(); }
+
+private:
+    std::vector<std::pair<const void*, unsigned long>> entries_;
+};
+
+holder_table& holders() {
+    static auto* table = new holder_table();
+    return *table;
 }
 
 bool refuse_self_deadlock(const void* mutex_owner) {
     auto& h = holders();
     if (h.empty()) return false;
-    const auto it = h.find(mutex_owner);
-    if (it == h.end() || it->second != PyThread_get_thread_ident()) return false;
+    const unsigned long* holder = h.find(mutex_owner);
+    if (holder == nullptr || *holder != PyThread_get_thread_ident()) return false;
     PyErr_SetString(PyExc_RuntimeError,
                     "procsafe: this thread holds this counter's lock (a locked() block or a Lock): waiting for it "
                     "would never end");
@@ -709,7 +747,7 @@ void locked_drop(LockedObj* l) {
 
 void locked_dealloc(PyObject* self) {
     auto* l = reinterpret_cast<LockedObj*>(self);
-    if (l->state == 1 && l->pid == static_cast<long>(::getpid())) locked_drop(l);  // not committed: rolled back
+    if (l->state == 1 && l->pid == self_pid()) locked_drop(l);  // not committed: rolled back
     Py_CLEAR(l->counter);
     PyTypeObject* tp = Py_TYPE(self);
     PyObject_Free(self);
@@ -726,8 +764,8 @@ PyObject* locked_enter(PyObject* self, PyObject*) {
     if (r <= 0) return nullptr;
     l->state = 1;
     l->thread = PyThread_get_thread_ident();
-    l->pid = static_cast<long>(::getpid());
-    holders()[l->target] = l->thread;
+    l->pid = self_pid();
+    holders().set(l->target, l->thread);
     return Py_NewRef(self);
 }
 
@@ -736,7 +774,7 @@ bool locked_check(LockedObj* l) {
         PyErr_SetString(PyExc_RuntimeError, "procsafe: the value is only there inside its locked() block");
         return false;
     }
-    if (l->pid != static_cast<long>(::getpid()) || l->thread != PyThread_get_thread_ident()) {
+    if (l->pid != self_pid() || l->thread != PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "procsafe: a locked() block belongs to the thread (and process) that entered it");
         return false;
@@ -747,7 +785,7 @@ bool locked_check(LockedObj* l) {
 PyObject* locked_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     auto* l = reinterpret_cast<LockedObj*>(self);
     if (l->state != 1) Py_RETURN_FALSE;
-    if (l->pid != static_cast<long>(::getpid())) {  // a forked child leaving its parent's block: not ours
+    if (l->pid != self_pid()) {  // a forked child leaving its parent's block: not ours
         l->state = 2;
         Py_RETURN_FALSE;
     }
@@ -1192,8 +1230,8 @@ PyTypeObject* g_lock_type = nullptr;
 
 void lock_dealloc(PyObject* self) {
     auto* l = reinterpret_cast<LockObj*>(self);
-    if (l->held && l->pid == static_cast<long>(::getpid())) holders().erase(l->h.ptr);
-    if (l->pid == static_cast<long>(::getpid())) l->held.reset();  // unlocks
+    if (l->held && l->pid == self_pid()) holders().erase(l->h.ptr);
+    if (l->pid == self_pid()) l->held.reset();  // unlocks
     else if (l->held) l->held.reset();  // inherited across fork: not ours; the unlock is refused (EPERM)
     l->held.~optional();
     handle_dealloc(self);
@@ -1202,7 +1240,7 @@ void lock_dealloc(PyObject* self) {
 /// Takes the lock (RLock: again, by its owner thread). 1 taken, 0 not, -1 error.
 int lock_acquire_impl(LockObj* l, bool block, time_point deadline) {
     const unsigned long me = PyThread_get_thread_ident();
-    const long pid = static_cast<long>(::getpid());
+    const long pid = self_pid();
     if (l->depth > 0 && l->pid != pid) {  // held by the parent when this process forked: not ours
         l->held.reset();
         l->depth = 0;
@@ -1239,12 +1277,12 @@ int lock_acquire_impl(LockObj* l, bool block, time_point deadline) {
     l->thread = me;
     l->pid = pid;
     l->depth = 1;
-    holders()[l->h.ptr] = me;
+    holders().set(l->h.ptr, me);
     return 1;
 }
 
 int lock_release_impl(LockObj* l) {
-    if (l->depth == 0 || l->thread != PyThread_get_thread_ident() || l->pid != static_cast<long>(::getpid())) {
+    if (l->depth == 0 || l->thread != PyThread_get_thread_ident() || l->pid != self_pid()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "procsafe: cannot release a lock this thread does not hold (a robust lock is released by the "
                         "thread that took it)");
@@ -1283,7 +1321,7 @@ PyObject* lock_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
 }
 PyObject* lock_is_owned(PyObject* self, PyObject*) {
     auto* l = reinterpret_cast<LockObj*>(self);
-    return PyBool_FromLong(l->depth > 0 && l->thread == PyThread_get_thread_ident() && l->pid == static_cast<long>(::getpid()));
+    return PyBool_FromLong(l->depth > 0 && l->thread == PyThread_get_thread_ident() && l->pid == self_pid());
 }
 PyObject* lock_reduce(PyObject* self, PyObject*) {
     auto* l = reinterpret_cast<LockObj*>(self);
@@ -1300,7 +1338,7 @@ PyObject* lock_repr(PyObject* self) {
     auto* l = reinterpret_cast<LockObj*>(self);
     const std::string seg = segment_name(segment_of(&l->h));
     return PyUnicode_FromFormat("<procsafe.%s %R in segment '%s', %s>", l->recursive ? "RLock" : "Lock", l->h.name, seg.c_str(),
-                                l->depth > 0 && l->pid == static_cast<long>(::getpid()) ? "held here" : "not held here");
+                                l->depth > 0 && l->pid == self_pid() ? "held here" : "not held here");
 }
 PyObject* lock_recoveries(PyObject* self, void*) {
     return PyLong_FromUnsignedLong(static_cast<lock_counter*>(reinterpret_cast<Handle*>(self)->ptr)->recoveries());
@@ -1612,7 +1650,7 @@ SegmentObj* new_segment(ps::segment s) {
     auto* o = reinterpret_cast<SegmentObj*>(g_segment_type->tp_alloc(g_segment_type, 0));
     if (o == nullptr) return nullptr;
     o->seg = new ps::segment(std::move(s));
-    o->creator = static_cast<long>(::getpid());
+    o->creator = self_pid();
     o->closed = false;
     o->weakrefs = nullptr;
     return o;
@@ -1768,7 +1806,7 @@ PyObject* seg_close(PyObject* self, PyObject*) {
     if (s->closed) Py_RETURN_NONE;
     s->closed = true;
     return guarded([&] {
-        if (s->seg->is_owner() && s->creator == static_cast<long>(::getpid()) && !s->seg->name().empty() && !s->seg->is_stale())
+        if (s->seg->is_owner() && s->creator == self_pid() && !s->seg->name().empty() && !s->seg->is_stale())
             ps::segment::remove(s->seg->name());
         s->seg->disown();
         Py_RETURN_NONE;
@@ -2355,6 +2393,17 @@ PyModuleDef module_def = {
 }  // namespace
 
 PyMODINIT_FUNC PyInit__procsafe() {
+    g_pid = static_cast<long>(::getpid());
+    static const bool at_fork = [] {
+        return ::pthread_atfork(nullptr, nullptr, [] {
+            g_pid = static_cast<long>(::getpid());
+            holders().clear();
+        }) == 0;
+    }();
+    if (!at_fork) {
+        PyErr_SetString(PyExc_RuntimeError, "procsafe: pthread_atfork failed");
+        return nullptr;
+    }
     PyObject* m = PyModule_Create(&module_def);
     if (m == nullptr) return nullptr;
     auto add_type = [&](const char* name, PyTypeObject* t) {

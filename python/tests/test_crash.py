@@ -117,3 +117,24 @@ def test_drop_in_segment_removed_at_normal_exit_not_by_forked_child():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert not os.path.exists("/dev/shm/" + out.stdout.strip())
+
+
+@pytest.mark.parametrize("make", [procsafe.Lock, procsafe.RLock])
+def test_a_child_forked_while_its_thread_holds_a_lock_waits_for_it(make):
+    # The forking thread's identity goes on in the child: the child must see
+    # the lock as its parent's (held by another process: a wait that times
+    # out), never as its own (which would refuse to wait).
+    lock = make()
+    with lock:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if lock.acquire(block=False) is False and lock.acquire(timeout=0.2) is False else 2
+            except BaseException:
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert lock.acquire(timeout=1)  # released by the with block, not by the child
+    lock.release()
