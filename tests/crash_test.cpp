@@ -217,3 +217,58 @@ TEST_CASE("crash: processes killed at random points of construct and find: the o
         REQUIRE(std::chrono::steady_clock::now() - start < 20 * 2 * seg.timeout() + 1s);
     }
 }
+
+TEST_CASE("mutex_counter held_lock: uncommitted changes vanish, commit publishes, a deadline bounds it, a dead holder recovered",
+          "[crash][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(256 * 1024);
+    auto& c = seg.construct<procsafe::mutex_counter<std::int64_t>>("c", 5);
+    auto& rec = seg.construct<progress_record>("progress");
+    {
+        auto h = c.try_lock_until(std::chrono::steady_clock::time_point::min());  // free: taken at once
+        REQUIRE(h);
+        CHECK_FALSE(h->recovered());
+        CHECK(h->value() == 5);
+        h->value() = 7;
+        CHECK(c.read_committed() == 5);  // lock-free readers see the last commit only
+    }  // unlocked without commit: the 7 is gone
+    CHECK(c.value() == 5);
+    {
+        auto h = c.try_lock_until(std::chrono::steady_clock::time_point::min());
+        REQUIRE(h);
+        h->value() += 10;
+        const auto waiter = fork_children(1, [&](int) { return c.wait_at_least_for(15, 10s) ? 0 : 4; });
+        h->commit();
+        CHECK(c.read_committed() == 15);  // (value() would take the lock this thread holds)
+        h->value() += 100;  // after the commit: a new copy, not published
+        h.reset();
+        REQUIRE(join_children(waiter, 30s) == 1);  // the waiter woke on the commit
+    }
+    CHECK(c.value() == 15);
+    // Held by another process: a deadline bounds the wait; SIGKILLed while
+    // holding it: the next locker recovers it with the last commit.
+    const auto holder = fork_children(1, [&](int) {
+        auto h = c.try_lock_until(std::chrono::steady_clock::time_point::max());
+        if (!h) return 2;
+        h->value() = 1'000'000;  // never committed
+        rec.holding.store(1);
+        wait_until([] { return false; });  // until killed (bounded)
+        return 3;
+    });
+    REQUIRE(wait_until([&] { return rec.holding.value() == 1; }));
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_FALSE(c.try_lock_until(start + 50ms));
+    const auto waited = std::chrono::steady_clock::now() - start;
+    CHECK(waited >= 50ms);
+    CHECK(waited < 5s);
+    ::kill(holder[0], SIGKILL);
+    join_children(holder);
+    auto h = c.try_lock_until(std::chrono::steady_clock::now() + 5s);
+    REQUIRE(h);
+    CHECK(h->recovered());
+    CHECK(h->value() == 15);
+    h->value() += 1;
+    h->commit();
+    h.reset();
+    CHECK(c.value() == 16);
+    CHECK(c.recoveries() == 1);
+}
