@@ -28,6 +28,7 @@ import os
 import secrets
 import threading
 import weakref
+from multiprocessing import util as _mp_util
 
 from . import _procsafe
 from ._procsafe import (  # noqa: F401  (re-exported)
@@ -79,10 +80,25 @@ _lock = threading.RLock()
 _opened = {}  # name -> Segment opened here to find pickled objects (kept mapped)
 
 
+def _after_fork_in_child():
+    # Another thread may have held _lock when this process forked: that
+    # thread does not exist here, so the child starts with a lock of its own.
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _segment(name):
-    """The segment `name` as this process maps it: opened once, then kept."""
+    """The segment `name` as this process maps it: opened once, then kept
+    (mapped again when the name is another segment now: removed and made
+    again since)."""
     with _lock:
         seg = _opened.get(name)
+        if seg is not None and seg.is_stale():
+            del _opened[name]
+            seg = None
         if seg is None:
             seg = _defaults.find(name)
         if seg is None:
@@ -124,53 +140,62 @@ def _attach_value(segment, name, typecode, lock):
 
 class _DefaultSegments:
     """The segments Value, RawValue, Lock and RLock live in: made on first use
-    by this process (named after its pid), another one, twice as large, when
-    one is full; removed when the process that made them exits normally
-    (atexit; a forked child never removes them). After a SIGKILL they stay:
-    `procsafe list` shows them with their creator gone, `procsafe rm` removes
-    them."""
+    (named after the process), another one, twice as large, when one is full;
+    removed when the process that made them exits normally (atexit, and
+    multiprocessing's exit of its child processes, which leave by os._exit).
+    A forked child places its objects in the segments it inherited, which it
+    never removes, so that nothing it makes outlives its parent's segments;
+    a process started by spawn or forkserver makes its own. After a SIGKILL,
+    or a signal whose default action ends the process (SIGTERM), they stay:
+    `procsafe list` shows them with their creator gone, `procsafe rm`
+    removes them."""
 
     first_size = 1 << 20
 
     def __init__(self):
-        self.pid = None
-        self.segments = []
+        self.segments = []  # (segment, pid of the process that made it); new objects go to the last
         self.by_name = weakref.WeakValueDictionary()
         self.serial = 0
-        self.registered = False
+        self.tag = None  # drawn by each process: object names never clash between processes
+        self.tag_pid = None
+        self.registered_pid = None
 
     def find(self, name):
         return self.by_name.get(name)
 
     def _new_segment(self):
+        pid = os.getpid()
         size = self.first_size << len(self.segments)
-        name = "procsafe-py-%d-%s-%d" % (os.getpid(), secrets.token_hex(4), len(self.segments))
+        name = "procsafe-py-%d-%s-%d" % (pid, secrets.token_hex(4), len(self.segments))
         seg = Segment.create(name, size)
-        self.segments.append(seg)
+        self.segments.append((seg, pid))
         self.by_name[name] = seg
-        if not self.registered:
+        if self.registered_pid != pid:
             atexit.register(self.close)
-            self.registered = True
+            _mp_util.Finalize(None, self.close, exitpriority=0)
+            self.registered_pid = pid
         return seg
 
     def place(self, make, prefix):
         """make(segment, object_name) in the current default segment; in a new one if full."""
         with _lock:
-            if self.pid != os.getpid():  # first use, or a forked child: segments of its own
-                self.pid = os.getpid()
-                self.segments = []
+            pid = os.getpid()
+            if self.tag_pid != pid:
+                self.tag, self.tag_pid, self.serial = secrets.token_hex(4), pid, 0
             self.serial += 1
-            name = "%s.%d" % (prefix, self.serial)
-            seg = self.segments[-1] if self.segments else self._new_segment()
+            name = "%s.%s.%d" % (prefix, self.tag, self.serial)
+            seg = self.segments[-1][0] if self.segments else self._new_segment()
             try:
                 return make(seg, name)
             except OutOfSpace:
                 return make(self._new_segment(), name)
 
     def close(self):
-        if self.pid != os.getpid():
-            return
-        for seg in self.segments:
+        """Removes the segments this process made (never its parent's)."""
+        pid = os.getpid()
+        mine = [seg for seg, owner in self.segments if owner == pid]
+        self.segments = [(seg, owner) for seg, owner in self.segments if owner != pid]
+        for seg in mine:
             try:
                 seg.close()
             except Error:

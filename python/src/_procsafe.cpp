@@ -1280,14 +1280,20 @@ int lock_acquire_impl(LockObj* l, bool block, time_point deadline) {
         return 0;
     }
     auto& c = *static_cast<lock_counter*>(l->h.ptr);
+    // Taken into a local, not into l->held: another thread of this process
+    // may hold the lock through l->held now (a waiter that timed out, or was
+    // interrupted, must not take it for its own or let it go), and the wait
+    // runs without the GIL.
+    std::optional<lock_counter::held_lock> got;
     lock_status s = lock_status::failed;
     PyObject* r = guarded([&] {
-        s = take_lock(c, l->held, block, deadline);
+        s = take_lock(c, got, block, deadline);
         Py_RETURN_NONE;
     });
     if (r == nullptr) return -1;
     Py_DECREF(r);
     if (s != lock_status::acquired) return s == lock_status::failed ? -1 : 0;
+    l->held.emplace(std::move(*got));
     l->thread = me;
     l->pid = pid;
     l->depth = 1;

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -38,11 +39,12 @@ def test_sigkill_inside_a_locked_block_stalls_nobody(seg, what):
         lock.release()
 
 
-def asleep(pid, timeout=10):
-    """Waits (bounded) until the process sleeps in the kernel (state S: its wait)."""
+def asleep(pid, timeout=10, task=None):
+    """Waits (bounded) until the process (or its thread `task`) sleeps in the kernel (state S: its wait)."""
     deadline = time.monotonic() + timeout
+    path = "/proc/%d/stat" % pid if task is None else "/proc/%d/task/%d/stat" % (pid, task)
     while time.monotonic() < deadline:
-        with open("/proc/%d/stat" % pid) as f:
+        with open(path) as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "S":
                 return
         time.sleep(0.001)
@@ -137,4 +139,46 @@ def test_a_child_forked_while_its_thread_holds_a_lock_waits_for_it(make):
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert lock.acquire(timeout=1)  # released by the with block, not by the child
+    lock.release()
+
+
+@pytest.mark.parametrize("make", [procsafe.Lock, procsafe.RLock])
+def test_a_lock_shared_by_threads_a_waiter_timed_out_or_interrupted_leaves_the_holder_alone(make):
+    lock = make()
+    held, done = threading.Event(), threading.Event()
+    result = {}
+
+    def holder():
+        lock.acquire()
+        held.set()
+        done.wait(30)
+        try:
+            lock.release()
+            result["released"] = True
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["released"] = e
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(10)
+        assert lock.acquire(block=False) is False
+        assert lock.acquire(timeout=0.2) is False  # held by the other thread: not taken
+        # Interrupted while waiting: the holder's hold stays.
+        main = threading.get_native_id()
+
+        def interrupt():
+            asleep(os.getpid(), task=main)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        k = threading.Thread(target=interrupt)
+        k.start()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire(timeout=30)
+        k.join(10)
+    finally:
+        done.set()
+        t.join(30)
+    assert result["released"] is True
+    assert lock.acquire(timeout=1) is True  # free again
     lock.release()
