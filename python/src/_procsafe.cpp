@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -1778,18 +1779,32 @@ PyObject* seg_open(PyObject*, PyObject* args, PyObject* kw) {
     bool ok;
     const auto t = to_ms(timeout, ok);
     if (!ok) return nullptr;
+    // A creator still setting the segment up is waited for without the GIL,
+    // in slices, with Python's signals checked between them (Ctrl-C), until
+    // the timeout (None: for as long as it takes).
+    const time_point deadline = t == std::chrono::milliseconds::max() ? time_point::max() : steady::now() + t;
     return guarded([&]() -> PyObject* {
-        std::optional<ps::segment> s;
-        std::exception_ptr failure;
-        Py_BEGIN_ALLOW_THREADS  // a creator still setting it up: waited for without the GIL
-        try {
-            s.emplace(ps::segment::open(std::string_view(name, len), t));
-        } catch (...) {
-            failure = std::current_exception();
+        for (;;) {
+            const auto left = deadline == time_point::max() ? std::chrono::milliseconds(slice)
+                                                            : std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
+            const auto wait = std::clamp(left, std::chrono::milliseconds(0), std::chrono::milliseconds(slice));
+            std::optional<ps::segment> s;
+            std::exception_ptr failure;
+            Py_BEGIN_ALLOW_THREADS
+            try {
+                s.emplace(ps::segment::open(std::string_view(name, len), wait));
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            Py_END_ALLOW_THREADS
+            if (!failure) return reinterpret_cast<PyObject*>(new_segment(std::move(*s)));
+            try {
+                std::rethrow_exception(failure);
+            } catch (const ps::error& e) {
+                if (e.code_value() != ps::errc::timed_out || steady::now() >= deadline) throw;
+            }
+            if (PyErr_CheckSignals() < 0) return nullptr;
         }
-        Py_END_ALLOW_THREADS
-        if (failure) std::rethrow_exception(failure);
-        return reinterpret_cast<PyObject*>(new_segment(std::move(*s)));
     });
 }
 

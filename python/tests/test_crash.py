@@ -182,3 +182,28 @@ def test_a_lock_shared_by_threads_a_waiter_timed_out_or_interrupted_leaves_the_h
     assert result["released"] is True
     assert lock.acquire(timeout=1) is True  # free again
     lock.release()
+
+
+def test_opening_a_segment_its_creator_never_set_up_is_interrupted_by_sigint_at_once(name):
+    path = "/dev/shm/" + name
+    with open(path, "wb") as f:
+        f.write(b"\0" * 4096)  # a creator killed inside create(): never initialized
+    calling = threading.Event()
+    main = threading.get_native_id()
+
+    def interrupt():
+        calling.wait(10)
+        asleep(os.getpid(), task=main)  # in open's wait
+        os.kill(os.getpid(), signal.SIGINT)
+
+    k = threading.Thread(target=interrupt)
+    k.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            calling.set()
+            procsafe.Segment.open(name, timeout=5)
+        assert time.monotonic() - start < 2  # not when the timeout expires
+    finally:
+        k.join(10)
+        os.unlink(path)
