@@ -237,6 +237,8 @@ def RawValue(typecode_or_type, *args):
     initial = args[0] if args else 0
     if len(args) > 1:
         raise TypeError("RawValue(typecode_or_type, initial=0) takes at most one initial value")
+    if initial is None:
+        raise TypeError("procsafe: RawValue's initial value is a number, not None (as ctypes')")
     return _defaults.place(lambda seg, name: seg._value(name, code, initial, None, True), "value")
 
 
@@ -250,6 +252,8 @@ def Value(typecode_or_type, *args, lock=True):
     initial = args[0] if args else 0
     if len(args) > 1:
         raise TypeError("Value(typecode_or_type, initial=0, *, lock=True) takes at most one initial value")
+    if initial is None:
+        raise TypeError("procsafe: Value's initial value is a number, not None (as ctypes')")
     if lock is False:
         return RawValue(code, initial)
     if lock is True:

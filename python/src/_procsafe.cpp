@@ -1317,10 +1317,21 @@ int lock_release_impl(LockObj* l) {
 }
 
 PyObject* lock_acquire(PyObject* self, PyObject* args, PyObject* kw) {
-    static const char* kwlist[] = {"block", "timeout", nullptr};
-    int block = 1;
+    // multiprocessing's acquire(block=True, timeout=None) and threading's
+    // acquire(blocking=True, timeout=-1): either name, and -1 is no timeout.
+    static const char* kwlist[] = {"block", "timeout", "blocking", nullptr};
+    int block = 1, blocking = -1;
     PyObject* timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pO:acquire", const_cast<char**>(kwlist), &block, &timeout)) return nullptr;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pO$p:acquire", const_cast<char**>(kwlist), &block, &timeout, &blocking))
+        return nullptr;
+    if (blocking != -1) block = blocking;
+    if (timeout != Py_None && PyNumber_Check(timeout)) {
+        const double t = PyFloat_AsDouble(timeout);
+        if (t == -1.0) {
+            if (PyErr_Occurred()) return nullptr;
+            timeout = Py_None;
+        }
+    }
     time_point deadline;
     if (!parse_deadline(timeout, deadline)) return nullptr;
     const int r = lock_acquire_impl(reinterpret_cast<LockObj*>(self), block != 0, deadline);
@@ -1339,6 +1350,17 @@ PyObject* lock_release(PyObject* self, PyObject*) {
 PyObject* lock_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
     if (lock_release_impl(reinterpret_cast<LockObj*>(self)) < 0) return nullptr;
     Py_RETURN_FALSE;
+}
+/// threading.Lock's locked(): held by anyone (this thread, another, another
+/// process). A free lock is tried and let go at once: a holder found dead is
+/// recovered, as the next locker would.
+PyObject* lock_locked(PyObject* self, PyObject*) {
+    auto* l = reinterpret_cast<LockObj*>(self);
+    if (l->depth > 0 && l->pid == self_pid()) Py_RETURN_TRUE;
+    return guarded([&]() -> PyObject* {
+        auto h = static_cast<lock_counter*>(l->h.ptr)->try_lock_until(time_point::min());
+        return PyBool_FromLong(h ? 0 : 1);
+    });
 }
 PyObject* lock_is_owned(PyObject* self, PyObject*) {
     auto* l = reinterpret_cast<LockObj*>(self);
@@ -1367,10 +1389,12 @@ PyObject* lock_recoveries(PyObject* self, void*) {
 
 PyMethodDef lock_methods[] = {
     {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(lock_acquire)), METH_VARARGS | METH_KEYWORDS,
-     PS_DOC("acquire($self, /, block=True, timeout=None)",
+     PS_DOC("acquire($self, /, block=True, timeout=None, *, blocking=True)",
             "Takes the lock; returns whether it did. Waits without the GIL; Ctrl-C raises KeyboardInterrupt.\n"
+            "blocking is threading's name for block; a timeout of None or -1 waits for as long as it takes.\n"
             "A holder killed with the lock held does not stall anyone: the next locker recovers it.")},
     {"release", lock_release, METH_NOARGS, PS_DOC("release($self, /)", "Releases the lock (by the thread that took it).")},
+    {"locked", lock_locked, METH_NOARGS, PS_DOC("locked($self, /)", "True when some thread or process holds the lock.")},
     {"__enter__", lock_enter, METH_NOARGS, "Takes the lock."},
     {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(lock_exit)), METH_FASTCALL, "Releases the lock."},
     {"_is_owned", lock_is_owned, METH_NOARGS, "True when this thread holds the lock."},

@@ -175,3 +175,21 @@ def test_metadata_reaches_procsafe_show(seg):
 
 def test_noop_for_the_benchmarks():
     assert procsafe._procsafe._Noop().noop() is None
+
+
+def test_lock_takes_threadings_arguments_too_and_says_whether_it_is_held():
+    lock = procsafe.Lock()
+    assert lock.locked() is False
+    assert lock.acquire(blocking=False) is True  # threading's name
+    assert lock.locked() is True
+    lock.release()
+    assert lock.acquire(True, -1) is True  # threading's "no timeout"
+    lock.release()
+    assert lock.locked() is False
+
+
+def test_value_refuses_none_as_its_initial_value_as_ctypes_does():
+    with pytest.raises(TypeError):
+        procsafe.Value("i", None)
+    with pytest.raises(TypeError):
+        procsafe.RawValue("d", None)
