@@ -11,8 +11,9 @@
 #    from its release to the last worker's finish stamp (their exit is not
 #    counted); ns/incr is that wall time over all P x N increments.
 # 2. One process, per call: each increment against the floor, a no-op
-#    METH_NOARGS method of a C type (procsafe._procsafe._Noop().noop()), in
-#    the same timeit loop; an empty loop measures the loop itself.
+#    METH_NOARGS method of a C type (procsafe._procsafe._Noop().noop()), and
+#    add(1) against the no-op that takes an argument too (noop1(1), METH_O),
+#    in the same timeit loop; an empty loop measures the loop itself.
 #
 # Every contender runs R times (default 5), the repetitions interleaved
 # across contenders so that drift on a shared machine hits them alike;
@@ -185,6 +186,7 @@ def call_contenders():
     rows = [
         ('empty loop', 'pass'),
         ('floor: _Noop().noop()', 'noop.noop()'),
+        ('floor: _Noop().noop1(1)', 'noop.noop1(1)'),
         ('procsafe.Value.add(1)', 'ps_v.add(1)'),
         ('procsafe.Value.increment()', 'ps_v.increment()'),
         ('atomic_counter.increment()', 'atomic.increment()'),
@@ -269,10 +271,14 @@ def main():
 
     # The targets: the per-call cost against the no-op call (one process,
     # loop included), the speed-up on seed 000's workload (P processes).
+    # add(n) takes an argument: its floor is the no-op that takes one too.
     targets = []
-    for name in ('procsafe.Value.add(1)', 'atomic_counter.increment()'):
-        ratio = statistics.median(per_call[name]) / noop
-        targets.append((f'{name} per call, x the no-op call (<= {NOOP_RATIO_MAX:g}x)', ratio,
+    noop1 = statistics.median(per_call['floor: _Noop().noop1(1)'])
+    for name, floor, floor_name in (('procsafe.Value.increment()', noop, 'noop()'),
+                                    ('atomic_counter.increment()', noop, 'noop()'),
+                                    ('procsafe.Value.add(1)', noop1, 'noop1(1)')):
+        ratio = statistics.median(per_call[name]) / floor
+        targets.append((f'{name} per call, x the no-op call {floor_name} (<= {NOOP_RATIO_MAX:g}x)', ratio,
                         ratio <= NOOP_RATIO_MAX))
     for name in ('procsafe.Value.add(1)', 'Segment.atomic_counter().increment()'):
         speedup = base / statistics.median(seconds[name])

@@ -1581,6 +1581,7 @@ PyGetSetDef* value_getset() {
 PyObject* noop(PyObject*, PyObject*) { Py_RETURN_NONE; }
 PyMethodDef noop_methods[] = {
     {"noop", noop, METH_NOARGS, PS_DOC("noop($self, /)", "Does nothing: the floor a METH_NOARGS call costs.")},
+    {"noop1", noop, METH_O, PS_DOC("noop1($self, x, /)", "Does nothing with x: the floor a METH_O call (add(n)'s) costs.")},
     {nullptr, nullptr, 0, nullptr},
 };
 PyObject* noop_new(PyTypeObject* tp, PyObject*, PyObject*) {
