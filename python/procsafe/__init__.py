@@ -215,6 +215,15 @@ def _typecode(typecode_or_type):
     return code
 
 
+def _initial(signature, args):
+    """The initial value of Value/RawValue(typecode, *args): 0 when none is given."""
+    if len(args) > 1:
+        raise TypeError("%s takes at most one initial value" % signature)
+    if args and args[0] is None:
+        raise TypeError("procsafe: %s: the initial value is a number, not None (as ctypes')" % signature)
+    return args[0] if args else 0
+
+
 def Lock():
     """A robust process-shared lock (multiprocessing.Lock's interface:
     acquire(block=True, timeout=None), release(), a context manager).
@@ -234,11 +243,7 @@ def RawValue(typecode_or_type, *args):
     """A shared value without a lock (multiprocessing.RawValue): `.value`
     reads and writes it, `add(n)` and `increment()` change it atomically."""
     code = _typecode(typecode_or_type)
-    initial = args[0] if args else 0
-    if len(args) > 1:
-        raise TypeError("RawValue(typecode_or_type, initial=0) takes at most one initial value")
-    if initial is None:
-        raise TypeError("procsafe: RawValue's initial value is a number, not None (as ctypes')")
+    initial = _initial("RawValue(typecode_or_type, initial=0)", args)
     return _defaults.place(lambda seg, name: seg._value(name, code, initial, None, True), "value")
 
 
@@ -249,11 +254,7 @@ def Value(typecode_or_type, *args, lock=True):
 
     lock: True (a new RLock), False (a RawValue), or a procsafe Lock/RLock."""
     code = _typecode(typecode_or_type)
-    initial = args[0] if args else 0
-    if len(args) > 1:
-        raise TypeError("Value(typecode_or_type, initial=0, *, lock=True) takes at most one initial value")
-    if initial is None:
-        raise TypeError("procsafe: Value's initial value is a number, not None (as ctypes')")
+    initial = _initial("Value(typecode_or_type, initial=0, *, lock=True)", args)
     if lock is False:
         return RawValue(code, initial)
     if lock is True:
