@@ -77,11 +77,7 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// what() names the segment and the object involved, when there is one.
 class error : public std::system_error {
 public:
-    error(errc code, std::string_view segment, std::string_view object, std::string_view detail)
-        : std::system_error(make_error_code(code), compose(segment, object, detail)),
-          segment_(segment),
-          object_(object),
-          detail_(detail) {}
+    error(errc code, std::string_view segment, std::string_view object, std::string_view detail);
 
     errc code_value() const noexcept { return static_cast<errc>(code().value()); }
     /// The segment's name ("(anonymous)" for an anonymous one), or empty.
@@ -92,19 +88,28 @@ public:
     const std::string& detail() const noexcept { return detail_; }
 
 private:
-    static std::string compose(std::string_view segment, std::string_view object,
-                               std::string_view detail) {
-        std::string s = "procsafe";
-        if (!segment.empty()) s.append(": segment '").append(segment).append("'");
-        if (!object.empty()) s.append(": object '").append(object).append("'");
-        if (!detail.empty()) s.append(": ").append(detail);
-        return s;
-    }
+    static std::string compose(std::string_view segment, std::string_view object, std::string_view detail);
 
     std::string segment_;
     std::string object_;
     std::string detail_;
 };
+
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL error::error(errc code, std::string_view segment, std::string_view object, std::string_view detail)
+    : std::system_error(make_error_code(code), compose(segment, object, detail)),
+      segment_(segment),
+      object_(object),
+      detail_(detail) {}
+
+PROCSAFE_DECL std::string error::compose(std::string_view segment, std::string_view object, std::string_view detail) {
+    std::string s = "procsafe";
+    if (!segment.empty()) s.append(": segment '").append(segment).append("'");
+    if (!object.empty()) s.append(": object '").append(object).append("'");
+    if (!detail.empty()) s.append(": ").append(detail);
+    return s;
+}
+#endif
 
 }  // namespace procsafe
 

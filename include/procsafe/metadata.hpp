@@ -271,7 +271,9 @@ std::optional<std::string> metadata_problem(std::string_view help, std::string_v
 }
 
 /// Throws invalid_argument naming the object when the metadata is malformed.
-inline void check_metadata(const metadata& m, std::string_view segment, std::string_view object) {
+PROCSAFE_DECL void check_metadata(const metadata& m, std::string_view segment, std::string_view object);
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL void check_metadata(const metadata& m, std::string_view segment, std::string_view object) {
     auto bad = [&](const std::string& why) { throw error(errc::invalid_argument, segment, object, "metadata: " + why); };
     if (m.type != metric_type::automatic && m.type != metric_type::counter && m.type != metric_type::gauge &&
         m.type != metric_type::histogram && m.type != metric_type::none) {
@@ -279,6 +281,7 @@ inline void check_metadata(const metadata& m, std::string_view segment, std::str
     }
     if (const auto why = metadata_problem(m.help, m.unit, m.label, m.label_values)) bad(*why);
 }
+#endif
 
 }  // namespace detail
 }  // namespace procsafe

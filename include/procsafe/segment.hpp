@@ -66,18 +66,7 @@ public:
     /// `mode` is applied exactly (umask does not widen or narrow it).
     /// Throws: segment_exists, invalid_name, invalid_argument, out_of_space,
     /// permission_denied.
-    [[nodiscard]] static segment create(std::string_view name, std::size_t bytes, unsigned mode = 0600) {
-        detail::check_segment_name(name);
-        const std::size_t total = checked_size(name, bytes);
-        if ((mode & ~0666u) != 0 || (mode & 0600u) != 0600u) {
-            throw error(errc::invalid_argument, name, {},
-                        "mode must give the owner read and write, and nothing but read/write bits");
-        }
-        segment s{std::string(name), detail::mapping::create(name, total, mode)};
-        s.owner_ = true;
-        s.format();
-        return s;
-    }
+    [[nodiscard]] static segment create(std::string_view name, std::size_t bytes, unsigned mode = 0600);
 
     /// Creates a named segment as create() does; with create_mode::replace_orphan,
     /// a name held by a procsafe segment whose creator is gone (it crashed,
@@ -97,75 +86,27 @@ public:
     /// Throws: as create(); segment_exists naming why the segment there was
     /// not replaced; bad_magic (not procsafe's); timed_out (the removal lock).
     [[nodiscard]] static segment create(std::string_view name, std::size_t bytes, unsigned mode, create_mode how,
-                                        std::chrono::milliseconds timeout = default_timeout) {
-        if (how != create_mode::replace_orphan) return create(name, bytes, mode);
-        detail::check_segment_name(name);
-        const auto deadline = detail::deadline_after(timeout);
-        for (int attempt = 0;; ++attempt) {
-            try {
-                return create(name, bytes, mode);
-            } catch (const error& e) {
-                if (e.code() != errc::segment_exists || attempt == 8) throw;
-            }
-            const std::string why = detail::mapping::remove_if(name, deadline, [&](int fd) { return orphan_test(name, fd, timeout); });
-            if (!why.empty()) throw error(errc::segment_exists, name, {}, why + ": not replaced");
-        }
-    }
+                                        std::chrono::milliseconds timeout = default_timeout);
 
     /// Opens a named segment made by procsafe, waiting up to `timeout` for a
     /// creator that is still initializing it.
     /// Throws: segment_not_found, invalid_name, permission_denied (also when
     /// another user owns it), bad_magic, incompatible_layout, timed_out.
-    [[nodiscard]] static segment open(std::string_view name, std::chrono::milliseconds timeout = default_timeout) {
-        detail::check_segment_name(name);
-        // One deadline for every wait below (saturated: milliseconds::max()
-        // is "no deadline", not an overflow).
-        const auto deadline = detail::deadline_after(timeout);
-        segment s{std::string(name), detail::mapping::open(name, detail::managed_offset, deadline)};
-        auto& h = detail::await_header(s.map_.addr(), s.map_.size(), name, deadline);
-        s.dir_ = detail::directory::attach(h, s.map_.size(), s.name_);
-        s.dir_.set_timeout(timeout);
-        return s;
-    }
+    [[nodiscard]] static segment open(std::string_view name, std::chrono::milliseconds timeout = default_timeout);
 
     /// Opens the named segment, or creates it (with `bytes` and `mode`) if it
     /// does not exist. Only the process that created it owns it.
     [[nodiscard]] static segment open_or_create(std::string_view name, std::size_t bytes, unsigned mode = 0600,
-                                                std::chrono::milliseconds timeout = default_timeout) {
-        for (int attempt = 0;; ++attempt) {
-            try {
-                return create(name, bytes, mode);
-            } catch (const error& e) {
-                if (e.code() != errc::segment_exists) throw;
-            }
-            try {
-                return open(name, timeout);
-            } catch (const error& e) {
-                // Removed between our create and open: try again, a few times.
-                if (e.code() != errc::segment_not_found || attempt == 8) throw;
-            }
-        }
-    }
+                                                std::chrono::milliseconds timeout = default_timeout);
 
     /// A segment of at least `bytes` that fork()ed children inherit. It has no
     /// name and disappears with the last process that maps it. POSIX only.
     /// Throws: invalid_argument, unsupported (Windows).
-    [[nodiscard]] static segment anonymous(std::size_t bytes) {
-        segment s{std::string{}, detail::mapping::anonymous(checked_size("(anonymous)", bytes))};
-        s.format();
-        return s;
-    }
+    [[nodiscard]] static segment anonymous(std::size_t bytes);
 
     /// True when `name` is a valid segment name: a letter, then letters,
     /// digits, '_', '-', '.'; at most 200 characters.  Never throws.
-    static bool valid_name(std::string_view name) noexcept {
-        try {
-            detail::check_segment_name(name);
-            return true;
-        } catch (...) {
-            return false;
-        }
-    }
+    static bool valid_name(std::string_view name) noexcept;
 
     /// Removes the named segment. Processes that map it keep their mapping;
     /// the name is free at once. Returns false if there was none (always on
@@ -173,10 +114,7 @@ public:
     /// removers of one host take turns (a lock on /dev/shm, held for one
     /// check and one unlink), waited for up to `timeout`.
     /// Throws: invalid_name, permission_denied, timed_out.
-    static bool remove(std::string_view name, std::chrono::milliseconds timeout = default_timeout) {
-        detail::check_segment_name(name);
-        return detail::mapping::remove(name, detail::deadline_after(timeout));
-    }
+    static bool remove(std::string_view name, std::chrono::milliseconds timeout = default_timeout);
 
     segment(segment&& o) noexcept { swap(o); }
     segment& operator=(segment&& o) noexcept {
@@ -187,18 +125,7 @@ public:
     segment(const segment&) = delete;
     segment& operator=(const segment&) = delete;
 
-    ~segment() {
-        if (map_.addr() == nullptr) return;  // moved from
-        const auto deadline = detail::deadline_after(dir_.timeout());
-        dir_ = detail::directory();
-        if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_, deadline);
-        detail::unregister_mapping(map_.addr());
-        detail::forget_exported_index(static_cast<const unsigned char*>(map_.addr()) );
-        // Slots that threads cached for objects in this mapping are not
-        // cleared: each entry is checked against its object's incarnation,
-        // which another object mapped later at the same address does not share.
-        { detail::mapping gone = std::move(map_); }
-    }
+    ~segment();
 
     /// Places a new C named `name`, constructed from args, on its own
     /// 128-byte-aligned lines. Process-safe.
@@ -250,11 +177,7 @@ public:
 
     /// True when an object of that name exists (of any type).
     /// Cost: takes the directory lock.
-    bool contains(std::string_view name) {
-        detail::check_object_name(dir_.name(), name);
-        const std::string key(name);
-        return dir_.locked([&] { return dir_.buffer().find<unsigned char>(key.c_str()).first != nullptr; });
-    }
+    bool contains(std::string_view name);
 
     /// The segment's name; empty for an anonymous one.
     const std::string& name() const noexcept { return name_; }
@@ -265,7 +188,7 @@ public:
     const void* data() const noexcept { return map_.addr(); }
     /// Bytes still free for objects (each counter takes its lines plus ~200
     /// bytes of bookkeeping). Cost: takes the directory lock.
-    std::size_t free_memory() { return dir_.free_memory(); }
+    std::size_t free_memory();
     /// True for the object that created the named segment (and will remove it).
     bool is_owner() const noexcept { return owner_; }
     /// Keeps the segment after this object is destroyed.
@@ -273,16 +196,13 @@ public:
     /// True when the name no longer refers to this mapping: removed, and
     /// perhaps recreated by someone else. Reopen with open() to see the new
     /// one. Always false on Windows. Cost: one system call (fstat).
-    bool is_stale() const { return !name_.empty() && map_.is_stale(name_); }
+    bool is_stale() const;
     /// How long find() and the directory lock wait for a peer.
     std::chrono::milliseconds timeout() const noexcept { return dir_.timeout(); }
     void set_timeout(std::chrono::milliseconds t) noexcept { dir_.set_timeout(t); }
 
 private:
-    segment(std::string name, detail::mapping map)
-        : name_(std::move(name)), map_(std::move(map)), creator_pid_(detail::current_pid()) {
-        detail::register_mapping(map_.addr(), map_.size(), name_.empty() ? "(anonymous)" : name_);  // for errors' names
-    }
+    segment(std::string name, detail::mapping map);
 
     void swap(segment& o) noexcept {
         std::swap(name_, o.name_);
@@ -304,40 +224,7 @@ private:
     }
 
     /// Why the object behind `fd` is not an orphan to replace ("" if it is).
-    static std::string orphan_test(std::string_view name, int fd, std::chrono::milliseconds timeout) {
-#if defined(PROCSAFE_POSIX)
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) detail::throw_errno(name, "fstat", errno);
-        alignas(detail::segment_header) unsigned char bytes[sizeof(detail::segment_header)]{};
-        const ssize_t n = ::pread(fd, bytes, sizeof bytes, 0);  // a copy: nothing mapped, nothing to fault on
-        const auto& h = *reinterpret_cast<const detail::segment_header*>(bytes);
-        const std::uint64_t magic = n >= 8 ? h.magic.load(std::memory_order_relaxed) : 0;  // the rest is 0s if short
-        if (magic != 0 && magic != detail::segment_magic) {
-            throw error(errc::bad_magic, name, {}, "not a procsafe segment (wrong magic number): not replaced");
-        }
-        if (magic == 0 && h.creator_pid == 0) {  // its creator died within create(), or is still in it
-            const auto age = std::chrono::system_clock::now() -
-                             std::chrono::system_clock::time_point(std::chrono::seconds(st.st_ctim.tv_sec) +
-                                                                   std::chrono::nanoseconds(st.st_ctim.tv_nsec));
-            if (age < timeout) return "never initialized, and younger than the timeout (its creator may still be making it)";
-            return {};
-        }
-        // An older layout has the creator's pid at the same place, and no start
-        // time or namespace: judged by the pid alone.
-        const bool current = h.layout == detail::layout_version;
-        switch (detail::judge_creator(h.creator_pid, current ? h.creator_pidns : 0u, current ? h.creator_start : 0u)) {
-            case detail::creator_state::gone: return {};
-            case detail::creator_state::alive:
-                return "its creator (pid " + std::to_string(h.creator_pid) + ") still runs";
-            case detail::creator_state::unknown: break;
-        }
-        return "its creator (pid " + std::to_string(h.creator_pid) +
-               ") is in another PID namespace: whether it runs cannot be told from here";
-#else
-        (void)name, (void)fd, (void)timeout;
-        return "not on this platform";
-#endif
-    }
+    static std::string orphan_test(std::string_view name, int fd, std::chrono::milliseconds timeout);
 
     /// A family's child (procsafe::family): its metadata made by the family,
     /// the family's bound on its children checked under the directory lock.
@@ -352,23 +239,10 @@ private:
     template <class>
     friend class family;
 
-    static std::size_t checked_size(std::string_view name, std::size_t bytes) {
-        const std::size_t page = detail::page_size();
-        if (bytes == 0 || bytes > (std::size_t{1} << 46)) {
-            throw error(errc::invalid_argument, name, {}, "size must be between 1 byte and 64 TiB");
-        }
-        const std::size_t wanted = bytes + detail::managed_offset;
-        return ((wanted + page - 1) / page) * page;
-    }
+    static std::size_t checked_size(std::string_view name, std::size_t bytes);
 
     /// Writes the header and the directory of a fresh mapping, then publishes it.
-    void format() {
-        auto& h = detail::write_header(map_.addr(), map_.size(), creator_pid_);
-        dir_ = detail::directory::format(h, map_.size(), name_.empty() ? "(anonymous)" : name_);
-        detail::catalog_writer(h, dir_).format();
-        PROCSAFE_TEST_HOOK("segment.initializing");
-        detail::publish_header(h);
-    }
+    void format();
 
     std::string name_;
     detail::mapping map_;
@@ -376,5 +250,165 @@ private:
     bool owner_ = false;
     std::uint32_t creator_pid_ = 0;
 };
+
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL segment segment::create(std::string_view name, std::size_t bytes, unsigned mode) {
+    detail::check_segment_name(name);
+    const std::size_t total = checked_size(name, bytes);
+    if ((mode & ~0666u) != 0 || (mode & 0600u) != 0600u) {
+        throw error(errc::invalid_argument, name, {},
+                    "mode must give the owner read and write, and nothing but read/write bits");
+    }
+    segment s{std::string(name), detail::mapping::create(name, total, mode)};
+    s.owner_ = true;
+    s.format();
+    return s;
+}
+
+PROCSAFE_DECL segment segment::create(std::string_view name, std::size_t bytes, unsigned mode, create_mode how,
+                                      std::chrono::milliseconds timeout) {
+    if (how != create_mode::replace_orphan) return create(name, bytes, mode);
+    detail::check_segment_name(name);
+    const auto deadline = detail::deadline_after(timeout);
+    for (int attempt = 0;; ++attempt) {
+        try {
+            return create(name, bytes, mode);
+        } catch (const error& e) {
+            if (e.code() != errc::segment_exists || attempt == 8) throw;
+        }
+        const std::string why = detail::mapping::remove_if(name, deadline, [&](int fd) { return orphan_test(name, fd, timeout); });
+        if (!why.empty()) throw error(errc::segment_exists, name, {}, why + ": not replaced");
+    }
+}
+
+PROCSAFE_DECL segment segment::open(std::string_view name, std::chrono::milliseconds timeout) {
+    detail::check_segment_name(name);
+    // One deadline for every wait below (saturated: milliseconds::max()
+    // is "no deadline", not an overflow).
+    const auto deadline = detail::deadline_after(timeout);
+    segment s{std::string(name), detail::mapping::open(name, detail::managed_offset, deadline)};
+    auto& h = detail::await_header(s.map_.addr(), s.map_.size(), name, deadline);
+    s.dir_ = detail::directory::attach(h, s.map_.size(), s.name_);
+    s.dir_.set_timeout(timeout);
+    return s;
+}
+
+PROCSAFE_DECL segment segment::open_or_create(std::string_view name, std::size_t bytes, unsigned mode,
+                                              std::chrono::milliseconds timeout) {
+    for (int attempt = 0;; ++attempt) {
+        try {
+            return create(name, bytes, mode);
+        } catch (const error& e) {
+            if (e.code() != errc::segment_exists) throw;
+        }
+        try {
+            return open(name, timeout);
+        } catch (const error& e) {
+            // Removed between our create and open: try again, a few times.
+            if (e.code() != errc::segment_not_found || attempt == 8) throw;
+        }
+    }
+}
+
+PROCSAFE_DECL segment segment::anonymous(std::size_t bytes) {
+    segment s{std::string{}, detail::mapping::anonymous(checked_size("(anonymous)", bytes))};
+    s.format();
+    return s;
+}
+
+PROCSAFE_DECL bool segment::valid_name(std::string_view name) noexcept {
+    try {
+        detail::check_segment_name(name);
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+PROCSAFE_DECL bool segment::remove(std::string_view name, std::chrono::milliseconds timeout) {
+    detail::check_segment_name(name);
+    return detail::mapping::remove(name, detail::deadline_after(timeout));
+}
+
+PROCSAFE_DECL segment::~segment() {
+    if (map_.addr() == nullptr) return;  // moved from
+    const auto deadline = detail::deadline_after(dir_.timeout());
+    dir_ = detail::directory();
+    if (owner_ && creator_pid_ == detail::current_pid() && !name_.empty()) map_.remove_if_same(name_, deadline);
+    detail::unregister_mapping(map_.addr());
+    detail::forget_exported_index(static_cast<const unsigned char*>(map_.addr()) );
+    // Slots that threads cached for objects in this mapping are not
+    // cleared: each entry is checked against its object's incarnation,
+    // which another object mapped later at the same address does not share.
+    { detail::mapping gone = std::move(map_); }
+}
+
+PROCSAFE_DECL bool segment::contains(std::string_view name) {
+    detail::check_object_name(dir_.name(), name);
+    const std::string key(name);
+    return dir_.locked([&] { return dir_.buffer().find<unsigned char>(key.c_str()).first != nullptr; });
+}
+
+PROCSAFE_DECL std::size_t segment::free_memory() { return dir_.free_memory(); }
+
+PROCSAFE_DECL bool segment::is_stale() const { return !name_.empty() && map_.is_stale(name_); }
+
+PROCSAFE_DECL segment::segment(std::string name, detail::mapping map)
+    : name_(std::move(name)), map_(std::move(map)), creator_pid_(detail::current_pid()) {
+    detail::register_mapping(map_.addr(), map_.size(), name_.empty() ? "(anonymous)" : name_);  // for errors' names
+}
+
+PROCSAFE_DECL std::string segment::orphan_test(std::string_view name, int fd, std::chrono::milliseconds timeout) {
+#if defined(PROCSAFE_POSIX)
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) detail::throw_errno(name, "fstat", errno);
+    alignas(detail::segment_header) unsigned char bytes[sizeof(detail::segment_header)]{};
+    const ssize_t n = ::pread(fd, bytes, sizeof bytes, 0);  // a copy: nothing mapped, nothing to fault on
+    const auto& h = *reinterpret_cast<const detail::segment_header*>(bytes);
+    const std::uint64_t magic = n >= 8 ? h.magic.load(std::memory_order_relaxed) : 0;  // the rest is 0s if short
+    if (magic != 0 && magic != detail::segment_magic) {
+        throw error(errc::bad_magic, name, {}, "not a procsafe segment (wrong magic number): not replaced");
+    }
+    if (magic == 0 && h.creator_pid == 0) {  // its creator died within create(), or is still in it
+        const auto age = std::chrono::system_clock::now() -
+                         std::chrono::system_clock::time_point(std::chrono::seconds(st.st_ctim.tv_sec) +
+                                                               std::chrono::nanoseconds(st.st_ctim.tv_nsec));
+        if (age < timeout) return "never initialized, and younger than the timeout (its creator may still be making it)";
+        return {};
+    }
+    // An older layout has the creator's pid at the same place, and no start
+    // time or namespace: judged by the pid alone.
+    const bool current = h.layout == detail::layout_version;
+    switch (detail::judge_creator(h.creator_pid, current ? h.creator_pidns : 0u, current ? h.creator_start : 0u)) {
+        case detail::creator_state::gone: return {};
+        case detail::creator_state::alive:
+            return "its creator (pid " + std::to_string(h.creator_pid) + ") still runs";
+        case detail::creator_state::unknown: break;
+    }
+    return "its creator (pid " + std::to_string(h.creator_pid) +
+           ") is in another PID namespace: whether it runs cannot be told from here";
+#else
+    (void)name, (void)fd, (void)timeout;
+    return "not on this platform";
+#endif
+}
+
+PROCSAFE_DECL std::size_t segment::checked_size(std::string_view name, std::size_t bytes) {
+    const std::size_t page = detail::page_size();
+    if (bytes == 0 || bytes > (std::size_t{1} << 46)) {
+        throw error(errc::invalid_argument, name, {}, "size must be between 1 byte and 64 TiB");
+    }
+    const std::size_t wanted = bytes + detail::managed_offset;
+    return ((wanted + page - 1) / page) * page;
+}
+
+PROCSAFE_DECL void segment::format() {
+    auto& h = detail::write_header(map_.addr(), map_.size(), creator_pid_);
+    dir_ = detail::directory::format(h, map_.size(), name_.empty() ? "(anonymous)" : name_);
+    detail::catalog_writer(h, dir_).format();
+    PROCSAFE_TEST_HOOK("segment.initializing");
+    detail::publish_header(h);
+}
+#endif  // PROCSAFE_OUT_OF_LINE
 
 }  // namespace procsafe

@@ -56,6 +56,26 @@ inline constexpr std::uint32_t layout_version = 5;
 }  // namespace detail
 }  // namespace procsafe
 
+// Separate compilation (optional). By default every function is inline in
+// the headers (header-only). A program that defines
+// PROCSAFE_SEPARATE_COMPILATION in every translation unit (CMake: link
+// procsafe::compiled) gets the segment's management (create, open, remove,
+// construct and find) declared only, and links its definitions once, from
+// the library built from src/procsafe.cpp (which defines
+// PROCSAFE_BUILDING_LIBRARY): each translation unit then compiles only the
+// hot paths (a counter's add, a gauge's set). Both give the same behaviour
+// and the same bytes in shared memory; a program uses one or the other.
+#if defined(PROCSAFE_SEPARATE_COMPILATION) && !defined(PROCSAFE_BUILDING_LIBRARY)
+#define PROCSAFE_OUT_OF_LINE 0  // declarations only: the definitions are in the library
+#define PROCSAFE_DECL
+#elif defined(PROCSAFE_SEPARATE_COMPILATION)
+#define PROCSAFE_OUT_OF_LINE 1  // the library itself: defined once, not inline
+#define PROCSAFE_DECL
+#else
+#define PROCSAFE_OUT_OF_LINE 1  // header-only
+#define PROCSAFE_DECL inline
+#endif
+
 // ThreadSanitizer builds (it cannot see some calls; see robust_mutex).
 #if defined(__SANITIZE_THREAD__)
 #define PROCSAFE_TSAN 1

@@ -47,11 +47,14 @@ inline const char* object_name_problem(std::string_view name) noexcept {
 }
 
 /// Throws: invalid_name when object_name_problem() finds one.
-inline void check_object_name(std::string_view segment, std::string_view name) {
+PROCSAFE_DECL void check_object_name(std::string_view segment, std::string_view name);
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL void check_object_name(std::string_view segment, std::string_view name) {
     if (const char* why = object_name_problem(name)) {
         // The name as it came, escaped: it may hold anything.
         throw error(errc::invalid_name, segment, escape_bytes(name.size() > 64 ? name.substr(0, 64) : name), why);
     }
 }
+#endif
 
 }  // namespace procsafe::detail

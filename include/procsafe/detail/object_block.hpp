@@ -52,19 +52,53 @@ constexpr std::size_t object_align() {
     static_assert(alignof(C) <= 4096, "procsafe: a type aligned beyond 4096 bytes (a page) cannot be placed in a segment");
     return alignof(C) > cache_line ? alignof(C) : cache_line;
 }
-/// Bytes a block for C needs: the header, the strings, the alignment, C.
+/// What the object protocol needs to know of an object's type, without the
+/// type: the construction, claim and checks are one function for every type
+/// (compiled once per program with PROCSAFE_SEPARATE_COMPILATION).
+struct object_type {
+    using fits_fn = bool (*)(const void* object, std::size_t bytes);
+    using refusal_fn = std::string (*)(const void* object);
+    type_facts facts{};
+    std::size_t size = 0;   // sizeof(C)
+    std::size_t align = 0;  // object_align<C>()
+    /// For a variable-size C: whether the object's own header fits the
+    /// `bytes` after it in its block (nullptr: C has a fixed size).
+    fits_fn fits = nullptr;
+    /// For a C that may refuse to be used here (another PID namespace): why,
+    /// or "" (nullptr: C never refuses).
+    refusal_fn refusal = nullptr;
+};
+
 template <class C>
-constexpr std::size_t block_size(std::size_t meta_bytes) {
-    return sizeof(object_header) + meta_bytes + object_align<C>() - 1 + sizeof(C);
+struct object_type_of {
+    using T = std::remove_cv_t<C>;
+    static constexpr object_type::fits_fn fits() {
+        if constexpr (variable_size<T>) {
+            return [](const void* o, std::size_t bytes) -> bool { return static_cast<const T*>(o)->procsafe_fits(bytes); };
+        } else {
+            return nullptr;
+        }
+    }
+    static constexpr object_type::refusal_fn refusal() {
+        if constexpr (requires(const T& c) { { c.procsafe_refusal() } -> std::convertible_to<std::string>; }) {
+            return [](const void* o) -> std::string { return static_cast<const T*>(o)->procsafe_refusal(); };
+        } else {
+            return nullptr;
+        }
+    }
+    static constexpr object_type value{object_traits<T>::facts(), sizeof(T), object_align<T>(), fits(), refusal()};
+};
+
+/// Bytes a block needs: the header, the strings, the alignment, the object.
+constexpr std::size_t block_size(const object_type& type, std::size_t meta_bytes) {
+    return sizeof(object_header) + meta_bytes + type.align - 1 + type.size;
 }
-/// Where C starts in a block. Boost 1.74 does not honour alignof(C) > 16
-/// inside a segment (boostorg/interprocess #217), so procsafe aligns the
+/// Where the object starts in a block. Boost 1.74 does not honour alignof(C)
+/// > 16 inside a segment (boostorg/interprocess #217), so procsafe aligns the
 /// object itself; mappings start on page boundaries, so the offset is the
 /// same in every process.
-template <class C>
-std::size_t object_offset(const unsigned char* block, std::size_t meta_bytes) noexcept {
+inline std::size_t object_offset(const unsigned char* block, std::size_t meta_bytes, std::size_t align) noexcept {
     const auto p = reinterpret_cast<std::uintptr_t>(block) + sizeof(object_header) + meta_bytes;
-    const std::uintptr_t align = object_align<C>();
     return static_cast<std::size_t>((p + align - 1) / align * align - reinterpret_cast<std::uintptr_t>(block));
 }
 inline object_header* header_of(unsigned char* block) noexcept { return reinterpret_cast<object_header*>(block); }
@@ -290,9 +324,12 @@ inline void catch_up(exported_index& x, const unsigned char* base, std::size_t s
 ///   family already has `max_series` children.
 /// Cost: what the catalog gained since this process's last construction in
 /// the segment (an index kept per process), and a lookup per exported name.
-template <class C>
-void check_exported_names(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series = 0) {
-    constexpr object_kind kind = object_traits<std::remove_cv_t<C>>::facts().kind;
+PROCSAFE_DECL void check_exported_names(directory& dir, std::string_view name, const metadata* meta, const type_facts& facts,
+                                        std::size_t max_series);
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL void check_exported_names(directory& dir, std::string_view name, const metadata* meta, const type_facts& facts,
+                                        std::size_t max_series) {
+    const object_kind kind = facts.kind;
     const metric_type mine = resolve_metric(meta != nullptr ? meta->type : metric_type::automatic, kind);
     if (mine == metric_type::automatic && max_series == 0) return;
     const std::string_view label = meta != nullptr ? meta->label : std::string_view{};
@@ -320,7 +357,7 @@ void check_exported_names(directory& dir, std::string_view name, const metadata*
     if (child) {
         if (auto f = x.families.find(std::string(family)); f != x.families.end() && f->second.children > 0) {
             const auto& ff = f->second;
-            if (ff.label != label || ff.metric != mine || ff.unit != unit || !(ff.facts == object_traits<std::remove_cv_t<C>>::facts())) {
+            if (ff.label != label || ff.metric != mine || ff.unit != unit || !(ff.facts == facts)) {
                 throw error(errc::invalid_argument, dir.name(), name,
                             "the family '" + std::string(family) + "' has children with the labels (" + ff.label +
                                 "), unit '" + ff.unit + "' and another type or object kind already ('" + ff.sample + "')");
@@ -360,6 +397,8 @@ void check_exported_names(directory& dir, std::string_view name, const metadata*
     }
 }
 
+#endif  // PROCSAFE_OUT_OF_LINE
+
 /// What the directory said about a name, copied under its lock (only there
 /// is the block sure not to be freed by a constructor that threw).
 struct located {
@@ -372,9 +411,8 @@ struct located {
 
 /// Under the directory lock: finds the named block, or allocates it (as
 /// `how` allows) and claims it for C before the lock is released.
-template <class C>
-located locate(directory& dir, std::string_view name, lookup how, std::size_t extra, const metadata* meta,
-               wait_clock::time_point deadline, std::size_t max_series) {
+inline located locate(directory& dir, std::string_view name, lookup how, const object_type& type, std::size_t extra,
+                      const metadata* meta, wait_clock::time_point deadline, std::size_t max_series) {
     const std::string key(name);
     return dir.locked([&]() -> located {
         PROCSAFE_TEST_HOOK("directory.locked");
@@ -398,9 +436,9 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
                 return at;
             }
         }
-        check_exported_names<C>(dir, name, meta, max_series);
+        check_exported_names(dir, name, meta, type.facts, max_series);
         const object_strings strings{name, meta};
-        const std::size_t bytes = block_size<C>(strings.bytes()) + extra;
+        const std::size_t bytes = block_size(type, strings.bytes()) + extra;
         directory::change change(dir);
         catalog_writer catalog(dir.header(), dir);
         catalog.reserve();
@@ -421,9 +459,9 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
         h->layout = layout_version;
         h->constructor_pid = current_pid();
         h->constructor_pidns = pid_namespace();
-        h->facts = object_traits<std::remove_cv_t<C>>::facts();
+        h->facts = type.facts;
         h->meta_bytes = static_cast<std::uint32_t>(strings.bytes());
-        h->object_offset = static_cast<std::uint32_t>(object_offset<C>(at.block, h->meta_bytes));
+        h->object_offset = static_cast<std::uint32_t>(object_offset(at.block, h->meta_bytes, type.align));
         h->block_size = bytes;
         strings.write(*h);
         h->state.store(state_constructing, std::memory_order_release);
@@ -432,16 +470,18 @@ located locate(directory& dir, std::string_view name, lookup how, std::size_t ex
     }, deadline);
 }
 
-/// Runs C's constructor in a block this process claimed, and publishes it.
-/// A constructor that throws gives the name back.
-template <class C, class... Args>
-C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... args) {
+/// Runs the constructor (`construct(object, args)`) in a block this process
+/// claimed, and publishes it. A constructor that throws gives the name back.
+using construct_fn = void (*)(void* object, void* args);
+inline void* build(directory& dir, unsigned char* block, std::string_view name, std::size_t align, construct_fn construct,
+                   void* args) {
     PROCSAFE_TEST_HOOK("object.allocated");
-    C* obj = reinterpret_cast<C*>(block + header_of(block)->object_offset);
-    assert(reinterpret_cast<std::uintptr_t>(obj) % object_align<C>() == 0);
+    void* obj = block + header_of(block)->object_offset;
+    assert(reinterpret_cast<std::uintptr_t>(obj) % align == 0);
+    (void)align;
     try {
         try {
-            object_access::construct<C>(obj, std::forward<Args>(args)...);
+            construct(obj, args);
         } catch (const error& e) {
             if (!e.segment_name().empty() || !e.object_name().empty()) throw;
             throw error(e.code_value(), dir.name(), name, e.detail());  // name the segment and the object
@@ -463,14 +503,12 @@ C& build(directory& dir, unsigned char* block, std::string_view name, Args&&... 
         throw;
     }
     header_of(block)->state.store(state_ready, std::memory_order_release);
-    return *obj;
+    return obj;
 }
 
 /// The object in a block someone else claimed: type-checked at once;
 /// nullptr while its constructor still runs.
-template <class C>
-C* ready(const directory& dir, const located& at, std::string_view name) {
-    static constexpr type_facts want = object_traits<std::remove_cv_t<C>>::facts();
+inline void* ready(const directory& dir, const located& at, std::string_view name, const object_type& type) {
     if (at.length < sizeof(object_header)) {
         throw error(errc::type_mismatch, dir.name(), name,
                     "holds a block of " + std::to_string(at.length) + " bytes, not a procsafe object");
@@ -478,8 +516,8 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
     if (at.magic != object_magic || at.layout != layout_version) {
         throw error(errc::incompatible_layout, dir.name(), name, "object header of another layout version");
     }
-    if (!(at.facts == want)) {
-        throw error(errc::type_mismatch, dir.name(), name, "holds " + describe(at.facts) + ", asked for " + describe(want));
+    if (!(at.facts == type.facts)) {
+        throw error(errc::type_mismatch, dir.name(), name, "holds " + describe(at.facts) + ", asked for " + describe(type.facts));
     }
     if (at.state == state_constructing) {
         // Only a peer in the constructor's PID namespace can tell whether its
@@ -491,41 +529,41 @@ C* ready(const directory& dir, const located& at, std::string_view name) {
         }
         return nullptr;
     }
-    const std::size_t offset = object_offset<C>(at.block, at.meta_bytes);
-    if (at.state != state_ready || at.offset != offset || offset + sizeof(C) > at.length) {
+    const std::size_t offset = object_offset(at.block, at.meta_bytes, type.align);
+    if (at.state != state_ready || at.offset != offset || offset + type.size > at.length) {
         throw error(errc::incompatible_layout, dir.name(), name,
                     "its header disagrees with its block (" + std::to_string(at.length) + " bytes)");
     }
-    C* obj = reinterpret_cast<C*>(at.block + offset);
-    if constexpr (variable_size<C>) {
-        if (!obj->procsafe_fits(at.length - offset - sizeof(C))) {
-            throw error(errc::incompatible_layout, dir.name(), name, "its header claims more storage than its block holds");
-        }
+    void* obj = at.block + offset;
+    if (type.fits != nullptr && !type.fits(obj, at.length - offset - type.size)) {
+        throw error(errc::incompatible_layout, dir.name(), name, "its header claims more storage than its block holds");
     }
-    if constexpr (requires(const C& c) { { c.procsafe_refusal() } -> std::convertible_to<std::string>; }) {
-        if (std::string why = obj->procsafe_refusal(); !why.empty()) throw error(errc::unsupported, dir.name(), name, why);
+    if (type.refusal != nullptr) {
+        if (std::string why = type.refusal(obj); !why.empty()) throw error(errc::unsupported, dir.name(), name, why);
     }
     return obj;
 }
 
 /// construct / find / find_or_construct: locate the name; construct in a
-/// block of our own; otherwise type-check what is there and wait (up to the
-/// directory's timeout()) for its constructor.
-/// `max_series`: for a family's child, how many children its family may
-/// have (0: not a child).
-template <class C, lookup How, class... Args>
-C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series, std::size_t extra,
-          Args&&... args) {
+/// block of our own (`construct(object, args)`; never for lookup::find);
+/// otherwise type-check what is there and wait (up to the directory's
+/// timeout()) for its constructor. `max_series`: for a family's child, how
+/// many children its family may have (0: not a child).
+PROCSAFE_DECL void* obtain_object(directory& dir, std::string_view name, lookup how, const object_type& type,
+                                  const metadata* meta, std::size_t max_series, std::size_t extra, construct_fn construct,
+                                  void* args);
+#if PROCSAFE_OUT_OF_LINE
+PROCSAFE_DECL void* obtain_object(directory& dir, std::string_view name, lookup how, const object_type& type,
+                                  const metadata* meta, std::size_t max_series, std::size_t extra, construct_fn construct,
+                                  void* args) {
     const auto deadline = deadline_after(dir.timeout());
     for (unsigned round = 0;; ++round) {
         // The directory lock too is waited for only until the deadline.
-        const located at = locate<C>(dir, name, How, extra, meta, deadline, max_series);
-        if constexpr (How != lookup::find) {
-            if (at.mine) return build<C>(dir, at.block, name, std::forward<Args>(args)...);
-        }
+        const located at = locate(dir, name, how, type, extra, meta, deadline, max_series);
+        if (at.mine) return build(dir, at.block, name, type.align, construct, args);
         if (at.block == nullptr) throw error(errc::object_not_found, dir.name(), name, "no such object");
         if (round == 0) PROCSAFE_TEST_HOOK("object.found");
-        if (C* obj = ready<C>(dir, at, name)) return *obj;
+        if (void* obj = ready(dir, at, name, type)) return obj;
         if (wait_clock::now() >= deadline) {
             throw error(errc::timed_out, dir.name(), name,
                         "still being constructed (by pid " + std::to_string(at.constructor_pid) + ") after " +
@@ -534,6 +572,21 @@ C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size
         PROCSAFE_TEST_HOOK("object.waiting");
         if (round < 64) std::this_thread::yield();
         else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+#endif  // PROCSAFE_OUT_OF_LINE
+
+/// obtain_object for C, constructed from args.
+template <class C, lookup How, class... Args>
+C& obtain(directory& dir, std::string_view name, const metadata* meta, std::size_t max_series, std::size_t extra,
+          Args&&... args) {
+    constexpr const object_type& type = object_type_of<C>::value;
+    if constexpr (How == lookup::find) {
+        return *static_cast<C*>(obtain_object(dir, name, How, type, meta, max_series, extra, nullptr, nullptr));
+    } else {
+        auto make = [&](void* obj) { object_access::construct<C>(obj, std::forward<Args>(args)...); };
+        construct_fn call = [](void* obj, void* self) { (*static_cast<decltype(make)*>(self))(obj); };
+        return *static_cast<C*>(obtain_object(dir, name, How, type, meta, max_series, extra, call, &make));
     }
 }
 
