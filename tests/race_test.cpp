@@ -176,6 +176,37 @@ TEST_CASE("race: construct and find_or_construct of the same name: construct's a
     REQUIRE(r.a_out.address.load() == r.b_out.address.load());
 }
 
+TEST_CASE("race: a peer saw the object constructing, and its constructor then finished and exited: the peer gets "
+          "the object, never owner_died",
+          "[race][multiprocess]") {
+    arena r;
+    // A: held after claiming the block, before running the constructor.
+    const int a_slot = r.board.arm("object.allocated");
+    const pid_t a = fork_children(1, [&](int) {
+        r.board.use();
+        report(r.a_out, [&] { r.a_out.value.store(r.seg.find_or_construct<procsafe::atomic_counter<int>>("z", 5).value()); });
+        return 0;
+    })[0];
+    REQUIRE(r.board.wait_reached(a_slot));
+    // B: held once it has copied the block's header ("constructing, by A").
+    const int b_slot = r.board.arm("object.found");
+    const pid_t b = fork_children(1, [&](int) {
+        r.board.use();
+        report(r.b_out, [&] { r.b_out.value.store(r.seg.find<procsafe::atomic_counter<int>>("z").value()); });
+        return 0;
+    })[0];
+    REQUIRE(r.board.wait_reached(b_slot));
+    // A constructs, publishes, exits and is reaped: gone, and its object ready.
+    r.board.release(a_slot);
+    REQUIRE(join_children({a}) == 1);
+    REQUIRE(r.a_out.code.load() == 0);
+    r.board.release(b_slot);
+    REQUIRE(join_children({b}) == 1);
+    INFO("B got code " << r.b_out.code.load());
+    REQUIRE(r.b_out.code.load() == 0);
+    REQUIRE(r.b_out.value.load() == 5);
+}
+
 namespace {
 struct maybe_throws {
     explicit maybe_throws(bool fail) {

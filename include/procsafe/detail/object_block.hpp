@@ -507,7 +507,7 @@ inline void* build(directory& dir, unsigned char* block, std::string_view name, 
 }
 
 /// The object in a block someone else claimed: type-checked at once;
-/// nullptr while its constructor still runs.
+/// nullptr while its constructor still runs (as `at` saw it).
 inline void* ready(const directory& dir, const located& at, std::string_view name, const object_type& type) {
     if (at.length < sizeof(object_header)) {
         throw error(errc::type_mismatch, dir.name(), name,
@@ -519,16 +519,7 @@ inline void* ready(const directory& dir, const located& at, std::string_view nam
     if (!(at.facts == type.facts)) {
         throw error(errc::type_mismatch, dir.name(), name, "holds " + describe(at.facts) + ", asked for " + describe(type.facts));
     }
-    if (at.state == state_constructing) {
-        // Only a peer in the constructor's PID namespace can tell whether its
-        // pid is gone; any other waits (and times out).
-        if (at.constructor_pidns == pid_namespace() && process_gone(at.constructor_pid)) {
-            throw error(errc::owner_died, dir.name(), name,
-                        "the process constructing it (pid " + std::to_string(at.constructor_pid) +
-                            ") died; destroy the segment or use another name");
-        }
-        return nullptr;
-    }
+    if (at.state == state_constructing) return nullptr;  // the caller judges its constructor
     const std::size_t offset = object_offset(at.block, at.meta_bytes, type.align);
     if (at.state != state_ready || at.offset != offset || offset + type.size > at.length) {
         throw error(errc::incompatible_layout, dir.name(), name,
@@ -557,6 +548,7 @@ PROCSAFE_DECL void* obtain_object(directory& dir, std::string_view name, lookup 
                                   const metadata* meta, std::size_t max_series, std::size_t extra, construct_fn construct,
                                   void* args) {
     const auto deadline = deadline_after(dir.timeout());
+    std::uint32_t gone = 0;  // a constructor seen gone: a second look decides
     for (unsigned round = 0;; ++round) {
         // The directory lock too is waited for only until the deadline.
         const located at = locate(dir, name, how, type, extra, meta, deadline, max_series);
@@ -564,6 +556,21 @@ PROCSAFE_DECL void* obtain_object(directory& dir, std::string_view name, lookup 
         if (at.block == nullptr) throw error(errc::object_not_found, dir.name(), name, "no such object");
         if (round == 0) PROCSAFE_TEST_HOOK("object.found");
         if (void* obj = ready(dir, at, name, type)) return obj;
+        // Constructing, as `at` saw it. Only a peer in the constructor's PID
+        // namespace can tell whether its pid is gone; any other waits (and
+        // times out). Gone now does not mean it died constructing: it may
+        // have published the object and exited since `at` was copied. A gone
+        // process publishes nothing more, so the state read after it was
+        // seen gone is final: still constructing, it died in the constructor.
+        if (at.constructor_pidns == pid_namespace() && process_gone(at.constructor_pid)) {
+            if (gone == at.constructor_pid) {
+                throw error(errc::owner_died, dir.name(), name,
+                            "the process constructing it (pid " + std::to_string(at.constructor_pid) +
+                                ") died; destroy the segment or use another name");
+            }
+            gone = at.constructor_pid;
+            continue;  // look again at once
+        }
         if (wait_clock::now() >= deadline) {
             throw error(errc::timed_out, dir.name(), name,
                         "still being constructed (by pid " + std::to_string(at.constructor_pid) + ") after " +
