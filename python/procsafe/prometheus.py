@@ -287,8 +287,9 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     which (Enabled.fresh, Enabled.carried_on), and so does the log
     (logger "procsafe.prometheus", INFO).
 
-    size: bytes (at least a page); what a series takes: a counter 384 bytes,
-    a histogram about 1 KiB per CPU row, a gauge gauge_slots x 128 bytes.
+    size: bytes, reserved at once; what a series takes: a counter about 400
+    bytes, a histogram a 256-byte row per CPU (default buckets), a gauge
+    gauge_slots x 128 bytes.
     gauge_slots: slots per gauge (1..4096), the most processes a gauge tells
     apart (more share an overflow slot, counted by livesum only).
 
