@@ -311,3 +311,21 @@ TEST_CASE("live_gauge: a slot in the middle of a claim by a process of another P
     REQUIRE(join_children({writer}) == 1);
     CHECK(slot0->load() == claiming);  // left to its claimer: its pid cannot be judged here
 }
+
+TEST_CASE("histogram: reset() zeroes every row's buckets and sum", "[histogram]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& h = seg.construct<procsafe::histogram>("h", std::vector{1.0}, std::size_t{4});
+    const auto kids = fork_children(4, [&](int) {
+        for (int k = 0; k < 100; ++k) h.observe(k % 2 ? 0.5 : 2.0);
+        return 0;
+    });
+    REQUIRE(join_children(kids) == 4);
+    REQUIRE(h.read().count == 400);
+    h.reset();
+    const auto s = h.read();
+    CHECK(s.count == 0);
+    CHECK(s.sum == 0.0);
+    CHECK(s.counts == std::vector<std::uint64_t>{0, 0});
+    h.observe(0.25);
+    CHECK(h.read().counts == std::vector<std::uint64_t>{1, 0});
+}

@@ -249,3 +249,89 @@ TEST_CASE("prometheus: a counter below zero is not exported as a counter: its sa
     again.add(procsafe::segment_view::of(seg));
     CHECK(has_line(again.str(), "jobs_total{segment=\"(anonymous)\"} 4"));
 }
+
+TEST_CASE("prometheus: a live_gauge of float64 as client_python's gauge modes: per pid, min, max, live or not",
+          "[prometheus][live_gauge][multiprocess][crash]") {
+    using procsafe::gauge_aggregation;
+    using G = procsafe::live_gauge<double>;
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    const std::vector<std::pair<const char*, gauge_aggregation>> modes = {
+        {"g_livesum", gauge_aggregation::livesum}, {"g_liveall", gauge_aggregation::liveall},
+        {"g_livemin", gauge_aggregation::livemin}, {"g_livemax", gauge_aggregation::livemax},
+        {"g_all", gauge_aggregation::all},         {"g_min", gauge_aggregation::min},
+        {"g_max", gauge_aggregation::max}};
+    std::vector<G*> gauges;
+    for (const auto& [name, how] : modes) gauges.push_back(&seg.construct<G>(name, std::size_t{8}, how));
+    for (std::size_t i = 0; i < modes.size(); ++i) REQUIRE(gauges[i]->aggregation() == modes[i].second);
+    auto& ready = seg.construct<procsafe::atomic_counter<int>>("ready");
+    for (G* g : gauges) g->set(1.5);  // this process
+    const std::vector<double> values = {2.25, 7.0, -3.5};
+    const auto kids = procsafe_test::fork_children(3, [&](int i) {
+        for (G* g : gauges) g->set(values[static_cast<std::size_t>(i)]);
+        ready.increment();
+        (void)ready.wait_at_least_for(1000, std::chrono::seconds(60));  // held until killed
+        return 0;
+    });
+    REQUIRE(ready.wait_at_least_for(3, std::chrono::seconds(20)));
+    ::kill(kids[1], SIGKILL);  // the 7.0: dead, its slot not taken over yet
+    procsafe_test::join_children({kids[1]});
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    const std::string out = text.str();
+    INFO(out);
+    auto pid = [](pid_t p) { return ",pid=\"" + std::to_string(p) + "\"}"; };
+    const std::string s = "{segment=\"(anonymous)\"";
+    CHECK(has_line(out, "g_livesum" + s + "} 0.25"));  // 1.5 + 2.25 - 3.5
+    CHECK(has_line(out, "g_livemin" + s + "} -3.5"));
+    CHECK(has_line(out, "g_livemax" + s + "} 2.25"));
+    CHECK(has_line(out, "g_min" + s + "} -3.5"));
+    CHECK(has_line(out, "g_max" + s + "} 7"));  // the dead process still holds its slot
+    CHECK(has_line(out, "g_liveall" + s + pid(::getpid()) + " 1.5"));
+    CHECK(has_line(out, "g_liveall" + s + pid(kids[0]) + " 2.25"));
+    CHECK(out.find("g_liveall" + s + pid(kids[1])) == std::string::npos);
+    CHECK(has_line(out, "g_all" + s + pid(kids[1]) + " 7"));
+    CHECK(has_line(out, "g_all" + s + pid(kids[2]) + " -3.5"));
+    CHECK(text.warnings().empty());
+    std::string promtool;
+    const int rc = procsafe_test::promtool_check(out, promtool);
+    INFO(promtool);
+    if (rc >= 0) CHECK(rc == 0);
+    // A new process takes the dead one's slot, zeroed: all and max forget it (bounded by the slots).
+    REQUIRE(procsafe_test::join_children(procsafe_test::fork_children(1, [&](int) {
+                for (G* g : gauges) g->set(0.5);
+                return 0;
+            })) == 1);
+    ::kill(kids[0], SIGKILL);
+    ::kill(kids[2], SIGKILL);
+    procsafe_test::join_children({kids[0], kids[2]});
+    prometheus_exposition later;
+    later.add(procsafe::segment_view::of(seg));
+    const std::string after = later.str();
+    INFO(after);
+    CHECK(has_line(after, "g_max" + s + "} 2.25"));  // 7.0's slot taken; 2.25 and -3.5 dead, not yet taken
+    CHECK(after.find("g_all" + s + pid(kids[1])) == std::string::npos);
+    CHECK(has_line(after, "g_livesum" + s + "} 1.5"));
+    CHECK(has_line(after, "g_livemax" + s + "} 1.5"));
+    REQUIRE(gauges[0]->processes().size() <= 8);
+}
+
+TEST_CASE("prometheus: a per-pid gauge whose label set has pid, and an aggregation byte out of range, are left out",
+          "[prometheus][live_gauge][hostile]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    procsafe::family<procsafe::live_gauge<double>> f(seg, "per_pid", {"pid"});
+    f.labels({"1"}, std::size_t{4}, procsafe::gauge_aggregation::all).set(1);
+    CHECK_THROWS_AS(seg.construct<procsafe::live_gauge<double>>("bad", std::size_t{4}, static_cast<procsafe::gauge_aggregation>(7)),
+                    procsafe::error);
+    auto& g = seg.construct<procsafe::live_gauge<double>>("g", std::size_t{4}, procsafe::gauge_aggregation::max);
+    g.set(2);
+    // A segment's owner rewrites the mode byte (it lies in the gauge's first line, after its three words).
+    reinterpret_cast<unsigned char*>(&g)[16] = 9;
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    INFO(text.str());
+    CHECK(text.str().find("per_pid{") == std::string::npos);
+    CHECK(text.str().find("g{") == std::string::npos);
+    REQUIRE(text.warnings().size() == 2);
+    CHECK(text.warnings()[0].find("pid label") != std::string::npos);
+    CHECK(text.warnings()[1].find("unknown gauge aggregation 9") != std::string::npos);
+}

@@ -97,6 +97,18 @@ public:
     }
 
     /// Buckets, the +Inf one included.
+    /// Zeroes every bucket and the sum (prometheus_client's remove() of a
+    /// series that starts again). Exact only when no writer runs: an
+    /// observation made meanwhile may keep its bucket or its sum.
+    /// Process-safe. Lock-free. Never allocates.
+    void reset() noexcept {
+        for (std::uint32_t r = 0; r < rows_; ++r) {
+            std::uint64_t* row = row_at(r);
+            for (std::uint32_t b = 0; b < buckets(); ++b) std::atomic_ref<std::uint64_t>(row[b]).store(0, std::memory_order_relaxed);
+            std::atomic_ref<double>(*reinterpret_cast<double*>(row + buckets())).store(0.0, std::memory_order_relaxed);
+        }
+    }
+
     std::uint32_t buckets() const noexcept { return bounds_ + 1; }
     std::uint32_t rows() const noexcept { return rows_; }
 

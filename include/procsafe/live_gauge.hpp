@@ -19,8 +19,39 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 namespace procsafe {
+
+/// How a reader (segment_view, the Prometheus exposition) combines a
+/// live_gauge's per-process values: client_python's multiprocess modes of a
+/// gauge. "live" modes count the processes that run; the others also count
+/// a dead process whose slot no process has taken over yet (a new process
+/// takes a dead one's slot, zeroed, so what they keep is bounded by the
+/// slots). Stored in the gauge; a gauge made before it existed reads livesum.
+enum class gauge_aggregation : std::uint8_t {
+    livesum = 0,  ///< the live processes' values added up: value()
+    liveall = 1,  ///< one sample per live process, labelled pid
+    livemin = 2,
+    livemax = 3,
+    all = 4,  ///< one sample per process holding a slot, live or dead, labelled pid
+    min = 5,
+    max = 6,
+};
+
+/// The name client_python gives the mode ("livesum"...); nullptr for a value out of range.
+constexpr const char* aggregation_name(gauge_aggregation a) noexcept {
+    switch (a) {
+        case gauge_aggregation::livesum: return "livesum";
+        case gauge_aggregation::liveall: return "liveall";
+        case gauge_aggregation::livemin: return "livemin";
+        case gauge_aggregation::livemax: return "livemax";
+        case gauge_aggregation::all: return "all";
+        case gauge_aggregation::min: return "min";
+        case gauge_aggregation::max: return "max";
+    }
+    return nullptr;
+}
 
 /// A gauge that is the sum of every live process's own contribution: "in
 /// flight" requests, open connections, busy workers. A process adds to and
@@ -66,8 +97,8 @@ namespace procsafe {
 /// ```
 template <class T>
 class alignas(cache_line) live_gauge {
-    static_assert(std::integral<T> && !std::is_same_v<std::remove_cv_t<T>, bool>,
-                  "procsafe::live_gauge<T>: T must be an integer type");
+    static_assert((std::integral<T> && !std::is_same_v<std::remove_cv_t<T>, bool>) || std::floating_point<T>,
+                  "procsafe::live_gauge<T>: T must be an integer or a floating-point type");
     static_assert(std::atomic_ref<T>::is_always_lock_free);
     friend struct detail::object_access;  // the slots live after the object, in storage the segment allocates
 
@@ -126,8 +157,39 @@ public:
     }
     std::size_t slots() const noexcept { return slots_; }
 
+    /// How readers combine the processes' values (given at construction).
+    gauge_aggregation aggregation() const noexcept { return aggregation_; }
+
+    /// A slot's process and its value, as processes() reads them.
+    struct process_value {
+        std::uint32_t pid;
+        T value;
+        bool alive;  ///< false: dead, its slot not yet taken over by a new process
+    };
+    /// The processes holding a slot: live ones, and dead ones whose slot no
+    /// process has taken over yet (at most slots() in all). The overflow
+    /// slot is not among them (see overflow()). Process-safe. Never writes.
+    /// Cost: as value(), and a vector.
+    std::vector<process_value> processes() const {
+        std::vector<process_value> out;
+        const slot* all = lines();
+        for (std::uint32_t i = 0; i < slots_; ++i) {
+            const std::uint64_t owner = all[i].owner.load(std::memory_order_acquire);
+            if (owner == 0 || is_claiming(owner)) continue;
+            const T v = std::atomic_ref<T>(const_cast<T&>(all[i].value)).load(std::memory_order_relaxed);
+            out.push_back({pid_of(owner), v, foreign(all[i]) || owner_alive(owner)});
+        }
+        return out;
+    }
+    /// What processes beyond slots() share: their contributions added up.
+    T overflow() const noexcept {
+        return std::atomic_ref<T>(const_cast<T&>(lines()[slots_].value)).load(std::memory_order_relaxed);
+    }
+
     // For segment: the storage after the object, and its validation on find.
-    static std::size_t procsafe_extra_bytes(std::size_t slots = default_slots) {
+    static std::size_t procsafe_extra_bytes(std::size_t slots = default_slots,
+                                            gauge_aggregation how = gauge_aggregation::livesum) {
+        checked(how);
         return (checked(slots) + 1) * sizeof(slot);
     }
     bool procsafe_fits(std::size_t bytes_after) const noexcept {
@@ -143,10 +205,11 @@ public:
     }
 
 private:
-    /// Constructed by segment::construct<live_gauge<T>>(name, slots).
-    /// Throws: procsafe::error (invalid_argument) for 0 or more than max_slots.
-    explicit live_gauge(std::size_t slots = default_slots)
-        : slots_(static_cast<std::uint32_t>(checked(slots))), pidns_(detail::pid_namespace()) {
+    /// Constructed by segment::construct<live_gauge<T>>(name, slots, aggregation).
+    /// Throws: procsafe::error (invalid_argument) for 0 or more than
+    /// max_slots, or an aggregation out of range.
+    explicit live_gauge(std::size_t slots = default_slots, gauge_aggregation how = gauge_aggregation::livesum)
+        : slots_(static_cast<std::uint32_t>(checked(slots))), pidns_(detail::pid_namespace()), aggregation_(checked(how)) {
         for (std::uint32_t i = 0; i <= slots_; ++i) ::new (static_cast<void*>(&lines()[i])) slot{{0}, {0}, 0, T{}};
         lines()[slots_].owner.store(overflow_owner, std::memory_order_relaxed);
         incarnation_.store(detail::draw_object_incarnation(this), std::memory_order_relaxed);
@@ -158,6 +221,15 @@ private:
                         "a live_gauge has 1 to " + std::to_string(max_slots) + " slots, not " + std::to_string(slots));
         }
         return slots;
+    }
+
+    static gauge_aggregation checked(gauge_aggregation how) {
+        if (aggregation_name(how) == nullptr) {
+            throw error(errc::invalid_argument, {}, {},
+                        "a live_gauge's aggregation is livesum, liveall, livemin, livemax, all, min or max, not " +
+                            std::to_string(static_cast<unsigned>(how)));
+        }
+        return how;
     }
 
     slot* lines() const noexcept { return reinterpret_cast<slot*>(const_cast<live_gauge*>(this) + 1); }
@@ -319,6 +391,8 @@ private:
     // Drawn at construction: a thread's cached slot is valid only for the
     // object it was found in, not for another mapped later at the same address.
     std::atomic<std::uint64_t> incarnation_{0};
+    // In the line's spare bytes: gauges of segments made before it read 0, livesum.
+    gauge_aggregation aggregation_ = gauge_aggregation::livesum;
 };
 
 namespace detail {

@@ -199,6 +199,12 @@ private:
                 label_set += '"';
             }
         }
+        const bool per_pid = o.aggregation == gauge_aggregation::liveall || o.aggregation == gauge_aggregation::all;
+        if (per_pid && !counter && !array) {
+            for (const auto l : detail::split_labels(o.label)) {
+                if (l == "pid") return skip("its label set has a pid label, which its aggregation adds: left out");
+            }
+        }
         const std::vector<std::string> names = detail::exported_names(family_name, o.unit, o.metric);
         const std::string& name = names.front();
         // A series name of one family that is another's (a histogram lat's
@@ -273,6 +279,37 @@ private:
             }
             return;
         }
+        if (o.aggregation && *o.aggregation != gauge_aggregation::livesum && !counter) {
+            // A live_gauge read as client_python's multiprocess mode says:
+            // a sample per process (labelled pid), or their min or max.
+            const gauge_aggregation how = *o.aggregation;
+            const bool live_only = how == gauge_aggregation::liveall || how == gauge_aggregation::livemin ||
+                                   how == gauge_aggregation::livemax;
+            const bool is_min = how == gauge_aggregation::livemin || how == gauge_aggregation::min;
+            const number* best = nullptr;
+            char pid[16];
+            for (const auto& p : o.processes) {
+                if (live_only && !p.alive) continue;
+                if (per_pid) {
+                    open({});
+                    out += ",pid=\"";
+                    out.append(pid, std::to_chars(pid, pid + sizeof pid, p.pid).ptr);
+                    out += "\"} ";
+                    append_number(out, p.value);
+                    out += '\n';
+                } else if (best == nullptr || (is_min ? as_double(p.value) < as_double(*best)
+                                                      : as_double(p.value) > as_double(*best))) {
+                    best = &p.value;
+                }
+            }
+            if (best != nullptr) {
+                open({});
+                out += "} ";
+                append_number(out, *best);
+                out += '\n';
+            }
+            return;
+        }
         if (counter && below_zero(o.values[0])) return skip(std::string("its value") + negative_counter);
         open({});
         out += "} ";
@@ -288,6 +325,12 @@ private:
     static constexpr const char* negative_counter =
         " is below zero, and exported as a counter: sample left out (declare it metric_type::gauge if it goes "
         "down)";
+    static double as_double(const number& n) noexcept {
+        if (const auto* i = std::get_if<std::int64_t>(&n)) return static_cast<double>(*i);
+        if (const auto* u = std::get_if<std::uint64_t>(&n)) return static_cast<double>(*u);
+        if (const auto* d = std::get_if<double>(&n)) return *d;
+        return 0;
+    }
     static bool below_zero(const number& n) noexcept {
         if (const auto* i = std::get_if<std::int64_t>(&n)) return *i < 0;
         if (const auto* d = std::get_if<double>(&n)) return *d < 0;

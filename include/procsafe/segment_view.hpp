@@ -117,6 +117,16 @@ struct object_info {
     /// Kind-specific extras: a mutex counter's "recoveries", a barrier's
     /// "expected" and "missing", a live_gauge's "live_processes".
     std::vector<std::pair<std::string, number>> details;
+    /// A live_gauge's aggregation (how its per-process values combine), and
+    /// its processes (live_gauge::processes(), in slot order). An
+    /// aggregation read out of range leaves the values out (see note).
+    std::optional<gauge_aggregation> aggregation;
+    struct process_value {
+        std::uint32_t pid = 0;
+        number value;
+        bool alive = false;
+    };
+    std::vector<process_value> processes;
     std::size_t bytes = 0;  ///< the object's block, header and metadata included
     std::string note;       ///< why values are missing, when they are
 };
@@ -504,10 +514,17 @@ private:
             case object_kind::live_gauge:
                 known = with_value_type(h.facts, [&](auto t) {
                     using T = typename decltype(t)::type;
-                    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+                    if constexpr ((std::is_integral_v<T> && !std::is_same_v<T, bool>) || std::is_floating_point_v<T>) {
                         if (const auto* g = as<live_gauge<T>>(h, obj, room, o)) {
+                            // The mode is a byte of the segment: anything out of range is damage.
+                            if (aggregation_name(g->aggregation()) == nullptr) {
+                                o.note = "an unknown gauge aggregation " + std::to_string(static_cast<unsigned>(g->aggregation()));
+                                return;
+                            }
+                            o.aggregation = g->aggregation();
                             o.values.push_back(as_number(g->value()));
                             o.details.emplace_back("live_processes", std::uint64_t{g->live_processes()});
+                            for (const auto& p : g->processes()) o.processes.push_back({p.pid, as_number(p.value), p.alive});
                         }
                     }
                 });

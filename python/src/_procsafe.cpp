@@ -975,6 +975,31 @@ PyObject* lg_set(PyObject* self, PyObject* arg) {
 }
 
 template <class C>
+PyObject* lg_processes(PyObject* self, PyObject*) {
+    return guarded([&]() -> PyObject* {
+        const auto ps_ = obj<C>(self).processes();
+        PyObject* list = PyList_New(static_cast<Py_ssize_t>(ps_.size()));
+        if (list == nullptr) return nullptr;
+        for (std::size_t i = 0; i < ps_.size(); ++i) {
+            PyObject* item = Py_BuildValue("(kNO)", static_cast<unsigned long>(ps_[i].pid), to_py(ps_[i].value),
+                                           ps_[i].alive ? Py_True : Py_False);
+            if (item == nullptr) {
+                Py_DECREF(list);
+                return nullptr;
+            }
+            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);
+        }
+        return list;
+    });
+}
+
+template <class C>
+PyObject* lg_aggregation(PyObject* self, PyObject*) {
+    const char* n = ps::aggregation_name(obj<C>(self).aggregation());
+    return PyUnicode_FromString(n != nullptr ? n : "?");
+}
+
+template <class C>
 PyMethodDef* gauge_methods() {
     static PyMethodDef m[] = {
         {"increment", sh_increment<C>, METH_NOARGS, PS_DOC("increment($self, /)", "Adds one to this process's contribution.")},
@@ -987,6 +1012,11 @@ PyMethodDef* gauge_methods() {
          PS_DOC("value($self, /)", "The contributions of the processes that still run, added up.")},
         {"live_processes", (call0<C, &C::live_processes>), METH_NOARGS, PS_DOC("live_processes($self, /)", "Slots of live processes.")},
         {"slots", (call0<C, &C::slots>), METH_NOARGS, PS_DOC("slots($self, /)", "The number of slots.")},
+        {"processes", lg_processes<C>, METH_NOARGS,
+         PS_DOC("processes($self, /)",
+                "[(pid, value, alive)]: the processes holding a slot, live or dead (a dead one's slot not yet taken over).")},
+        {"aggregation", lg_aggregation<C>, METH_NOARGS,
+         PS_DOC("aggregation($self, /)", "How readers combine the processes' values: \"livesum\", \"liveall\", ... \"max\".")},
         {nullptr, nullptr, 0, nullptr},
     };
     return m;
@@ -1101,6 +1131,8 @@ PyObject* hist_read(PyObject* self, PyObject*) {
 PyMethodDef hist_methods[] = {
     {"observe", hist_observe, METH_O, PS_DOC("observe($self, v, /)", "Counts v in its bucket and adds it to the sum.")},
     {"read", hist_read, METH_NOARGS, PS_DOC("read($self, /)", "A HistogramSnapshot(bounds, counts, sum, count), added up over the rows.")},
+    {"reset", call0<ps::histogram, &ps::histogram::reset>, METH_NOARGS,
+     PS_DOC("reset($self, /)", "Zeroes the buckets and the sum (exact only when no writer runs).")},
     {"buckets", call0<ps::histogram, &ps::histogram::buckets>, METH_NOARGS, PS_DOC("buckets($self, /)", "The number of buckets, +Inf included.")},
     {nullptr, nullptr, 0, nullptr},
 };
@@ -1653,8 +1685,8 @@ bool make_types() {
                 {Py_sq_length, reinterpret_cast<void*>(arr_len<MA>)}});
         if constexpr (std::is_integral_v<T>) {
             g_types[k_sharded][vt_of<T>()] = mk(k_sharded, "ShardedCounter", sharded, sharded_methods<ps::sharded_counter<T>>(), nullptr);
-            g_types[k_live_gauge][vt_of<T>()] = mk(k_live_gauge, "LiveGauge", gauge, gauge_methods<ps::live_gauge<T>>(), nullptr);
         }
+        g_types[k_live_gauge][vt_of<T>()] = mk(k_live_gauge, "LiveGauge", gauge, gauge_methods<ps::live_gauge<T>>(), nullptr);
         PyTypeObject* vtp = make_type(std::string("procsafe.SharedValue[") + t + "]", nullptr, value_methods<T>(), value_getset<T>(),
                                       "What procsafe.Value and procsafe.RawValue return.",
                                       {{Py_tp_dealloc, reinterpret_cast<void*>(value_dealloc)},
@@ -2007,12 +2039,36 @@ bool meta_args::build() {
 }
 
 /// The object named `name`: found (create false: unpickling), or found or constructed from a.
+/// The most series a family made from Python holds (its children are never destroyed).
+constexpr std::size_t max_family_series = 10000;
+
 template <class C, class... A>
 C& obtain(SegmentObj* s, std::string_view name, const meta_args* meta, bool create, A&&... a) {
     if (!create) return s->seg->find<C>(name);
     if constexpr (sizeof...(A) == 0 && (ps::detail::variable_size<C> || !std::is_default_constructible_v<C>)) {
         throw ps::error(ps::errc::invalid_argument, s->seg->name(), name, "constructed without its size");
     } else {
+        if constexpr (!ps::detail::is_array_kind(ps::detail::object_traits<C>::facts().kind)) {
+            if (meta != nullptr && !meta->m.label.empty()) {
+                // A label set on a single series: a child of the family named
+                // before its '{', made by procsafe::family (its bound, its rules),
+                // so that the exposition gathers it with its siblings.
+                const auto brace = name.find('{');
+                const std::string_view family_name = name.substr(0, brace);
+                const std::vector<std::string_view> label_names = ps::detail::split_labels(meta->m.label);
+                const std::string series = ps::detail::series_name(family_name, label_names, meta->m.label_values);
+                if (brace == std::string_view::npos || series != name) {
+                    throw ps::error(ps::errc::invalid_argument, s->seg->name(), name,
+                                    "a series with a label set is named FAMILY{name=\"value\",...}, as its labels make it: " +
+                                        ps::detail::escape_bytes(series));
+                }
+                ps::metadata fm = meta->m;
+                fm.label = {};
+                fm.label_values = {};
+                ps::family<C> f(*s->seg, family_name, label_names, fm, max_family_series);
+                return f.labels(meta->m.label_values, std::forward<A>(a)...);
+            }
+        }
         if (meta != nullptr && meta->any) return s->seg->find_or_construct<C>(name, meta->m, std::forward<A>(a)...);
         return s->seg->find_or_construct<C>(name, std::forward<A>(a)...);
     }
@@ -2057,21 +2113,29 @@ PyObject* make_array(request& r, int k, int t, std::size_t n, ps::array_layout l
     });
 }
 
-PyObject* make_slotted(request& r, int k, int t, std::optional<std::size_t> slots, ps::shard_strategy strategy) {
+PyObject* make_slotted(request& r, int k, int t, std::optional<std::size_t> slots, ps::shard_strategy strategy,
+                       ps::gauge_aggregation how = ps::gauge_aggregation::livesum) {
     return dispatch(t, [&]<class T>() -> PyObject* {
         if constexpr (!std::is_integral_v<T>) {
-            return nullptr;  // refused by parse_vt
-        } else if (k == k_sharded) {
-            using C = ps::sharded_counter<T>;
-            auto& c = !r.create ? obtain<C>(r.s, r.name_sv, r.meta, false)
-                                : obtain<C>(r.s, r.name_sv, r.meta, true, slots.value_or(C::default_slots()), strategy);
-            return wrap(g_types[k][t], &c, r.self, r.name, k, t);
-        } else {
-            using C = ps::live_gauge<T>;
-            auto& c = !r.create ? obtain<C>(r.s, r.name_sv, r.meta, false)
-                                : obtain<C>(r.s, r.name_sv, r.meta, true, slots.value_or(C::default_slots));
-            return wrap(g_types[k][t], &c, r.self, r.name, k, t);
+            if (k == k_sharded) return nullptr;  // refused by parse_vt
         }
+        if constexpr (std::is_integral_v<T>) {
+            if (k == k_sharded) {
+                using C = ps::sharded_counter<T>;
+                auto& c = !r.create ? obtain<C>(r.s, r.name_sv, r.meta, false)
+                                    : obtain<C>(r.s, r.name_sv, r.meta, true, slots.value_or(C::default_slots()), strategy);
+                return wrap(g_types[k][t], &c, r.self, r.name, k, t);
+            }
+        }
+        using C = ps::live_gauge<T>;
+        auto& c = !r.create ? obtain<C>(r.s, r.name_sv, r.meta, false)
+                            : obtain<C>(r.s, r.name_sv, r.meta, true, slots.value_or(C::default_slots), how);
+        if (r.create && c.aggregation() != how) {
+            throw ps::error(ps::errc::type_mismatch, r.s->seg->name(), r.name_sv,
+                            std::string("a live_gauge aggregated as ") + (ps::aggregation_name(c.aggregation()) ? ps::aggregation_name(c.aggregation()) : "?") +
+                                ", not " + ps::aggregation_name(how));
+        }
+        return wrap(g_types[k][t], &c, r.self, r.name, k, t);
     });
 }
 
@@ -2137,17 +2201,35 @@ PyObject* seg_sharded_counter(PyObject* self, PyObject* args, PyObject* kw) {
 }
 
 PyObject* seg_live_gauge(PyObject* self, PyObject* args, PyObject* kw) {
-    static const char* kwlist[] = {"name", "type", "slots", PS_META_KW, nullptr};
-    PyObject *name, *type = nullptr, *slots_obj = nullptr;
+    static const char* kwlist[] = {"name", "type", "slots", "aggregation", PS_META_KW, nullptr};
+    PyObject *name, *type = nullptr, *slots_obj = nullptr, *how_obj = nullptr;
     meta_args meta;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O$OOOOO", const_cast<char**>(kwlist), &name, &type, &slots_obj, &meta.help,
-                                     &meta.unit, &meta.kind, &meta.labels))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O$OOOOOO", const_cast<char**>(kwlist), &name, &type, &slots_obj, &how_obj,
+                                     &meta.help, &meta.unit, &meta.kind, &meta.labels))
         return nullptr;
     int t;
     std::optional<std::size_t> slots;
+    ps::gauge_aggregation how = ps::gauge_aggregation::livesum;
+    if (how_obj != nullptr && how_obj != Py_None) {
+        const char* h = PyUnicode_Check(how_obj) ? PyUnicode_AsUTF8(how_obj) : nullptr;
+        bool found = false;
+        for (unsigned i = 0; h != nullptr && i <= static_cast<unsigned>(ps::gauge_aggregation::max); ++i) {
+            if (std::string_view(h) == ps::aggregation_name(static_cast<ps::gauge_aggregation>(i))) {
+                how = static_cast<ps::gauge_aggregation>(i);
+                found = true;
+            }
+        }
+        if (!found) {
+            if (!PyErr_Occurred()) {
+                set_error(ps::errc::invalid_argument, {}, {},
+                          "aggregation is \"livesum\", \"liveall\", \"livemin\", \"livemax\", \"all\", \"min\" or \"max\"");
+            }
+            return nullptr;
+        }
+    }
     request r;
-    if (!parse_vt(type, t, true) || !parse_slots(slots_obj, slots) || !begin(r, self, name, &meta, true)) return nullptr;
-    return guarded([&] { return make_slotted(r, k_live_gauge, t, slots, ps::shard_strategy::owned_slot); });
+    if (!parse_vt(type, t, false) || !parse_slots(slots_obj, slots) || !begin(r, self, name, &meta, true)) return nullptr;
+    return guarded([&] { return make_slotted(r, k_live_gauge, t, slots, ps::shard_strategy::owned_slot, how); });
 }
 
 PyObject* seg_counter_array(PyObject* self, PyObject* args, PyObject* kw) {
@@ -2229,7 +2311,7 @@ PyObject* seg_find(PyObject* self, PyObject* args) {
         return nullptr;
     }
     int t = -1;
-    if (k != k_histogram && k != k_latch && k != k_barrier && !parse_vt(type, t, k == k_sharded || k == k_live_gauge)) return nullptr;
+    if (k != k_histogram && k != k_latch && k != k_barrier && !parse_vt(type, t, k == k_sharded)) return nullptr;
     request r;
     if (!begin(r, self, name, nullptr, false)) return nullptr;
     return guarded([&]() -> PyObject* {
@@ -2444,10 +2526,65 @@ bool make_errors(PyObject* m) {
     return true;
 }
 
+/// exposition(segments): the Prometheus text of these segments, as `procsafe
+/// export` writes it (the same code), and its warnings. Read through
+/// segment_view: read-only, validated, without the GIL.
+PyObject* mod_exposition(PyObject*, PyObject* arg) {
+    PyObject* seq = PySequence_Fast(arg, "procsafe: exposition(segments): segments is a sequence of segment names");
+    if (seq == nullptr) return nullptr;
+    std::vector<std::string> names;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+        PyObject* o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t len;
+        const char* s = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &len) : nullptr;
+        if (s == nullptr) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "procsafe: exposition(segments): a segment name is a str");
+            return nullptr;
+        }
+        names.emplace_back(s, static_cast<std::size_t>(len));
+    }
+    Py_DECREF(seq);
+    return guarded([&]() -> PyObject* {
+        std::string text;
+        std::vector<std::string> warnings;
+        std::exception_ptr failure;
+        Py_BEGIN_ALLOW_THREADS
+        try {
+            ps::prometheus_exposition e;
+            for (const auto& n : names) e.add(ps::segment_view::open(n));
+            text = e.str();
+            warnings = e.warnings();
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        Py_END_ALLOW_THREADS
+        if (failure) std::rethrow_exception(failure);
+        PyObject* w = PyList_New(static_cast<Py_ssize_t>(warnings.size()));
+        if (w == nullptr) return nullptr;
+        for (std::size_t i = 0; i < warnings.size(); ++i) {
+            PyObject* s = PyUnicode_DecodeUTF8(warnings[i].data(), static_cast<Py_ssize_t>(warnings[i].size()), "backslashreplace");
+            if (s == nullptr) {
+                Py_DECREF(w);
+                return nullptr;
+            }
+            PyList_SET_ITEM(w, static_cast<Py_ssize_t>(i), s);
+        }
+        return Py_BuildValue("(NN)", PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict"), w);
+    });
+}
+
+PyMethodDef module_methods[] = {
+    {"exposition", mod_exposition, METH_O,
+     PS_DOC("exposition(segments, /)",
+            "(text, warnings): the Prometheus text exposition of the named segments, as `procsafe export` writes it.")},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "procsafe._procsafe",
     "procsafe's C extension: segments and the objects in them, over the C++ headers. Use the package procsafe.", -1,
-    nullptr, nullptr, nullptr, nullptr, nullptr,
+    module_methods, nullptr, nullptr, nullptr, nullptr,
 };
 
 }  // namespace

@@ -1,0 +1,356 @@
+"""procsafe.prometheus: prometheus_client's Counter, Gauge, Histogram and
+Summary kept in a procsafe segment, read by ProcsafeCollector and by the C++
+`procsafe export`. Workers are forked processes driven through pipes (no
+sleeps); every total is exact."""
+import math
+import os
+import select
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+import procsafe  # noqa: E402
+import procsafe.prometheus as pp  # noqa: E402
+
+WAIT = 30.0  # the most any step waits for a worker (bounded waits, never a sleep)
+
+
+@pytest.fixture
+def prom(name):
+    info = pp.enable(name, 8 << 20)
+    yield info
+    pp.disable()
+
+
+class Worker:
+    """A forked process that runs fn(), says so, then waits for the parent's
+    word: exit normally, or be SIGKILLed where it stands."""
+
+    def __init__(self, fn):
+        up_r, up_w = os.pipe()
+        down_r, down_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 0
+            try:
+                os.close(up_r)
+                os.close(down_w)
+                fn()
+                os.write(up_w, b"k")
+                os.read(down_r, 1)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        os.close(up_w)
+        os.close(down_r)
+        self.up, self.down = up_r, down_w
+        ready, _, _ = select.select([self.up], [], [], WAIT)
+        assert ready and os.read(self.up, 1) == b"k", "worker %d did not finish its part" % self.pid
+
+    def exit(self):
+        os.write(self.down, b"x")
+        _, status = os.waitpid(self.pid, 0)
+        self._close()
+        assert os.waitstatus_to_exitcode(status) == 0
+
+    def kill(self):
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self._close()
+
+    def _close(self):
+        os.close(self.up)
+        os.close(self.down)
+
+
+def families(collector):
+    return {f.name: f for f in collector.collect()}
+
+
+def samples(collector):
+    """{(sample name, sorted labels): value} of every sample the collector gives."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in collector.collect() for s in f.samples}
+
+
+def test_counters_exact_across_processes_and_never_back_when_killed(prom):
+    reg = CollectorRegistry()
+    col = pp.ProcsafeCollector(reg)
+    requests = Counter("requests", "Requests served.", ["method"], registry=None)
+
+    def work(method, n):
+        def fn():
+            c = requests.labels(method)  # made in the worker: other processes find the same series
+            for _ in range(n):
+                c.inc()
+            requests.labels("POST").inc(0.5)
+        return fn
+
+    workers = [Worker(work("GET", 1000)) for _ in range(3)]
+    workers[0].kill()  # SIGKILLed after counting: what it counted stays
+    workers[1].exit()
+    got = samples(col)
+    assert got[("requests_total", (("method", "GET"),))] == 3000
+    assert got[("requests_total", (("method", "POST"),))] == 1.5
+    workers[2].kill()
+    assert samples(col)[("requests_total", (("method", "GET"),))] == 3000
+    text = generate_latest(reg).decode()
+    assert '# TYPE requests_total counter' in text and 'requests_total{method="GET"} 3000.0' in text
+    assert "segment=" not in text
+
+
+def test_histogram_and_summary_match_prometheus_client_own(prom):
+    observations = [0.003, 0.02, 0.02, 0.4, 1.0, 7.5, 12.0, -0.0]
+    lat = Histogram("latency_seconds", "Latency.", ["path"], buckets=(0.01, 0.1, 1.0, 10.0), registry=None)
+    size = Summary("size_bytes", "Size.", registry=None)
+
+    def fn():
+        for v in observations:
+            lat.labels("/").observe(v)
+            size.observe(v * 100)
+
+    for w in [Worker(fn), Worker(fn)]:
+        w.exit()
+    # the same observations, twice, on prometheus_client's own values in one process
+    pp_reg, own = CollectorRegistry(), CollectorRegistry()
+    pp.ProcsafeCollector(pp_reg)
+    saved = prometheus_client.values.ValueClass
+    prometheus_client.values.ValueClass = prometheus_client.values.MutexValue
+    try:
+        lat2 = Histogram("latency_seconds", "Latency.", ["path"], buckets=(0.01, 0.1, 1.0, 10.0), registry=own)
+        size2 = Summary("size_bytes", "Size.", registry=own)
+        for _ in range(2):
+            for v in observations:
+                lat2.labels("/").observe(v)
+                size2.observe(v * 100)
+    finally:
+        prometheus_client.values.ValueClass = saved
+
+    def series(reg):
+        out = {}
+        for f in text_string_to_metric_families(generate_latest(reg).decode()):
+            for s in f.samples:
+                if not s.name.endswith("_created"):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    mine, theirs = series(pp_reg), series(own)
+    bucket_inf = ("size_bytes_bucket", (("le", "+Inf"),))  # a Summary is a histogram without bounds here
+    assert mine.pop(bucket_inf) == 16
+    assert mine == theirs
+    assert mine[("latency_seconds_bucket", (("le", "1.0"), ("path", "/")))] == 12
+    assert mine[("latency_seconds_count", (("path", "/"),))] == 16
+    # what the application's own objects read back
+    assert lat.labels("/")._sum.get() == pytest.approx(2 * sum(observations))
+    assert size._count.get() == 16
+
+
+# What each mode should read after: the parent sets 1, workers A (2), B (5, killed), C (-3) set theirs.
+EXPECTED_MODES = {
+    "livesum": [((), 0.0 + 1 + 2 - 3)],
+    "sum": [((), 1 + 2 + 5 - 3)],
+    "livemin": [((), -3.0)],
+    "min": [((), -3.0)],
+    "livemax": [((), 2.0)],
+    "max": [((), 5.0)],
+}
+
+
+def test_every_gauge_mode_and_dead_processes(prom):
+    reg = CollectorRegistry()
+    col = pp.ProcsafeCollector(reg)
+    gauges = {m: Gauge("g_" + m, "Gauge " + m + ".", multiprocess_mode=m, registry=None) for m in pp.MODES}
+
+    def setter(v):
+        def fn():
+            for g in gauges.values():
+                g.set(v)
+        return fn
+
+    for g in gauges.values():
+        g.set(1)
+    a, b, c = Worker(setter(2)), Worker(setter(5)), Worker(setter(-3))
+    b.kill()  # no mark_process_dead: live* modes drop it by themselves
+    got = samples(col)
+    for mode, want in EXPECTED_MODES.items():
+        assert [(labels, got[("g_" + mode, labels)]) for labels, _ in want] == want, mode
+    pids = {os.getpid(): 1.0, a.pid: 2.0, b.pid: 5.0, c.pid: -3.0}
+    live = {p: v for p, v in pids.items() if p != b.pid}
+    assert {int(dict(k[1])["pid"]): v for k, v in got.items() if k[0] == "g_liveall"} == live
+    assert {int(dict(k[1])["pid"]): v for k, v in got.items() if k[0] == "g_all"} == pids
+    assert gauges["sum"]._value.get() == 1 and gauges["livesum"]._value.get() == 1  # this process's own
+    # A new process takes the dead one's slot: all, min and max forget it; sum keeps its last value.
+    d = Worker(setter(0))
+    got = samples(col)
+    assert {int(dict(k[1])["pid"]) for k in got if k[0] == "g_all"} == {os.getpid(), a.pid, c.pid, d.pid}
+    assert got[("g_max", ())] == 2 and got[("g_sum", ())] == 5 and got[("g_livesum", ())] == 0
+    for w in (a, c, d):
+        w.exit()
+    got = samples(col)
+    assert got[("g_livesum", ())] == 1 and got[("g_sum", ())] == 5  # exited: live modes drop them
+    assert {int(dict(k[1])["pid"]) for k in got if k[0] == "g_liveall"} == {os.getpid()}
+
+
+def test_gauge_inc_dec_and_track_inprogress_in_a_worker_killed_mid_request(prom):
+    col = pp.ProcsafeCollector()
+    inflight = Gauge("inflight", "Requests in flight.", multiprocess_mode="livesum", registry=None)
+
+    def fn():
+        inflight.inc()  # enters a request and is killed there
+        inflight.inc(2.5)
+        inflight.dec(2.5)
+
+    w = Worker(fn)
+    with inflight.track_inprogress():
+        assert samples(col)[("inflight", ())] == 2
+    assert samples(col)[("inflight", ())] == 1
+    w.kill()
+    assert samples(col)[("inflight", ())] == 0
+
+
+def test_remove_and_clear_start_the_series_again(prom):
+    col = pp.ProcsafeCollector()
+    c = Counter("jobs", "Jobs.", ["queue"], registry=None)
+    h = Histogram("job_seconds", "Job time.", ["queue"], buckets=(1.0,), registry=None)
+    g = Gauge("depth", "Depth.", ["queue"], multiprocess_mode="livemax", registry=None)
+    for q in ("a", "b"):
+        c.labels(q).inc(3)
+        h.labels(q).observe(0.5)
+        g.labels(q).set(7)
+    c.remove("a")
+    h.remove("a")
+    g.remove("a")
+    got = samples(col)
+    assert got[("jobs_total", (("queue", "a"),))] == 0 and got[("jobs_total", (("queue", "b"),))] == 3
+    assert got[("job_seconds_count", (("queue", "a"),))] == 0 and got[("job_seconds_count", (("queue", "b"),))] == 1
+    assert got[("depth", (("queue", "a"),))] == 0 and got[("depth", (("queue", "b"),))] == 7
+    c.labels("a").inc()
+    assert samples(col)[("jobs_total", (("queue", "a"),))] == 1
+    c.clear()
+    assert samples(col)[("jobs_total", (("queue", "b"),))] == 0
+    assert c._metrics == {}
+
+
+def test_bad_arguments_name_what_is_wrong(name):
+    with pytest.raises(procsafe.InvalidName, match="segment"):
+        pp.enable("no/slash")
+    with pytest.raises(procsafe.InvalidArgument, match="size"):
+        pp.enable(name, size=0)
+    with pytest.raises(procsafe.InvalidArgument, match="gauge_slots"):
+        pp.enable(name, gauge_slots=0)
+    with pytest.raises(ValueError, match="enable"):
+        pp.ProcsafeCollector()
+    pp.enable(name, 1 << 20)
+    try:
+        assert pp.enable(name).segment == name  # again: the same (a worker, the app's import)
+        with pytest.raises(ValueError, match="already enabled"):
+            pp.enable(name + "x")
+        with pytest.raises(procsafe.InvalidArgument, match="pid"):
+            Gauge("per_pid", "x", ["pid"], multiprocess_mode="liveall", registry=None).labels("1")
+        with pytest.raises(procsafe.InvalidArgument, match="label"):
+            Counter("c", "x", ["segment"], registry=None).labels("1")  # procsafe export's own label
+    finally:
+        pp.disable()
+
+
+def test_fresh_or_carried_on_says_which(name):
+    info = pp.enable(name, 1 << 20, fresh=False)
+    assert (info.fresh, info.carried_on) == (True, False)
+    Counter("restarts", "x", registry=None).inc(4)
+    pp.disable()  # fresh=False: the segment stays for the next start
+    try:
+        info = pp.enable(name, 1 << 20, fresh=False)
+        assert (info.fresh, info.carried_on) == (False, True)
+        c = Counter("restarts", "x", registry=None)
+        c.inc()
+        assert c._value.get() == 5
+        pp.disable()
+        info = pp.enable(name, 1 << 20, fresh=True)  # a fresh start removes what was there
+        assert (info.fresh, info.carried_on) == (True, False)
+        assert Counter("restarts", "x", registry=None)._value.get() == 0
+    finally:
+        pp.disable()
+        procsafe.Segment.remove(name)
+
+
+def test_memory_and_scrape_bounded_by_live_processes_not_lifetimes(prom):
+    """A worker lifetime: make the app's metrics, count, set gauges, exit
+    (every third SIGKILLed). After 10 lifetimes and after 150 more, the
+    segment has exactly as much free memory and the exposition as many lines."""
+    col = pp.ProcsafeCollector()
+    seg = procsafe.Segment.open(prom.segment)
+
+    def lifetime(i):
+        def fn():
+            c = Counter("req", "x", ["code"], registry=None)
+            c.labels("200").inc()
+            for m in pp.MODES:
+                Gauge("w_" + m, "x", multiprocess_mode=m, registry=None).set(i)
+            Histogram("lat", "x", registry=None).observe(0.1)
+        return fn
+
+    def run(n, start):
+        for i in range(start, start + n):
+            w = Worker(lifetime(i))
+            w.kill() if i % 3 == 0 else w.exit()
+
+    run(10, 0)
+    free, lines = seg.free_memory(), len(col.text().splitlines())
+    run(150, 10)
+    assert seg.free_memory() == free
+    assert len(col.text().splitlines()) == lines
+    assert samples(col)[("req_total", (("code", "200"),))] == 160
+    seg.close()
+
+
+def test_procsafe_export_prints_the_same_series_and_promtool_accepts_it(prom, tmp_path):
+    cli = os.environ.get("PROCSAFE_CLI")
+    if not cli:
+        pytest.skip("PROCSAFE_CLI not set (the procsafe command is built by tools/)")
+    c = Counter("http_requests", "Requests \"served\"\nby code.", ["code", "path"], registry=None)
+    c.labels("200", 'a"b\\c').inc(2)
+    h = Histogram("lat_seconds", "Latency.", buckets=(0.5, 2.5), registry=None)
+    h.observe(1)
+    Summary("sz", "Size.", registry=None).observe(3)
+    for m in pp.MODES:
+        Gauge("gm_" + m + "_now", "x", ["k"], multiprocess_mode=m, registry=None).labels("v").set(2.25)
+    out = subprocess.run([cli, "export", prom.segment], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    exported = {}
+    for f in text_string_to_metric_families(out.stdout):
+        for s in f.samples:
+            labels = dict(s.labels)
+            assert labels.pop("segment") == prom.segment
+            exported[(s.name, tuple(sorted(labels.items())))] = s.value
+    col = pp.ProcsafeCollector()
+    assert exported == samples(col)
+    assert exported[("http_requests_total", (("code", "200"), ("path", 'a"b\\c')))] == 2
+    assert exported[("gm_liveall_now", (("k", "v"), ("pid", str(os.getpid()))))] == 2.25
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian's prometheus)")
+    check = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True, timeout=WAIT)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_collector_reads_a_segment_written_by_another_process_only(name):
+    """A scraper that made no metric (gunicorn's master, a sidecar) reads them all."""
+    def fn():
+        pp.enable(name, 1 << 20, fresh=False)
+        Counter("side", "x", registry=None).inc(3)
+        Gauge("side_g", "x", multiprocess_mode="livesum", registry=None).set(math.pi)
+    w = Worker(fn)
+    try:
+        col = pp.ProcsafeCollector(segment=name)
+        got = samples(col)
+        assert got[("side_total", ())] == 3 and got[("side_g", ())] == math.pi
+    finally:
+        w.exit()
+        procsafe.Segment.remove(name)
