@@ -11,6 +11,9 @@
 #include <procsafe/procsafe.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <cstdio>
 #include <string>
@@ -334,4 +337,47 @@ TEST_CASE("prometheus: a per-pid gauge whose label set has pid, and an aggregati
     REQUIRE(text.warnings().size() == 2);
     CHECK(text.warnings()[0].find("pid label") != std::string::npos);
     CHECK(text.warnings()[1].find("unknown gauge aggregation 9") != std::string::npos);
+}
+
+TEST_CASE("prometheus: a pid in two slots of a per-pid gauge is one sample; histogram bounds rewritten by the segment's "
+          "owner are refused, never repeated or unordered le",
+          "[prometheus][live_gauge][hostile]") {
+    using G = procsafe::live_gauge<double>;
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    auto& g = seg.construct<G>("per_pid", std::size_t{4}, procsafe::gauge_aggregation::all);
+    g.set(1);  // this process: slot 0
+    // Slot 1 as the segment's owner (or a pid reused while its old slot was
+    // not yet taken over) can make it: the same owner word, another value;
+    // slot 2: the same pid with another start time (a dead process's slot).
+    auto* slots = reinterpret_cast<unsigned char*>(&g) + sizeof(G);
+    auto owner = [&](int i) { return reinterpret_cast<std::atomic<std::uint64_t>*>(slots + i * procsafe::cache_line); };
+    auto value = [&](int i) { return reinterpret_cast<double*>(slots + i * procsafe::cache_line + 16); };
+    std::memcpy(slots + procsafe::cache_line, slots, 16);
+    *value(1) = 5;
+    owner(2)->store(static_cast<std::uint64_t>(::getpid()) | (std::uint64_t{12345} << 32));
+    *value(2) = 9;
+    auto& h = seg.construct<procsafe::histogram>("lat", std::vector<double>{1, 2, 3});
+    h.observe(1.5);
+    auto& h2 = seg.construct<procsafe::histogram>("lat2", std::vector<double>{1, 2, 3});
+    const std::vector<std::vector<double>> forged = {{1, 1, 3}, {3, 2, 1}, {1, std::nan(""), 3}, {1, 2, HUGE_VAL}};
+    for (const auto& b : forged) {
+        std::memcpy(const_cast<double*>(reinterpret_cast<const double*>(&h2 + 1)), b.data(), 3 * sizeof(double));
+        prometheus_exposition text;
+        text.add(procsafe::segment_view::of(seg));
+        const std::string out = text.str();
+        INFO(out);
+        const std::string me = "pid=\"" + std::to_string(::getpid()) + "\"";
+        std::size_t samples = 0;
+        for (std::size_t at = out.find(me); at != std::string::npos; at = out.find(me, at + 1)) ++samples;
+        CHECK(samples == 1);
+        CHECK(has_line(out, "per_pid{segment=\"(anonymous)\"," + me + "} 1"));
+        CHECK(has_line(out, "lat_count{segment=\"(anonymous)\"} 1"));
+        CHECK(out.find("lat2_") == std::string::npos);
+        REQUIRE(text.warnings().size() == 1);
+        CHECK(text.warnings()[0].find("bucket bounds are not finite and strictly increasing") != std::string::npos);
+        std::string promtool;
+        const int rc = procsafe_test::promtool_check(out, promtool);
+        INFO(promtool);
+        if (rc >= 0) CHECK(rc == 0);
+    }
 }

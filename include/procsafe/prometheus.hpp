@@ -288,17 +288,31 @@ private:
             const bool is_min = how == gauge_aggregation::livemin || how == gauge_aggregation::min;
             const number* best = nullptr;
             char pid[16];
+            // One sample per pid: a pid met in two slots (a dead process's
+            // slot, and a new process that got the same pid and another
+            // slot; or slots forged by the segment's owner) keeps the live
+            // one, else the first, in pid order.
+            std::vector<const object_info::process_value*> chosen;
+            if (per_pid) {
+                for (const auto& p : o.processes)
+                    if (!live_only || p.alive) chosen.push_back(&p);
+                std::stable_sort(chosen.begin(), chosen.end(), [](const auto* a, const auto* b) {
+                    return a->pid != b->pid ? a->pid < b->pid : a->alive && !b->alive;
+                });
+                chosen.erase(std::unique(chosen.begin(), chosen.end(), [](const auto* a, const auto* b) { return a->pid == b->pid; }),
+                             chosen.end());
+            }
+            for (const auto* q : chosen) {
+                open({});
+                out += ",pid=\"";
+                out.append(pid, std::to_chars(pid, pid + sizeof pid, q->pid).ptr);
+                out += "\"} ";
+                append_number(out, q->value);
+                out += '\n';
+            }
             for (const auto& p : o.processes) {
-                if (live_only && !p.alive) continue;
-                if (per_pid) {
-                    open({});
-                    out += ",pid=\"";
-                    out.append(pid, std::to_chars(pid, pid + sizeof pid, p.pid).ptr);
-                    out += "\"} ";
-                    append_number(out, p.value);
-                    out += '\n';
-                } else if (best == nullptr || (is_min ? as_double(p.value) < as_double(*best)
-                                                      : as_double(p.value) > as_double(*best))) {
+                if (per_pid || (live_only && !p.alive)) continue;
+                if (best == nullptr || (is_min ? as_double(p.value) < as_double(*best) : as_double(p.value) > as_double(*best))) {
                     best = &p.value;
                 }
             }

@@ -509,7 +509,22 @@ private:
                 }
                 break;
             case object_kind::histogram:
-                if (const auto* hg = as<procsafe::histogram>(h, obj, room, o)) o.histogram = hg->read();
+                if (const auto* hg = as<procsafe::histogram>(h, obj, room, o)) {
+                    auto snap = hg->read();
+                    // The bounds are bytes of the segment, its owner's to rewrite:
+                    // checked again as construct() checked them (NaN, infinite,
+                    // repeated or falling bounds would make repeated or
+                    // unordered le series).
+                    for (std::size_t i = 0; i < snap.bounds.size(); ++i) {
+                        if (!std::isfinite(snap.bounds[i]) || (i > 0 && !(snap.bounds[i - 1] < snap.bounds[i]))) {
+                            o.status = object_status::corrupt;
+                            o.note = "its bucket bounds are not finite and strictly increasing (bound " + std::to_string(i) +
+                                     "): left out";
+                            return;
+                        }
+                    }
+                    o.histogram = std::move(snap);
+                }
                 break;
             case object_kind::live_gauge:
                 known = with_value_type(h.facts, [&](auto t) {
