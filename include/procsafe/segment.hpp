@@ -56,7 +56,7 @@ public:
     /// Puts the object in the exposition (true) or takes it out (false);
     /// returns whether it was exported before. A store only when the flag
     /// changes (a load otherwise: calling it on every use costs no write).
-    bool set(bool exported) noexcept {
+    bool set(bool exported) const noexcept {  // const: a handle, as std::atomic_ref
         const auto want = static_cast<std::uint8_t>(exported ? detail::export_shown : detail::export_hidden);
         const std::uint8_t was = flag_->load(std::memory_order_acquire);
         if (was == want) return was == detail::export_shown;
