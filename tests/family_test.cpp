@@ -174,3 +174,40 @@ TEST_CASE("family: processes that label the same new values at once get one obje
     CHECK(children_of(seg, "codes_total") == 1);
     CHECK(children_of(seg, "capped_total") == bound);  // 40 asked for, 25 made
 }
+
+TEST_CASE("family: remove() takes a child out of the exposition for every process; labels() in another process puts it "
+          "back; a reference held across remove() counts into the hidden series",
+          "[family][multiprocess]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    procsafe::family<counter> jobs(seg, "jobs", {"queue"}, metadata{.help = "Jobs."});
+    counter& held = jobs.labels({"a"});
+    held += 5;
+    jobs.labels({"b"}) += 1;
+    auto text = [&] {
+        prometheus_exposition t;
+        t.add(procsafe::segment_view::of(seg));
+        return t.str();
+    };
+    REQUIRE(has_line(text(), "jobs_total{segment=\"(anonymous)\",queue=\"a\"} 5"));
+    REQUIRE_FALSE(jobs.remove({"c"}));  // never made
+    REQUIRE(procsafe_test::join_children(procsafe_test::fork_children(1, [&](int) { return jobs.remove({"a"}) ? 0 : 1; })) == 1);
+    REQUIRE_FALSE(seg.exported("jobs{queue=\"a\"}"));
+    REQUIRE(count(text(), "queue=\"a\"") == 0);
+    REQUIRE(has_line(text(), "jobs_total{segment=\"(anonymous)\",queue=\"b\"} 1"));
+    const auto objects = procsafe::segment_view::of(seg).objects();
+    const auto a = std::find_if(objects.begin(), objects.end(), [](const auto& o) { return o.name == "jobs{queue=\"a\"}"; });
+    REQUIRE(a != objects.end());
+    REQUIRE_FALSE(a->exported);  // still read and listed
+    held += 2;  // counted in the hidden series
+    REQUIRE(count(text(), "queue=\"a\"") == 0);
+    REQUIRE(procsafe_test::join_children(procsafe_test::fork_children(1, [&](int) { return jobs.labels({"a"}).value() == 7 ? 0 : 1; })) == 1);
+    REQUIRE(seg.exported("jobs{queue=\"a\"}"));
+    REQUIRE(has_line(text(), "jobs_total{segment=\"(anonymous)\",queue=\"a\"} 7"));
+    const procsafe::export_switch sw = seg.export_switch_of("jobs{queue=\"b\"}");
+    REQUIRE(sw.set(false));
+    REQUIRE_FALSE(sw.set(false));
+    REQUIRE(count(text(), "# TYPE jobs_total counter") == 1);
+    REQUIRE(jobs.remove({"a"}));
+    REQUIRE(count(text(), "jobs") == 0);  // no family left to print
+    REQUIRE(catch_error([&] { seg.set_exported("nothing", false); }).code() == errc::object_not_found);
+}

@@ -864,3 +864,29 @@ TEST_CASE("race: a child forked while another thread holds the removal lock does
     REQUIRE(failure.empty());
     REQUIRE(removed);
 }
+
+TEST_CASE("race: family::remove() between a peer's labels() finding the child and showing it: the child is shown, "
+          "and what the peer counts is exported",
+          "[race][multiprocess][family]") {
+    arena r;
+    procsafe::family<procsafe::atomic_counter<std::int64_t>> jobs(r.seg, "jobs", {"queue"});
+    jobs.labels({"a"}) += 3;
+    const int found = r.board.arm("family.labels.found");
+    const pid_t a = fork_children(1, [&](int) {
+        r.board.use();
+        report(r.a_out, [&] { jobs.labels({"a"}) += 1; });
+        return 0;
+    })[0];
+    REQUIRE(r.board.wait_reached(found));  // A found the child, has not set its flag yet
+    REQUIRE(jobs.remove({"a"}));  // B removes it meanwhile
+    REQUIRE_FALSE(r.seg.exported("jobs{queue=\"a\"}"));
+    r.board.release(found);
+    REQUIRE(join_children({a}) == 1);
+    REQUIRE(r.a_out.code.load() == 0);
+    // A's labels() came last: shown, with every count (B's remove() hides, it does not reset).
+    REQUIRE(r.seg.exported("jobs{queue=\"a\"}"));
+    procsafe::prometheus_exposition t;
+    t.add(procsafe::segment_view::of(r.seg));
+    INFO(t.str());
+    REQUIRE(t.str().find("jobs_total{segment=\"(anonymous)\",queue=\"a\"} 4\n") != std::string::npos);
+}

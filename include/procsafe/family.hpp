@@ -4,6 +4,7 @@
 
 #include <procsafe/detail/layout.hpp>
 #include <procsafe/detail/names.hpp>
+#include <procsafe/detail/test_hook.hpp>
 #include <procsafe/error.hpp>
 #include <procsafe/metadata.hpp>
 #include <procsafe/segment.hpp>
@@ -31,6 +32,14 @@ namespace procsafe {
 /// children under one # HELP and # TYPE, and the Redis flusher gives each
 /// its own field. The family itself is nothing in the segment: a handle
 /// that any process makes with the same arguments.
+///
+/// remove() takes a child out of the exposition (Prometheus clients'
+/// remove(labels)); labels() in any process puts it back. Objects are never
+/// freed: a removed child is hidden (export_switch), not destroyed, and
+/// keeps its values (reset it before remove() for a series that should
+/// come back from zero) and its place among max_series. A reference to it
+/// held anywhere stays valid and keeps counting into the hidden series:
+/// what it counts after remove() is shown when labels() brings it back.
 ///
 /// Children are never destroyed, so a family is bounded: `max_series`
 /// children at most, counted under the segment's directory lock, and the
@@ -93,9 +102,13 @@ public:
     /// The child for these label values, one per label name: found, or
     /// constructed from `args` (C's constructor arguments: a histogram's
     /// bounds) if no process has yet. Two processes asking for the same new
-    /// values at once get the same object. Process-safe. Cost: the
-    /// directory lock and, for a new child, a walk of the segment's catalog:
-    /// keep the reference for a hot path.
+    /// values at once get the same object. A child that remove() took out of
+    /// the exposition is put back, with the values it holds (a labels()
+    /// racing a remove() in another process: whichever of the two sets the
+    /// flag last wins; nothing counted is lost either way). Process-safe.
+    /// Cost: the directory lock (twice: the child, then its export switch)
+    /// and, for a new child, a walk of the segment's catalog: keep the
+    /// reference for a hot path.
     /// Throws: invalid_argument (not one value per label name, a bad value,
     /// a series name over 200 bytes), out_of_range (the family has
     /// max_series children already), what find_or_construct throws.
@@ -118,7 +131,33 @@ public:
                         "the series " + detail::escape_bytes(child.substr(0, 64)) + "... is " +
                             std::to_string(child.size()) + " bytes: an object name has at most 200");
         }
-        return seg_->template place_child<C>(child, meta, max_series_, std::forward<Args>(args)...);
+        C& c = seg_->template place_child<C>(child, meta, max_series_, std::forward<Args>(args)...);
+        PROCSAFE_TEST_HOOK("family.labels.found");
+        seg_->set_exported(child, true);
+        return c;
+    }
+
+    /// Takes the child for these label values out of the exposition (see
+    /// the class comment); false when no process made it. Its values stay:
+    /// labels() brings it back with them. Process-safe.
+    /// Cost: the directory lock.
+    /// Throws: invalid_argument (not one value per label name), timed_out.
+    bool remove(std::initializer_list<std::string_view> values) { return remove(std::vector<std::string_view>(values)); }
+    bool remove(const std::vector<std::string_view>& values) {
+        if (values.size() != label_names_.size()) {
+            throw error(errc::invalid_argument, seg_->name(), name_,
+                        std::to_string(values.size()) + " label values for the " +
+                            std::to_string(label_names_.size()) + " label names (" + labels_ + ")");
+        }
+        const std::string child = detail::series_name(name_, label_names_, values);
+        if (child.size() > detail::max_name_length) return false;
+        try {
+            seg_->set_exported(child, false);
+        } catch (const error& e) {
+            if (e.code() != errc::object_not_found) throw;
+            return false;
+        }
+        return true;
     }
 
     const std::string& name() const noexcept { return name_; }

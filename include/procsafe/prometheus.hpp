@@ -33,7 +33,9 @@ namespace procsafe {
 /// (metadata, or "index"); a histogram gives _bucket{le=...} (cumulative,
 /// +Inf equal to _count), _sum and _count. Label values and help texts are
 /// escaped. No timestamps (node_exporter's textfile collector skips a whole
-/// file that has one). Objects not ready, user types and values that cannot
+/// file that has one). An object taken out of the exposition
+/// (segment::set_exported, family::remove) is left out without a warning.
+/// Objects not ready, user types and values that cannot
 /// be read are left out, and said so in warnings(); so is an object whose
 /// name maps onto a family of another type, or whose series names are
 /// another family's (a gauge lat_sum beside a histogram lat), or whose
@@ -166,6 +168,7 @@ private:
         };
         if (o.status == object_status::corrupt) return skip(o.note);
         if (o.status != object_status::ready) return skip("not constructed (yet): left out");
+        if (!o.exported) return;  // removed (segment::set_exported): left out, as the clients' remove() does
         if (o.metric == metric_type::automatic) {
             return skip(o.kind == detail::object_kind::user ? "a user type: left out"
                                                             : "not exported (metric_type::none): left out");

@@ -16,6 +16,7 @@
 #include <procsafe/error.hpp>
 #include <procsafe/metadata.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -32,6 +33,43 @@ enum class create_mode {
 
 template <class C>
 class family;
+
+/// Whether one object of a segment is in the exposition now (`procsafe
+/// export` / `serve`, prometheus_exposition, Python's ProcsafeCollector):
+/// a flag in the object's header in shared memory, so every process and
+/// every reader sees it. What segment::export_switch returns; Prometheus
+/// clients' remove() of a label set, for an object that is never freed.
+///
+/// A hidden object is only left out of the exposition: it keeps its name,
+/// its exported names (no other object can take them: showing it again
+/// never clashes), its values, and its place in segment_view::objects()
+/// (object_info::exported false) and `procsafe show`; every operation on
+/// it works as before. Writers are not slowed: the flag lives in the
+/// object's header, not on the object's lines.
+///
+/// Copyable; valid while the segment is mapped by this process. Lock-free.
+class export_switch {
+public:
+    export_switch() = default;
+    /// True unless the object was taken out of the exposition.
+    bool exported() const noexcept { return flag_->load(std::memory_order_acquire) == detail::export_shown; }
+    /// Puts the object in the exposition (true) or takes it out (false);
+    /// returns whether it was exported before. A store only when the flag
+    /// changes (a load otherwise: calling it on every use costs no write).
+    bool set(bool exported) const noexcept {  // const: a handle, as std::atomic_ref
+        const auto want = static_cast<std::uint8_t>(exported ? detail::export_shown : detail::export_hidden);
+        const std::uint8_t was = flag_->load(std::memory_order_acquire);
+        if (was == want) return was == detail::export_shown;
+        return flag_->exchange(want, std::memory_order_acq_rel) == detail::export_shown;
+    }
+    /// False for a default-constructed switch (no object).
+    explicit operator bool() const noexcept { return flag_ != nullptr; }
+
+private:
+    explicit export_switch(std::atomic<std::uint8_t>* flag) noexcept : flag_(flag) {}
+    std::atomic<std::uint8_t>* flag_ = nullptr;
+    friend class segment;
+};
 
 /// A mapping of shared memory that holds named procsafe objects.
 ///
@@ -178,6 +216,22 @@ public:
     /// True when an object of that name exists (of any type).
     /// Cost: takes the directory lock.
     bool contains(std::string_view name);
+
+    /// The export_switch of the object `name` (of any type, constructed by
+    /// any process, or still being constructed): whether the exposition
+    /// shows it. Cost: takes the directory lock; the switch itself is
+    /// lock-free (keep it for a hot path).
+    /// Throws: object_not_found, invalid_name, incompatible_layout (not a
+    /// procsafe object's block), timed_out (the directory lock).
+    export_switch export_switch_of(std::string_view name);
+    /// export_switch_of(name).set(exported): takes the object out of the
+    /// exposition (false) or puts it back (true); returns whether it was
+    /// exported before. Objects are never freed: this is how a series is
+    /// removed (family::remove) and comes back (family::labels).
+    /// Throws: as export_switch_of.
+    bool set_exported(std::string_view name, bool exported) { return export_switch_of(name).set(exported); }
+    /// export_switch_of(name).exported().  Throws: as export_switch_of.
+    bool exported(std::string_view name) { return export_switch_of(name).exported(); }
 
     /// The segment's name; empty for an anonymous one.
     const std::string& name() const noexcept { return name_; }
@@ -347,6 +401,21 @@ PROCSAFE_DECL bool segment::contains(std::string_view name) {
     detail::check_object_name(dir_.name(), name);
     const std::string key(name);
     return dir_.locked([&] { return dir_.buffer().find<unsigned char>(key.c_str()).first != nullptr; });
+}
+
+PROCSAFE_DECL export_switch segment::export_switch_of(std::string_view name) {
+    detail::check_object_name(dir_.name(), name);
+    const std::string key(name);
+    auto* flag = dir_.locked([&]() -> std::atomic<std::uint8_t>* {
+        const auto [block, length] = dir_.buffer().find<unsigned char>(key.c_str());
+        if (block == nullptr) throw error(errc::object_not_found, dir_.name(), name, "no such object");
+        const detail::object_header* h = detail::header_of(block);
+        if (length < sizeof(detail::object_header) || h->magic != detail::object_magic || h->layout != detail::layout_version) {
+            throw error(errc::incompatible_layout, dir_.name(), name, "not a procsafe object of this layout");
+        }
+        return &detail::header_of(block)->hidden;
+    });
+    return export_switch(flag);
 }
 
 PROCSAFE_DECL std::size_t segment::free_memory() { return dir_.free_memory(); }

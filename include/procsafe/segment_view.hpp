@@ -109,6 +109,11 @@ struct object_info {
     std::string help, unit, label;
     std::vector<std::string> label_values;
     metric_type metric = metric_type::automatic;  ///< resolved: counter, gauge, histogram; automatic for a user type
+    /// False when the object was taken out of the exposition
+    /// (segment::set_exported, family::remove, Python prometheus_client's
+    /// remove() and clear()): its values are still read; prometheus_exposition
+    /// leaves it out.
+    bool exported = true;
     /// A counter: its value; an array: one per element; a latch: the count
     /// left; a barrier: the phase; a live_gauge: the live processes' sum.
     /// Empty when not ready, or when the values cannot be read (see note).
@@ -382,6 +387,12 @@ private:
             return o;
         }
         if (state != detail::state_ready) corrupt(o.name, "an unknown object state " + std::to_string(state));
+        // Changed at any time (segment::set_exported): read once, atomically.
+        const std::uint8_t hidden = reinterpret_cast<const detail::object_header*>(b)->hidden.load(std::memory_order_acquire);
+        if (hidden != detail::export_shown && hidden != detail::export_hidden) {
+            corrupt(o.name, "an unknown export state " + std::to_string(hidden));
+        }
+        o.exported = hidden == detail::export_shown;
         if (with_values) read_values(o, h, b + h.object_offset, h.block_size - h.object_offset);
         return o;
     }

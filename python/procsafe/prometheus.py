@@ -359,10 +359,27 @@ def disable():
         seg.close()
 
 
+def _object_of(child):
+    """The procsafe object a child of a metric keeps its values in, or None."""
+    for attr in ("_value", "_sum", "_count"):
+        v = getattr(child, attr, None)
+        if v is None:
+            continue
+        o = getattr(v, "obj", None)
+        if o is None:
+            o = getattr(v, "hist", None)
+        if o is not None:
+            return o
+    return None
+
+
 def reset_removed(metric, labelvalues=None):
-    """Resets the series that metric.remove(*labelvalues) (or clear(), with
-    labelvalues None) drops, in the segment: counters, histograms and
-    summaries to zero, a gauge's value of this process to zero. remove() and
+    """Removes the series that metric.remove(*labelvalues) (or clear(), with
+    labelvalues None) drops, in the segment: resets it (counters,
+    histograms and summaries to zero, a gauge's value of this process to
+    zero), then takes it out of the exposition of every reader
+    (ProcsafeCollector, `procsafe export`), for every process. The next
+    labels() with these values, in any process, puts it back. remove() and
     clear() call it (enable() wraps them)."""
     with metric._lock:
         children = [metric._metrics[tuple(str(v) for v in labelvalues)]] if labelvalues is not None else list(metric._metrics.values())
@@ -371,6 +388,12 @@ def reset_removed(metric, labelvalues=None):
             v = getattr(child, attr, None)
             if v is not None and hasattr(v, "_reset"):
                 v._reset()
+        # Reset first, hidden second: what another worker counts in between
+        # goes to the hidden series (shown again by the next labels()), never
+        # to a visible series that the reset then zeroes.
+        o = _object_of(child)
+        if o is not None:
+            o.set_exported(False)
 
 
 def _wrap_remove_and_clear():
@@ -378,7 +401,15 @@ def _wrap_remove_and_clear():
 
     if getattr(MetricWrapperBase, "_procsafe_wrapped", False):
         return
-    remove, clear = MetricWrapperBase.remove, MetricWrapperBase.clear
+    labels, remove, clear = MetricWrapperBase.labels, MetricWrapperBase.remove, MetricWrapperBase.clear
+
+    def procsafe_labels(self, *labelvalues, **labelkwargs):
+        child = labels(self, *labelvalues, **labelkwargs)
+        if _store is not None:
+            o = _object_of(child)
+            if o is not None:
+                o.set_exported(True)  # a load when it is shown; a store when another worker removed it
+        return child
 
     def procsafe_remove(self, *labelvalues):
         if _store is not None and self._labelnames and len(labelvalues) == len(self._labelnames):
@@ -392,6 +423,8 @@ def _wrap_remove_and_clear():
             reset_removed(self)
         return clear(self)
 
+    procsafe_labels.__doc__ = labels.__doc__
+    MetricWrapperBase.labels = procsafe_labels
     MetricWrapperBase.remove, MetricWrapperBase.clear = procsafe_remove, procsafe_clear
     MetricWrapperBase._procsafe_wrapped = True
 

@@ -415,6 +415,7 @@ struct Handle {
     Py_ssize_t index;  // an array element's index; -1 otherwise
     int kind;
     int type;  // vt, or -1
+    ps::export_switch flag;  // looked up at the first exported() / set_exported()
 };
 
 PyTypeObject* g_segment_type = nullptr;
@@ -437,6 +438,7 @@ Handle* new_handle(PyTypeObject* tp, void* ptr, PyObject* owner, PyObject* name,
     h->index = index;
     h->kind = k;
     h->type = t;
+    new (&h->flag) ps::export_switch();
     return h;
 }
 
@@ -505,6 +507,40 @@ PyObject* handle_get_type(PyObject* self, void*) {
     const int t = reinterpret_cast<Handle*>(self)->type;
     if (t < 0) Py_RETURN_NONE;
     return PyUnicode_FromString(vt_names[t]);
+}
+
+/// The object's export switch, looked up once (the directory lock), then lock-free.
+ps::export_switch* handle_switch(PyObject* self) {
+    auto* h = reinterpret_cast<Handle*>(self);
+    if (h->index >= 0) {
+        PyErr_SetString(PyExc_TypeError, "procsafe: an array element is exported with its array: use the array's");
+        return nullptr;
+    }
+    if (!h->flag) {
+        SegmentObj* s = segment_of(h);
+        Py_ssize_t len;
+        const char* n = PyUnicode_AsUTF8AndSize(h->name, &len);
+        if (n == nullptr) return nullptr;
+        PyObject* r = guarded([&] {
+            h->flag = s->seg->export_switch_of(std::string_view(n, len));
+            Py_RETURN_NONE;
+        });
+        if (r == nullptr) return nullptr;
+        Py_DECREF(r);
+    }
+    return &h->flag;
+}
+PyObject* handle_exported(PyObject* self, PyObject*) {
+    ps::export_switch* f = handle_switch(self);
+    if (f == nullptr) return nullptr;
+    return PyBool_FromLong(f->exported());
+}
+PyObject* handle_set_exported(PyObject* self, PyObject* arg) {
+    const int want = PyObject_IsTrue(arg);
+    if (want < 0) return nullptr;
+    ps::export_switch* f = handle_switch(self);
+    if (f == nullptr) return nullptr;
+    return PyBool_FromLong(f->set(want != 0));
 }
 
 PyGetSetDef handle_getset[] = {
@@ -1633,6 +1669,13 @@ PyObject* g_bases = nullptr;                    // dict: public base classes by 
 PyObject* make_base(const char* name, const char* doc) {
     static PyMethodDef reduce_methods[] = {
         {"__reduce__", handle_reduce, METH_NOARGS, "Pickles as a reference to the segment and the object."},
+        {"exported", handle_exported, METH_NOARGS,
+         PS_DOC("exported($self, /)", "True unless the object was taken out of the exposition (set_exported(False)).")},
+        {"set_exported", handle_set_exported, METH_O,
+         PS_DOC("set_exported($self, exported, /)",
+                "Takes the object out of procsafe's Prometheus exposition (False: `procsafe export`, ProcsafeCollector), or\n"
+                "puts it back (True), for every process; returns whether it was exported before. The object, its\n"
+                "values and its name stay (segment objects are never freed). Lock-free after the first call.")},
         {nullptr, nullptr, 0, nullptr},
     };
     PyTypeObject* t = make_type(std::string("procsafe.") + name, nullptr, reduce_methods, handle_getset, doc);

@@ -215,27 +215,101 @@ def test_gauge_inc_dec_and_track_inprogress_in_a_worker_killed_mid_request(prom)
     assert samples(col)[("inflight", ())] == 0
 
 
-def test_remove_and_clear_start_the_series_again(prom):
+def export_samples(segment):
+    """samples(), from `procsafe export` (the C++ reader) without its segment label; None without PROCSAFE_CLI."""
+    cli = os.environ.get("PROCSAFE_CLI")
+    if not cli:
+        return None
+    out = subprocess.run([cli, "export", segment], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    got = {}
+    for f in text_string_to_metric_families(out.stdout):
+        for s in f.samples:
+            labels = dict(s.labels)
+            labels.pop("segment")
+            got[(s.name, tuple(sorted(labels.items())))] = s.value
+    return got
+
+
+def both_readers(col, segment):
+    """What ProcsafeCollector reads, checked equal to what `procsafe export` prints."""
+    got = samples(col)
+    exported = export_samples(segment)
+    if exported is not None:
+        assert exported == got
+    return got
+
+
+def series_of(got, label):
+    return {k for k in got if (("queue", label) in k[1])}
+
+
+def test_remove_and_clear_drop_the_series_from_both_readers_and_labels_brings_it_back_from_zero(prom):
     col = pp.ProcsafeCollector()
     c = Counter("jobs", "Jobs.", ["queue"], registry=None)
     h = Histogram("job_seconds", "Job time.", ["queue"], buckets=(1.0,), registry=None)
+    s = Summary("job_bytes", "Job size.", ["queue"], registry=None)
     g = Gauge("depth", "Depth.", ["queue"], multiprocess_mode="livemax", registry=None)
+    gs = Gauge("depth_sum", "Depth.", ["queue"], multiprocess_mode="sum", registry=None)
+    metrics = (c, h, s, g, gs)
     for q in ("a", "b"):
         c.labels(q).inc(3)
         h.labels(q).observe(0.5)
+        s.labels(q).observe(5)
         g.labels(q).set(7)
-    c.remove("a")
-    h.remove("a")
-    g.remove("a")
-    got = samples(col)
-    assert got[("jobs_total", (("queue", "a"),))] == 0 and got[("jobs_total", (("queue", "b"),))] == 3
-    assert got[("job_seconds_count", (("queue", "a"),))] == 0 and got[("job_seconds_count", (("queue", "b"),))] == 1
-    assert got[("depth", (("queue", "a"),))] == 0 and got[("depth", (("queue", "b"),))] == 7
+        gs.labels(q).set(4)
+    got = both_readers(col, prom.segment)
+    for k in ("jobs_total", "job_seconds_count", "job_bytes_count", "depth", "depth_sum"):
+        assert (k, (("queue", "a"),)) in got
+    for m in metrics:
+        m.remove("a")
+    got = both_readers(col, prom.segment)
+    assert series_of(got, "a") == set()  # gone from both readers, as prometheus_client's own remove()
+    assert got[("jobs_total", (("queue", "b"),))] == 3 and got[("job_seconds_count", (("queue", "b"),))] == 1
+    assert got[("depth", (("queue", "b"),))] == 7 and got[("job_bytes_sum", (("queue", "b"),))] == 5
+    assert "queue=\"a\"" not in generate_latest(_registry(col)).decode()
+    c.labels("a")  # labels() again: back, from zero
+    h.labels("a")
+    got = both_readers(col, prom.segment)
+    assert got[("jobs_total", (("queue", "a"),))] == 0 and got[("job_seconds_count", (("queue", "a"),))] == 0
+    assert got[("job_seconds_sum", (("queue", "a"),))] == 0
+    assert ("depth", (("queue", "a"),)) not in got  # only what labels() was called for
     c.labels("a").inc()
-    assert samples(col)[("jobs_total", (("queue", "a"),))] == 1
-    c.clear()
-    assert samples(col)[("jobs_total", (("queue", "b"),))] == 0
+    assert both_readers(col, prom.segment)[("jobs_total", (("queue", "a"),))] == 1
+    for m in metrics:
+        m.clear()
+    got = both_readers(col, prom.segment)
+    assert series_of(got, "a") == set() and series_of(got, "b") == set()
     assert c._metrics == {}
+    gs.labels("b").set(1)
+    s.labels("b")
+    got = both_readers(col, prom.segment)
+    assert got[("depth_sum", (("queue", "b"),))] == 1 and got[("job_bytes_count", (("queue", "b"),))] == 0
+
+
+def _registry(col):
+    reg = CollectorRegistry()
+    reg.register(col)
+    return reg
+
+
+def test_remove_in_one_worker_hides_the_series_from_every_process_and_labels_in_another_brings_it_back(prom):
+    col = pp.ProcsafeCollector()
+    c = Counter("tasks", "Tasks.", ["queue"], registry=None)
+    held = c.labels("a")  # this process's child, kept across the other worker's remove()
+    held.inc(5)
+    Worker(lambda: c.labels("a").inc(2)).exit()
+    assert both_readers(col, prom.segment)[("tasks_total", (("queue", "a"),))] == 7
+    Worker(lambda: c.remove("a")).exit()  # another process removes it: reset, then hidden for everyone
+    assert series_of(both_readers(col, prom.segment), "a") == set()
+    held.inc(1)  # through a child held across the remove(): counted in the hidden series
+    assert series_of(both_readers(col, prom.segment), "a") == set()
+    Worker(lambda: c.labels("a")).exit()  # labels() in a third process: back, with what the held child counted
+    assert both_readers(col, prom.segment)[("tasks_total", (("queue", "a"),))] == 1
+    Worker(lambda: c.remove("a")).exit()
+    assert series_of(both_readers(col, prom.segment), "a") == set()
+    c.labels("a").inc(4)  # this process's cached child: labels() shows it again
+    assert both_readers(col, prom.segment)[("tasks_total", (("queue", "a"),))] == 4
 
 
 def test_bad_arguments_name_what_is_wrong(name):

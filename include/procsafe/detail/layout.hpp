@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <string>
@@ -161,8 +162,12 @@ enum object_state : std::uint32_t { state_empty = 0, state_constructing = 1, sta
 /// constructor returned. A peer that finds the block type-checks `facts` at
 /// once and waits for ready, looking the name up again under the lock each
 /// time (a constructor that throws frees the block and removes the name).
-/// Everything but `state` is written once, before the block is published
-/// in the segment's catalog, so readers outside the lock copy it safely.
+/// Everything but `state` and `hidden` is written once, before the block is
+/// published in the segment's catalog, so readers outside the lock copy it
+/// safely. `hidden` (0: exported, 1: left out of the exposition) is changed
+/// at any time by segment::set_exported (and family::remove / labels), with
+/// an atomic store; it was a zero reserved byte before, so a segment made
+/// before it existed reads as "every object exported".
 ///
 /// The strings after the header, in this order, `meta_bytes` in all: the
 /// object's name (name_length), help (help_length), unit (unit_length),
@@ -184,9 +189,14 @@ struct object_header {
     std::uint32_t label_values;
     std::uint32_t constructor_pidns;  // the PID namespace constructor_pid belongs to (0: unknown)
     std::uint8_t metric;              // metric_type
-    std::uint8_t reserved[7];
+    std::atomic<std::uint8_t> hidden;  // 0: exported; 1: taken out of the exposition (segment::set_exported)
+    std::uint8_t reserved[6];
 };
 static_assert(sizeof(object_header) == 88, "the object header is part of the shared layout");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint8_t>::is_always_lock_free && sizeof(std::atomic<std::uint8_t>) == 1);
+static_assert(offsetof(object_header, hidden) == 81, "the object header is part of the shared layout");
+
+enum object_export : std::uint8_t { export_shown = 0, export_hidden = 1 };
 
 }  // namespace procsafe::detail
