@@ -207,6 +207,32 @@ TEST_CASE("race: a peer saw the object constructing, and its constructor then fi
     REQUIRE(r.b_out.value.load() == 5);
 }
 
+TEST_CASE("race: a process killed while the storage of the object it claimed is zeroed: that name alone is "
+          "owner_died, the directory still takes new objects",
+          "[race][crash][multiprocess]") {
+    arena r;
+    // A live_gauge of 4,096 slots: half a MiB to zero, the longest such window.
+    const int held = r.board.arm("object.zeroing");
+    const pid_t a = fork_children(1, [&](int) {
+        r.board.use();
+        r.seg.construct<procsafe::live_gauge<long>>("big", std::size_t{4096});
+        return 0;
+    })[0];
+    REQUIRE(r.board.wait_reached(held));
+    ::kill(a, SIGKILL);
+    REQUIRE(join_children({a}) == 0);
+    // A held the directory lock: recovered, and the directory is not poisoned.
+    CHECK(r.seg.construct<procsafe::atomic_counter<long>>("after", 5).value() == 5);
+    CHECK(r.seg.find_or_construct<procsafe::live_gauge<long>>("big2", std::size_t{128}).value() == 0);
+    int code = -1;
+    try {
+        (void)r.seg.find<procsafe::live_gauge<long>>("big");
+    } catch (const procsafe::error& e) {
+        code = static_cast<int>(e.code_value());
+    }
+    CHECK(code == static_cast<int>(errc::owner_died));
+}
+
 namespace {
 struct maybe_throws {
     explicit maybe_throws(bool fail) {

@@ -33,6 +33,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <new>
 #include <string>
 #include <string_view>
@@ -399,6 +400,15 @@ PROCSAFE_DECL void check_exported_names(directory& dir, std::string_view name, c
 
 #endif  // PROCSAFE_OUT_OF_LINE
 
+/// A byte that Boost's construct leaves as it was (a user-provided
+/// constructor that writes nothing): the block is zeroed by procsafe, its
+/// header inside the directory's dirty window, the rest after it.
+struct raw_byte {
+    unsigned char value;
+    raw_byte() noexcept {}  // NOLINT: deliberately leaves value as it was
+};
+static_assert(sizeof(raw_byte) == 1 && alignof(raw_byte) == 1);
+
 /// What the directory said about a name, copied under its lock (only there
 /// is the block sure not to be freed by a constructor that threw).
 struct located {
@@ -439,33 +449,48 @@ inline located locate(directory& dir, std::string_view name, lookup how, const o
         check_exported_names(dir, name, meta, type.facts, max_series);
         const object_strings strings{name, meta};
         const std::size_t bytes = block_size(type, strings.bytes()) + extra;
-        directory::change change(dir);
-        catalog_writer catalog(dir.header(), dir);
-        catalog.reserve();
-        try {
-            at.block = dir.buffer().construct<unsigned char>(key.c_str())[bytes](0);
-        } catch (const boost::interprocess::interprocess_exception& e) {
-            if (e.get_error_code() == boost::interprocess::already_exists_error) {
-                throw error(errc::object_exists, dir.name(), name, "an object of that name exists");
+        const std::size_t head = sizeof(object_header) + strings.bytes();
+        {
+            // The dirty window: a process killed inside poisons the
+            // directory (no one can tell what Boost's index was left as).
+            // Kept to Boost's own bookkeeping and this block's header: the
+            // block's storage is zeroed after it, below.
+            directory::change change(dir);
+            catalog_writer catalog(dir.header(), dir);
+            catalog.reserve();
+            try {
+                at.block = reinterpret_cast<unsigned char*>(dir.buffer().construct<raw_byte>(key.c_str())[bytes]());
+            } catch (const boost::interprocess::interprocess_exception& e) {
+                if (e.get_error_code() == boost::interprocess::already_exists_error) {
+                    throw error(errc::object_exists, dir.name(), name, "an object of that name exists");
+                }
+                throw error(errc::out_of_space, dir.name(), name,
+                            "the segment has no room for " + std::to_string(bytes) + " more bytes (" +
+                                std::to_string(dir.buffer().get_free_memory()) + " free)");
             }
-            throw error(errc::out_of_space, dir.name(), name,
-                        "the segment has no room for " + std::to_string(bytes) + " more bytes (" +
-                            std::to_string(dir.buffer().get_free_memory()) + " free)");
+            std::memset(at.block, 0, head);
+            at.length = bytes;
+            at.mine = true;
+            object_header* h = header_of(at.block);
+            h->magic = object_magic;
+            h->layout = layout_version;
+            h->constructor_pid = current_pid();
+            h->constructor_pidns = pid_namespace();
+            h->facts = type.facts;
+            h->meta_bytes = static_cast<std::uint32_t>(strings.bytes());
+            h->object_offset = static_cast<std::uint32_t>(object_offset(at.block, h->meta_bytes, type.align));
+            h->block_size = bytes;
+            strings.write(*h);
+            h->state.store(state_constructing, std::memory_order_release);
+            catalog.append(at.block);  // readers see it from here on, constructing
         }
-        at.length = bytes;
-        at.mine = true;
-        object_header* h = header_of(at.block);
-        h->magic = object_magic;
-        h->layout = layout_version;
-        h->constructor_pid = current_pid();
-        h->constructor_pidns = pid_namespace();
-        h->facts = type.facts;
-        h->meta_bytes = static_cast<std::uint32_t>(strings.bytes());
-        h->object_offset = static_cast<std::uint32_t>(object_offset(at.block, h->meta_bytes, type.align));
-        h->block_size = bytes;
-        strings.write(*h);
-        h->state.store(state_constructing, std::memory_order_release);
-        catalog.append(at.block);  // readers see it from here on, constructing
+        // Outside the dirty window, still under the lock: the storage after
+        // the header zeroed (a large object's, a live_gauge of 4,096 slots,
+        // is half a MiB). A process killed here leaves this one object
+        // "constructing" by a dead process (owner_died for its name alone);
+        // the directory stays usable.
+        PROCSAFE_TEST_HOOK("object.zeroing");
+        std::memset(at.block + head, 0, bytes - head);
         return at;
     }, deadline);
 }
