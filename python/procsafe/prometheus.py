@@ -279,11 +279,16 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     before any metric is made: in gunicorn's config file (the master runs it
     before forking the workers) or the application's first import.
 
-    fresh=True: the segment is made anew (one left by an earlier run is
-    removed first) and removed when the process that made it exits; a
-    restarted server starts from zero. fresh=False: an existing segment is
-    carried on (counters go on from their values), or made if there is none;
-    it stays after exit, so that the next start carries on. The result says
+    fresh=True: the segment is made anew and removed when the process that
+    made it exits; a restarted server starts from zero. One left by an
+    earlier run whose creator is gone is replaced; one whose creator still
+    runs (another server, an old gunicorn master during a USR2 re-exec) is
+    never touched: SegmentExists naming the segment and the creator's pid.
+    fresh=False: an existing segment is carried on (counters go on from
+    their values), or made if there is none; it stays after exit, so that
+    the next start carries on. (Carrying on a fresh=True server's segment:
+    when that server exits it removes the segment's name, and what this
+    process counts from then on is seen by no reader.) The result says
     which (Enabled.fresh, Enabled.carried_on), and so does the log
     (logger "procsafe.prometheus", INFO).
 
@@ -297,7 +302,7 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     the app's import after gunicorn's config) returns the first call's result;
     with another segment it raises ValueError.
     Raises: InvalidName (segment), InvalidArgument (size, gauge_slots),
-    SegmentExists (fresh=True while another process made it meanwhile),
+    SegmentExists (fresh=True while the segment's creator still runs),
     PermissionDenied, OutOfSpace.
     """
     global _store
@@ -315,10 +320,10 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
         if not isinstance(gauge_slots, int) or isinstance(gauge_slots, bool) or not 1 <= gauge_slots <= 4096:
             raise InvalidArgument("procsafe.prometheus.enable: gauge_slots must be an int from 1 to 4096, not %r" % (gauge_slots,))
         if fresh:
-            removed = Segment.remove(segment)
-            seg = Segment.create(segment, size, mode)
+            seg, replaced = _create_fresh(segment, size, mode)
             info = Enabled(segment, True, False, seg.size)
-            _log.info("procsafe.prometheus: segment %s made fresh%s", segment, " (an earlier one removed)" if removed else "")
+            _log.info("procsafe.prometheus: segment %s made fresh%s", segment,
+                      " (one left by a process that is gone replaced)" if replaced else "")
             atexit.register(_close_if_mine, seg, os.getpid())
         else:
             seg = Segment.open_or_create(segment, size, mode)
@@ -330,6 +335,31 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
         _store = _Store(seg, info, gauge_slots)
         _values.ValueClass = _store.value
         return info
+
+
+def _create_fresh(segment, size, mode):
+    """A new segment, replacing one whose creator is gone (C++
+    create_mode::replace_orphan); never one whose creator still runs, unless
+    that creator is this very process (an earlier enable(), disable()d)."""
+    existed = _procsafe_exists(segment)
+    try:
+        return Segment.create(segment, size, mode, replace_orphan=True), existed
+    except _procsafe.SegmentExists as e:
+        try:
+            info = Segment.info(segment)
+        except Error:
+            info = None
+        if info is not None and info["creator_pid"] == os.getpid() and info["creator_alive"]:
+            Segment.remove(segment)  # this process's own, from an earlier enable(): a fresh start
+            return Segment.create(segment, size, mode), True
+        raise _procsafe.SegmentExists(
+            "procsafe.prometheus.enable(%r, fresh=True): %s. A running server's segment is never replaced (its counts "
+            "would vanish): stop that process first, or pass fresh=False to share its segment (values carried on, "
+            "not removed at exit)" % (segment, e)) from None
+
+
+def _procsafe_exists(segment):
+    return os.path.exists(os.path.join("/dev/shm", segment))
 
 
 def _close_if_mine(seg, pid):

@@ -428,3 +428,33 @@ def test_collector_reads_a_segment_written_by_another_process_only(name):
     finally:
         w.exit()
         procsafe.Segment.remove(name)
+
+
+def test_fresh_refuses_a_segment_whose_creator_still_runs_and_replaces_an_orphan(name):
+    """enable(fresh=True) never removes a running server's segment (a gunicorn
+    USR2 re-exec, a second server given the same name): it raises
+    SegmentExists naming the creator's pid; once that creator is gone, the
+    segment left behind is replaced."""
+    def server():
+        pp.enable(name, 1 << 20)  # fresh=True, in a process of its own (the running server)
+        Counter("served", "x", registry=None).inc(5)
+
+    w = Worker(server)
+    try:
+        try:
+            with pytest.raises(procsafe.SegmentExists, match=r"%s.*pid %d.*still runs.*fresh=False" % (name, w.pid)):
+                pp.enable(name, 1 << 20)
+        finally:
+            if pp.enabled() is not None:  # it did not raise: the running server's segment was replaced
+                pp.disable()
+        assert samples(pp.ProcsafeCollector(segment=name))[("served_total", ())] == 5  # the running server's counts are still there
+    finally:
+        w.kill()  # its segment stays behind, an orphan
+    info = pp.enable(name, 1 << 20)
+    try:
+        assert (info.fresh, info.carried_on) == (True, False)
+        assert Counter("served", "x", registry=None)._value.get() == 0  # replaced: a fresh start
+    finally:
+        pp.disable()
+        procsafe.Segment.remove(name)
+
