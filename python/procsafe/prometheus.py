@@ -38,6 +38,7 @@ import atexit
 import logging
 import os
 import threading
+import weakref
 
 from prometheus_client import values as _values
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,6 +150,74 @@ class _SumGauge:
         return None
 
 
+_live_values = weakref.WeakSet()  # every _LiveGauge of this process: re-armed in a forked child
+_overflow_warned = [0]  # the pid that warned of the overflow slot (once per process)
+
+
+class _LiveGauge:
+    """A gauge of a mode other than "sum": a live_gauge with a slot per
+    process. A process takes its slot at its first inc() or set(), never at
+    get() (which reads the slots, 0 for a process that has none). The first
+    write checks whether the process got a slot of its own or the overflow
+    slot (warned once per process), then inc/set/get are the C object's own
+    methods."""
+
+    __slots__ = ("obj", "series", "slots", "inc", "set", "get", "_claimed_pid", "__weakref__")
+
+    def __init__(self, obj, series, slots):
+        self.obj, self.series, self.slots = obj, series, slots
+        self._arm()
+        _live_values.add(self)
+
+    def _arm(self):
+        self._claimed_pid = 0
+        self.inc, self.set, self.get = self._first_inc, self._first_set, self._get_without_a_slot
+
+    def _first_inc(self, amount):
+        self.obj.add(amount)
+        self._claimed()
+
+    def _first_set(self, value):
+        self.obj.set(value)
+        self._claimed()
+
+    def _claimed(self):
+        obj, me = self.obj, os.getpid()
+        self.inc, self.set, self.get, self._claimed_pid = obj.add, obj.set, obj.contribution, me
+        if _overflow_warned[0] != me and not any(pid == me and alive for pid, _, alive in obj.processes()):
+            _overflow_warned[0] = me
+            _log.warning("procsafe.prometheus: gauge %s: all its %d slots (enable(gauge_slots=%d)) are held by other live "
+                         "processes: process %d shares the overflow slot with any other beyond them (set() there is "
+                         "last-writer-wins among them; min, max, all and liveall leave it out; its livesum contribution "
+                         "stays after it dies). enable(gauge_slots=...) gives more slots. (Warned once per process.)",
+                         self.series, self.slots, self.slots, me)
+
+    def _get_without_a_slot(self):
+        me = os.getpid()
+        for pid, value, alive in self.obj.processes():
+            if pid == me and alive:
+                return value
+        return 0.0
+
+    def _reset(self):
+        if self._claimed_pid == os.getpid():  # a process without a slot has no value to zero
+            self.obj.set(0.0)
+
+    def set_exemplar(self, exemplar):
+        return None
+
+    def get_exemplar(self):
+        return None
+
+
+def _rearm_after_fork():
+    for v in list(_live_values):
+        v._arm()
+
+
+os.register_at_fork(after_in_child=_rearm_after_fork)
+
+
 class _HistPart:
     """One of a Histogram's or Summary's values: the _sum (its inc observes
     into the procsafe histogram: bucket, sum and count in one call), a bucket
@@ -197,6 +266,12 @@ class _Store:
 
     def value(self, typ, metric_name, name, labelnames, labelvalues, help_text, multiprocess_mode="", **kwargs):
         labelnames, labelvalues = tuple(labelnames), tuple(labelvalues)
+        for n, v in zip(labelnames, labelvalues):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidArgument("procsafe.prometheus: %s: the value of label %s, %r, is not UTF-8 text (%s): a "
+                                      "segment keeps label values as UTF-8" % (metric_name, n, v, e.reason)) from None
         seg, help_text = self.segment, _help(help_text)
         if typ == "counter":
             series = series_name(metric_name, labelnames, labelvalues)
@@ -215,7 +290,7 @@ class _Store:
                 return _SumGauge(seg.atomic_counter(series, "float64", help=help_text, kind="gauge", labels=labels))
             g = seg.live_gauge(series, "float64", slots=self.gauge_slots, aggregation=mode, help=help_text, kind="gauge",
                                labels=labels)
-            return _Plain(g, g.contribution, g.set, lambda g=g: g.set(0.0))
+            return _LiveGauge(g, series, self.gauge_slots)
         if typ in ("histogram", "summary"):
             return self._hist_part(typ, metric_name, name, labelnames, labelvalues, help_text)
         return _values.MutexValue(typ, metric_name, name, labelnames, labelvalues, help_text, **kwargs)
@@ -405,7 +480,9 @@ def _object_of(child):
 
 def reset_removed(metric, labelvalues=None):
     """Removes the series that metric.remove(*labelvalues) (or clear(), with
-    labelvalues None) drops, in the segment: resets it (counters,
+    labelvalues None: every child this process holds; clear() first takes a
+    child for every label set the segment shows, whichever process made it)
+    drops, in the segment: resets it (counters,
     histograms and summaries to zero, a gauge's value of this process to
     zero), then takes it out of the exposition of every reader
     (ProcsafeCollector, `procsafe export`), for every process. The next
@@ -424,6 +501,22 @@ def reset_removed(metric, labelvalues=None):
         o = _object_of(child)
         if o is not None:
             o.set_exported(False)
+
+
+def _take_every_child(metric, labels):
+    """Makes this process's child (prometheus_client's labels(), without
+    showing it) for every label set of the metric that the segment shows,
+    whichever process made it: clear() then resets and hides them all."""
+    if not metric._labelnames or _store is None:
+        return
+    want = ",".join(metric._labelnames)
+    for _, label_names, values, exported in _store.segment.series(metric._name):
+        if label_names != want or not exported or len(values) != len(metric._labelnames):
+            continue  # another metric's (same name, other labels), or hidden already
+        with metric._lock:
+            known = values in metric._metrics
+        if not known:
+            labels(metric, *values)
 
 
 def _wrap_remove_and_clear():
@@ -450,6 +543,7 @@ def _wrap_remove_and_clear():
 
     def procsafe_clear(self):
         if _store is not None:
+            _take_every_child(self, labels)
             reset_removed(self)
         return clear(self)
 

@@ -458,3 +458,38 @@ def test_fresh_refuses_a_segment_whose_creator_still_runs_and_replaces_an_orphan
         pp.disable()
         procsafe.Segment.remove(name)
 
+
+def test_clear_drops_every_label_set_of_the_metric_whoever_made_it(prom):
+    col = pp.ProcsafeCollector()
+    c = Counter("hits", "Hits.", ["path"], registry=None)
+    h = Histogram("lat", "Latency.", ["path"], buckets=(1.0,), registry=None)
+    g = Gauge("busy", "Busy.", ["path"], multiprocess_mode="livemax", registry=None)
+    other = Counter("hits2", "Other family, same prefix.", ["path"], registry=None)
+
+    def worker_b():
+        c.labels("/b").inc(2)
+        h.labels("/b").observe(0.5)
+        g.labels("/b").set(3)
+        other.labels("/b").inc()
+
+    b = Worker(worker_b)
+    try:
+        c.labels("/a").inc()
+        h.labels("/a").observe(2)
+        got = both_readers(col, prom.segment)
+        assert got[("hits_total", (("path", "/b"),))] == 2 and got[("hits_total", (("path", "/a"),))] == 1
+
+        def worker_a():
+            for m in (c, h, g):
+                m.clear()  # worker A's clear(): every label set, worker B's /b included
+
+        Worker(worker_a).exit()
+        got = both_readers(col, prom.segment)
+        assert not [k for k in got if k[0].startswith(("hits_total", "lat_", "busy"))], got
+        assert got[("hits2_total", (("path", "/b"),))] == 1  # another metric: untouched
+        assert [p[0] for p in g.labels("/b")._value.obj.processes()] == [b.pid]  # no slot taken by the clear()
+        c.labels("/b").inc()  # shown again by labels(), from zero (reset)
+        assert both_readers(col, prom.segment)[("hits_total", (("path", "/b"),))] == 1
+    finally:
+        b.exit()
+
