@@ -371,7 +371,8 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     bytes, a histogram a 256-byte row per CPU (default buckets), a gauge
     gauge_slots x 128 bytes.
     gauge_slots: slots per gauge (1..4096), the most processes a gauge tells
-    apart (more share an overflow slot, counted by livesum only).
+    apart (more share an overflow slot, counted by livesum only, where
+    set() is last-writer-wins; a process landing there warns once).
 
     A second call with the same segment (a worker forked after the first, or
     the app's import after gunicorn's config) returns the first call's result;

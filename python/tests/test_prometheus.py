@@ -493,3 +493,39 @@ def test_clear_drops_every_label_set_of_the_metric_whoever_made_it(prom):
     finally:
         b.exit()
 
+
+def test_gauge_get_takes_no_slot_and_overflow_warns_once(name):
+    import logging
+
+    pp.enable(name, 8 << 20, gauge_slots=1)
+    try:
+        g = Gauge("temp", "x", multiprocess_mode="max", registry=None)
+        g.set(4)  # this process takes the only slot
+        lg = g._value.obj
+
+        def reader():
+            assert g._value.get() == 0.0  # get() in a process that never set it
+            assert [p[0] for p in lg.processes()] == [os.getppid()]  # no slot taken
+
+        Worker(reader).exit()
+
+        def overflowing():
+            records = []
+            handler = logging.Handler()
+            handler.emit = records.append
+            logging.getLogger("procsafe.prometheus").addHandler(handler)
+            g.set(9)  # no slot left: the overflow slot
+            g.set(10)
+            Gauge("temp2", "x", multiprocess_mode="livesum", registry=None).inc()
+            warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+            assert len(warned) == 1 and "overflow" in warned[0] and "temp" in warned[0] and "gauge_slots=1" in warned[0], warned
+
+        Worker(overflowing).exit()
+    finally:
+        pp.disable()
+
+
+def test_a_lone_surrogate_in_a_label_value_is_invalid_argument_naming_metric_and_label(prom):
+    c = Counter("paths", "x", ["path"], registry=None)
+    with pytest.raises(procsafe.InvalidArgument, match=r"paths.*path"):
+        c.labels("/\ud800")
