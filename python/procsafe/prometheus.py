@@ -38,6 +38,7 @@ import atexit
 import logging
 import os
 import threading
+import weakref
 
 from prometheus_client import values as _values
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,6 +150,74 @@ class _SumGauge:
         return None
 
 
+_live_values = weakref.WeakSet()  # every _LiveGauge of this process: re-armed in a forked child
+_overflow_warned = [0]  # the pid that warned of the overflow slot (once per process)
+
+
+class _LiveGauge:
+    """A gauge of a mode other than "sum": a live_gauge with a slot per
+    process. A process takes its slot at its first inc() or set(), never at
+    get() (which reads the slots, 0 for a process that has none). The first
+    write checks whether the process got a slot of its own or the overflow
+    slot (warned once per process), then inc/set/get are the C object's own
+    methods."""
+
+    __slots__ = ("obj", "series", "slots", "inc", "set", "get", "_claimed_pid", "__weakref__")
+
+    def __init__(self, obj, series, slots):
+        self.obj, self.series, self.slots = obj, series, slots
+        self._arm()
+        _live_values.add(self)
+
+    def _arm(self):
+        self._claimed_pid = 0
+        self.inc, self.set, self.get = self._first_inc, self._first_set, self._get_without_a_slot
+
+    def _first_inc(self, amount):
+        self.obj.add(amount)
+        self._claimed()
+
+    def _first_set(self, value):
+        self.obj.set(value)
+        self._claimed()
+
+    def _claimed(self):
+        obj, me = self.obj, os.getpid()
+        self.inc, self.set, self.get, self._claimed_pid = obj.add, obj.set, obj.contribution, me
+        if _overflow_warned[0] != me and not any(pid == me and alive for pid, _, alive in obj.processes()):
+            _overflow_warned[0] = me
+            _log.warning("procsafe.prometheus: gauge %s: all its %d slots (enable(gauge_slots=%d)) are held by other live "
+                         "processes: process %d shares the overflow slot with any other beyond them (set() there is "
+                         "last-writer-wins among them; min, max, all and liveall leave it out; its livesum contribution "
+                         "stays after it dies). enable(gauge_slots=...) gives more slots. (Warned once per process.)",
+                         self.series, self.slots, self.slots, me)
+
+    def _get_without_a_slot(self):
+        me = os.getpid()
+        for pid, value, alive in self.obj.processes():
+            if pid == me and alive:
+                return value
+        return 0.0
+
+    def _reset(self):
+        if self._claimed_pid == os.getpid():  # a process without a slot has no value to zero
+            self.obj.set(0.0)
+
+    def set_exemplar(self, exemplar):
+        return None
+
+    def get_exemplar(self):
+        return None
+
+
+def _rearm_after_fork():
+    for v in list(_live_values):
+        v._arm()
+
+
+os.register_at_fork(after_in_child=_rearm_after_fork)
+
+
 class _HistPart:
     """One of a Histogram's or Summary's values: the _sum (its inc observes
     into the procsafe histogram: bucket, sum and count in one call), a bucket
@@ -197,6 +266,12 @@ class _Store:
 
     def value(self, typ, metric_name, name, labelnames, labelvalues, help_text, multiprocess_mode="", **kwargs):
         labelnames, labelvalues = tuple(labelnames), tuple(labelvalues)
+        for n, v in zip(labelnames, labelvalues):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidArgument("procsafe.prometheus: %s: the value of label %s, %r, is not UTF-8 text (%s): a "
+                                      "segment keeps label values as UTF-8" % (metric_name, n, v, e.reason)) from None
         seg, help_text = self.segment, _help(help_text)
         if typ == "counter":
             series = series_name(metric_name, labelnames, labelvalues)
@@ -215,7 +290,7 @@ class _Store:
                 return _SumGauge(seg.atomic_counter(series, "float64", help=help_text, kind="gauge", labels=labels))
             g = seg.live_gauge(series, "float64", slots=self.gauge_slots, aggregation=mode, help=help_text, kind="gauge",
                                labels=labels)
-            return _Plain(g, g.contribution, g.set, lambda g=g: g.set(0.0))
+            return _LiveGauge(g, series, self.gauge_slots)
         if typ in ("histogram", "summary"):
             return self._hist_part(typ, metric_name, name, labelnames, labelvalues, help_text)
         return _values.MutexValue(typ, metric_name, name, labelnames, labelvalues, help_text, **kwargs)
@@ -279,11 +354,16 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     before any metric is made: in gunicorn's config file (the master runs it
     before forking the workers) or the application's first import.
 
-    fresh=True: the segment is made anew (one left by an earlier run is
-    removed first) and removed when the process that made it exits; a
-    restarted server starts from zero. fresh=False: an existing segment is
-    carried on (counters go on from their values), or made if there is none;
-    it stays after exit, so that the next start carries on. The result says
+    fresh=True: the segment is made anew and removed when the process that
+    made it exits; a restarted server starts from zero. One left by an
+    earlier run whose creator is gone is replaced; one whose creator still
+    runs (another server, an old gunicorn master during a USR2 re-exec) is
+    never touched: SegmentExists naming the segment and the creator's pid.
+    fresh=False: an existing segment is carried on (counters go on from
+    their values), or made if there is none; it stays after exit, so that
+    the next start carries on. (Carrying on a fresh=True server's segment:
+    when that server exits it removes the segment's name, and what this
+    process counts from then on is seen by no reader.) The result says
     which (Enabled.fresh, Enabled.carried_on), and so does the log
     (logger "procsafe.prometheus", INFO).
 
@@ -291,13 +371,14 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
     bytes, a histogram a 256-byte row per CPU (default buckets), a gauge
     gauge_slots x 128 bytes.
     gauge_slots: slots per gauge (1..4096), the most processes a gauge tells
-    apart (more share an overflow slot, counted by livesum only).
+    apart (more share an overflow slot, counted by livesum only, where
+    set() is last-writer-wins; a process landing there warns once).
 
     A second call with the same segment (a worker forked after the first, or
     the app's import after gunicorn's config) returns the first call's result;
     with another segment it raises ValueError.
     Raises: InvalidName (segment), InvalidArgument (size, gauge_slots),
-    SegmentExists (fresh=True while another process made it meanwhile),
+    SegmentExists (fresh=True while the segment's creator still runs),
     PermissionDenied, OutOfSpace.
     """
     global _store
@@ -315,10 +396,10 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
         if not isinstance(gauge_slots, int) or isinstance(gauge_slots, bool) or not 1 <= gauge_slots <= 4096:
             raise InvalidArgument("procsafe.prometheus.enable: gauge_slots must be an int from 1 to 4096, not %r" % (gauge_slots,))
         if fresh:
-            removed = Segment.remove(segment)
-            seg = Segment.create(segment, size, mode)
+            seg, replaced = _create_fresh(segment, size, mode)
             info = Enabled(segment, True, False, seg.size)
-            _log.info("procsafe.prometheus: segment %s made fresh%s", segment, " (an earlier one removed)" if removed else "")
+            _log.info("procsafe.prometheus: segment %s made fresh%s", segment,
+                      " (one left by a process that is gone replaced)" if replaced else "")
             atexit.register(_close_if_mine, seg, os.getpid())
         else:
             seg = Segment.open_or_create(segment, size, mode)
@@ -330,6 +411,31 @@ def enable(segment, size=64 << 20, *, fresh=True, gauge_slots=128, mode=0o600):
         _store = _Store(seg, info, gauge_slots)
         _values.ValueClass = _store.value
         return info
+
+
+def _create_fresh(segment, size, mode):
+    """A new segment, replacing one whose creator is gone (C++
+    create_mode::replace_orphan); never one whose creator still runs, unless
+    that creator is this very process (an earlier enable(), disable()d)."""
+    existed = _procsafe_exists(segment)
+    try:
+        return Segment.create(segment, size, mode, replace_orphan=True), existed
+    except _procsafe.SegmentExists as e:
+        try:
+            info = Segment.info(segment)
+        except Error:
+            info = None
+        if info is not None and info["creator_pid"] == os.getpid() and info["creator_alive"]:
+            Segment.remove(segment)  # this process's own, from an earlier enable(): a fresh start
+            return Segment.create(segment, size, mode), True
+        raise _procsafe.SegmentExists(
+            "procsafe.prometheus.enable(%r, fresh=True): %s. A running server's segment is never replaced (its counts "
+            "would vanish): stop that process first, or pass fresh=False to share its segment (values carried on, "
+            "not removed at exit)" % (segment, e)) from None
+
+
+def _procsafe_exists(segment):
+    return os.path.exists(os.path.join("/dev/shm", segment))
 
 
 def _close_if_mine(seg, pid):
@@ -375,7 +481,9 @@ def _object_of(child):
 
 def reset_removed(metric, labelvalues=None):
     """Removes the series that metric.remove(*labelvalues) (or clear(), with
-    labelvalues None) drops, in the segment: resets it (counters,
+    labelvalues None: every child this process holds; clear() first takes a
+    child for every label set the segment shows, whichever process made it)
+    drops, in the segment: resets it (counters,
     histograms and summaries to zero, a gauge's value of this process to
     zero), then takes it out of the exposition of every reader
     (ProcsafeCollector, `procsafe export`), for every process. The next
@@ -394,6 +502,22 @@ def reset_removed(metric, labelvalues=None):
         o = _object_of(child)
         if o is not None:
             o.set_exported(False)
+
+
+def _take_every_child(metric, labels):
+    """Makes this process's child (prometheus_client's labels(), without
+    showing it) for every label set of the metric that the segment shows,
+    whichever process made it: clear() then resets and hides them all."""
+    if not metric._labelnames or _store is None:
+        return
+    want = ",".join(metric._labelnames)
+    for _, label_names, values, exported in _store.segment.series(metric._name):
+        if label_names != want or not exported or len(values) != len(metric._labelnames):
+            continue  # another metric's (same name, other labels), or hidden already
+        with metric._lock:
+            known = values in metric._metrics
+        if not known:
+            labels(metric, *values)
 
 
 def _wrap_remove_and_clear():
@@ -420,6 +544,7 @@ def _wrap_remove_and_clear():
 
     def procsafe_clear(self):
         if _store is not None:
+            _take_every_child(self, labels)
             reset_removed(self)
         return clear(self)
 

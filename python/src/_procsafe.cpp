@@ -1837,17 +1837,40 @@ std::chrono::milliseconds to_ms(PyObject* timeout, bool& ok) {
 }
 
 PyObject* seg_create(PyObject*, PyObject* args, PyObject* kw) {
-    static const char* kwlist[] = {"name", "size", "mode", nullptr};
+    static const char* kwlist[] = {"name", "size", "mode", "replace_orphan", "timeout", nullptr};
     const char* name;
     Py_ssize_t len;
-    PyObject *size_obj, *mode_obj = nullptr;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s#O|O:create", const_cast<char**>(kwlist), &name, &len, &size_obj, &mode_obj))
+    PyObject *size_obj, *mode_obj = nullptr, *timeout = nullptr;
+    int replace_orphan = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s#O|O$pO:create", const_cast<char**>(kwlist), &name, &len, &size_obj, &mode_obj,
+                                     &replace_orphan, &timeout))
         return nullptr;
     std::size_t size;
     unsigned mode;
+    bool ok;
     if (!parse_size(size_obj, size, "size") || !parse_mode(mode_obj, mode)) return nullptr;
+    const auto t = to_ms(timeout, ok);
+    if (!ok) return nullptr;
     return guarded([&] {
-        return reinterpret_cast<PyObject*>(new_segment(ps::segment::create(std::string_view(name, len), size, mode)));
+        const std::string_view n(name, len);
+        if (replace_orphan == 0) return reinterpret_cast<PyObject*>(new_segment(ps::segment::create(n, size, mode)));
+        return reinterpret_cast<PyObject*>(new_segment(ps::segment::create(n, size, mode, ps::create_mode::replace_orphan, t)));
+    });
+}
+
+/// Segment.info(name): facts about a named segment, read through segment_view
+/// (read-only, no lock): its creator's pid and whether it still runs.
+PyObject* seg_info(PyObject*, PyObject* args, PyObject* kw) {
+    static const char* kwlist[] = {"name", nullptr};
+    const char* name;
+    Py_ssize_t len;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s#:info", const_cast<char**>(kwlist), &name, &len)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        const ps::segment_info i = ps::segment_view::open(std::string_view(name, len)).info();
+        return Py_BuildValue("{s:N,s:n,s:n,s:k,s:O,s:K}", "name", decode(i.name), "size", static_cast<Py_ssize_t>(i.size),
+                             "objects", static_cast<Py_ssize_t>(i.objects), "creator_pid", static_cast<unsigned long>(i.creator_pid),
+                             "creator_alive", i.creator_alive ? Py_True : Py_False, "created_ns",
+                             static_cast<unsigned long long>(i.created_ns));
     });
 }
 
@@ -1987,6 +2010,50 @@ PyObject* seg_contains(PyObject* self, PyObject* arg) {
     const char* s = PyUnicode_AsUTF8AndSize(arg, &len);
     if (s == nullptr) return nullptr;
     return guarded([&] { return PyBool_FromLong(seg(self)->seg->contains(std::string_view(s, len))); });
+}
+/// seg.series(family): the children of the family `family` in the segment,
+/// whichever process made them: [(name, label_names, label_values, exported)],
+/// read through segment_view (no lock; values not needed but read).
+PyObject* seg_series(PyObject* self, PyObject* arg) {
+    Py_ssize_t len;
+    const char* f = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (f == nullptr) return nullptr;
+    const std::string prefix = std::string(f, static_cast<std::size_t>(len)) + "{";
+    return guarded([&]() -> PyObject* {
+        std::vector<ps::object_info> objs;
+        {
+            const auto view = ps::segment_view::of(*seg(self)->seg);
+            objs = view.objects();
+        }
+        PyObject* list = PyList_New(0);
+        if (list == nullptr) return nullptr;
+        for (const auto& o : objs) {
+            if (o.name.compare(0, prefix.size(), prefix) != 0 || o.label.empty()) continue;
+            PyObject* values = PyTuple_New(static_cast<Py_ssize_t>(o.label_values.size()));
+            if (values == nullptr) {
+                Py_DECREF(list);
+                return nullptr;
+            }
+            for (std::size_t i = 0; i < o.label_values.size(); ++i) {
+                PyObject* v = PyUnicode_DecodeUTF8(o.label_values[i].data(), static_cast<Py_ssize_t>(o.label_values[i].size()),
+                                                   "surrogateescape");
+                if (v == nullptr) {
+                    Py_DECREF(values);
+                    Py_DECREF(list);
+                    return nullptr;
+                }
+                PyTuple_SET_ITEM(values, static_cast<Py_ssize_t>(i), v);
+            }
+            PyObject* item = Py_BuildValue("(NNNO)", decode(o.name), decode(o.label), values, o.exported ? Py_True : Py_False);
+            if (item == nullptr || PyList_Append(list, item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(list);
+                return nullptr;
+            }
+            Py_DECREF(item);
+        }
+        return list;
+    });
 }
 int seg_sq_contains(PyObject* self, PyObject* arg) {
     PyObject* r = seg_contains(self, arg);
@@ -2441,9 +2508,15 @@ PyObject* seg_lock(PyObject* self, PyObject* args) {
 
 PyMethodDef segment_methods[] = {
     {"create", PS_KW(seg_create) | METH_STATIC,
-     PS_DOC("create(name, size, mode=0o600)",
+     PS_DOC("create(name, size, mode=0o600, *, replace_orphan=False, timeout=2.0)",
             "Creates a named segment of at least size bytes (exclusively; its pages reserved). The process that\n"
-            "creates it removes it on close() (or when the Segment is collected); a forked child never does.")},
+            "creates it removes it on close() (or when the Segment is collected); a forked child never does.\n"
+            "replace_orphan=True: a segment of that name whose creator is gone (crashed, killed, exited without\n"
+            "removing it) is replaced; one whose creator still runs raises SegmentExists naming its pid.")},
+    {"info", PS_KW(seg_info) | METH_STATIC,
+     PS_DOC("info(name)",
+            "{'name', 'size', 'objects', 'creator_pid', 'creator_alive', 'created_ns'}: facts about the named segment,\n"
+            "read-only (creator_alive: what replace_orphan judges; True when it cannot tell).")},
     {"open", PS_KW(seg_open) | METH_STATIC,
      PS_DOC("open(name, timeout=2.0)",
             "Opens a named segment made by procsafe, waiting up to timeout seconds (None: no limit) for a creator\n"
@@ -2466,6 +2539,11 @@ PyMethodDef segment_methods[] = {
     {"is_stale", seg_is_stale, METH_NOARGS,
      PS_DOC("is_stale($self, /)", "True when the name no longer refers to this mapping (removed, perhaps recreated).")},
     {"contains", seg_contains, METH_O, PS_DOC("contains($self, name, /)", "True when an object of that name exists.")},
+    {"series", seg_series, METH_O,
+     PS_DOC("series($self, family, /)",
+            "[(name, label_names, label_values, exported)]: the children of the labelled family named family (objects\n"
+            "named family{...}), whichever process made them; label_names as stored (\"a,b\"), exported False for a\n"
+            "child taken out of the exposition. Read without a lock (a child being made may be missing).")},
     {"__reduce__", seg_reduce, METH_NOARGS, "Pickles as the segment's name."},
     {"atomic_counter", PS_KW(seg_atomic_counter),
      PS_DOC("atomic_counter($self, /, name, type='int64', initial=0, *, " PS_META_DOC ")",

@@ -428,3 +428,104 @@ def test_collector_reads_a_segment_written_by_another_process_only(name):
     finally:
         w.exit()
         procsafe.Segment.remove(name)
+
+
+def test_fresh_refuses_a_segment_whose_creator_still_runs_and_replaces_an_orphan(name):
+    """enable(fresh=True) never removes a running server's segment (a gunicorn
+    USR2 re-exec, a second server given the same name): it raises
+    SegmentExists naming the creator's pid; once that creator is gone, the
+    segment left behind is replaced."""
+    def server():
+        pp.enable(name, 1 << 20)  # fresh=True, in a process of its own (the running server)
+        Counter("served", "x", registry=None).inc(5)
+
+    w = Worker(server)
+    try:
+        try:
+            with pytest.raises(procsafe.SegmentExists, match=r"%s.*pid %d.*still runs.*fresh=False" % (name, w.pid)):
+                pp.enable(name, 1 << 20)
+        finally:
+            if pp.enabled() is not None:  # it did not raise: the running server's segment was replaced
+                pp.disable()
+        assert samples(pp.ProcsafeCollector(segment=name))[("served_total", ())] == 5  # the running server's counts are still there
+    finally:
+        w.kill()  # its segment stays behind, an orphan
+    info = pp.enable(name, 1 << 20)
+    try:
+        assert (info.fresh, info.carried_on) == (True, False)
+        assert Counter("served", "x", registry=None)._value.get() == 0  # replaced: a fresh start
+    finally:
+        pp.disable()
+        procsafe.Segment.remove(name)
+
+
+def test_clear_drops_every_label_set_of_the_metric_whoever_made_it(prom):
+    col = pp.ProcsafeCollector()
+    c = Counter("hits", "Hits.", ["path"], registry=None)
+    h = Histogram("lat", "Latency.", ["path"], buckets=(1.0,), registry=None)
+    g = Gauge("busy", "Busy.", ["path"], multiprocess_mode="livemax", registry=None)
+    other = Counter("hits2", "Other family, same prefix.", ["path"], registry=None)
+
+    def worker_b():
+        c.labels("/b").inc(2)
+        h.labels("/b").observe(0.5)
+        g.labels("/b").set(3)
+        other.labels("/b").inc()
+
+    b = Worker(worker_b)
+    try:
+        c.labels("/a").inc()
+        h.labels("/a").observe(2)
+        got = both_readers(col, prom.segment)
+        assert got[("hits_total", (("path", "/b"),))] == 2 and got[("hits_total", (("path", "/a"),))] == 1
+
+        def worker_a():
+            for m in (c, h, g):
+                m.clear()  # worker A's clear(): every label set, worker B's /b included
+
+        Worker(worker_a).exit()
+        got = both_readers(col, prom.segment)
+        assert not [k for k in got if k[0].startswith(("hits_total", "lat_", "busy"))], got
+        assert got[("hits2_total", (("path", "/b"),))] == 1  # another metric: untouched
+        assert [p[0] for p in g.labels("/b")._value.obj.processes()] == [b.pid]  # no slot taken by the clear()
+        c.labels("/b").inc()  # shown again by labels(), from zero (reset)
+        assert both_readers(col, prom.segment)[("hits_total", (("path", "/b"),))] == 1
+    finally:
+        b.exit()
+
+
+def test_gauge_get_takes_no_slot_and_overflow_warns_once(name):
+    import logging
+
+    pp.enable(name, 8 << 20, gauge_slots=1)
+    try:
+        g = Gauge("temp", "x", multiprocess_mode="max", registry=None)
+        g.set(4)  # this process takes the only slot
+        lg = g._value.obj
+
+        def reader():
+            assert g._value.get() == 0.0  # get() in a process that never set it
+            assert [p[0] for p in lg.processes()] == [os.getppid()]  # no slot taken
+
+        Worker(reader).exit()
+
+        def overflowing():
+            records = []
+            handler = logging.Handler()
+            handler.emit = records.append
+            logging.getLogger("procsafe.prometheus").addHandler(handler)
+            g.set(9)  # no slot left: the overflow slot
+            g.set(10)
+            Gauge("temp2", "x", multiprocess_mode="livesum", registry=None).inc()
+            warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+            assert len(warned) == 1 and "overflow" in warned[0] and "temp" in warned[0] and "gauge_slots=1" in warned[0], warned
+
+        Worker(overflowing).exit()
+    finally:
+        pp.disable()
+
+
+def test_a_lone_surrogate_in_a_label_value_is_invalid_argument_naming_metric_and_label(prom):
+    c = Counter("paths", "x", ["path"], registry=None)
+    with pytest.raises(procsafe.InvalidArgument, match=r"paths.*path"):
+        c.labels("/\ud800")
