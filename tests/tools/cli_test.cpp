@@ -831,30 +831,6 @@ TEST_CASE("procsafe show and list as another user: read permission is enough, an
     check_failure(r, "segment '" + open_to_all.name + "': permission denied");
 }
 
-namespace {
-
-/// A name under /dev/shm that is not a shared memory object (a FIFO, a
-/// link), as any local user can make one; removed at the end.
-struct planted {
-    std::string name;
-    explicit planted(std::string n) : name(std::move(n)) {}
-    planted(const planted&) = delete;
-    planted& operator=(const planted&) = delete;
-    ~planted() { ::unlink(("/dev/shm/" + name).c_str()); }
-};
-
-/// Rewrites, in the segment's own mapping, the first `from` after its header
-/// with `to` (same length): what its owner can do at any time.
-void rewrite(const procsafe::segment& seg, std::string_view from, std::string_view to) {
-    REQUIRE(from.size() == to.size());
-    auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
-    const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
-    REQUIRE(at != std::string_view::npos);
-    std::copy(to.begin(), to.end(), base + at);
-}
-
-}  // namespace
-
 TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
     planted fifo(unique_name("fifo"));
     REQUIRE(::mkfifo(("/dev/shm/" + fifo.name).c_str(), 0666) == 0);
@@ -992,28 +968,14 @@ TEST_CASE("procsafe export and show as root of a segment another user owns and r
     planted seg_name(unique_name("otheruid"));
     // The other user (nobody, as `setpriv --reuid 65534` would make it)
     // creates its own 0644 segment, then rewrites its strings in place.
-    std::fflush(nullptr);
-    const pid_t owner = ::fork();
-    if (owner == 0) {
-        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
-        try {
-            auto seg = procsafe::segment::create(seg_name.name, 1 << 20, 0644);
-            seg.disown();
-            seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
-                "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
-            seg.construct<procsafe::atomic_counter<int>>(object, 1);
-            seg.construct<procsafe::atomic_counter<int>>("fine_total", 4);
-            rewrite(seg, label, inject);
-            rewrite(seg, object, escape);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "owner: %s\n", e.what());
-            ::_exit(3);
-        }
-        ::_exit(0);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(owner, &status, 0) == owner);
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    REQUIRE(create_as_nobody(seg_name.name, [&](procsafe::segment& seg) {
+                seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
+                    "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
+                seg.construct<procsafe::atomic_counter<int>>(object, 1);
+                seg.construct<procsafe::atomic_counter<int>>("fine_total", 4);
+                rewrite(seg, label, inject);
+                rewrite(seg, object, escape);
+            }) == 0);
     struct stat st {};
     REQUIRE(::stat(("/dev/shm/" + seg_name.name).c_str(), &st) == 0);
     REQUIRE(st.st_uid == 65534u);
