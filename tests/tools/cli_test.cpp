@@ -23,6 +23,7 @@
 #include <pty.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 using namespace procsafe_test;
 using json = nlohmann::json;
@@ -831,9 +832,23 @@ TEST_CASE("procsafe show and list as another user: read permission is enough, an
     check_failure(r, "segment '" + open_to_all.name + "': permission denied");
 }
 
-TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
+TEST_CASE("A FIFO, a socket or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
     planted fifo(unique_name("fifo"));
     REQUIRE(::mkfifo(("/dev/shm/" + fifo.name).c_str(), 0666) == 0);
+    // A Unix socket, as any user can bind one there (open() of it fails, ENXIO).
+    planted sock(unique_name("sock"));
+    const int sock_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(sock_fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string sock_path = "/dev/shm/" + sock.name;
+    REQUIRE(sock_path.size() < sizeof addr.sun_path);
+    std::copy(sock_path.begin(), sock_path.end(), addr.sun_path);
+    REQUIRE(::bind(sock_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_sock{sock_fd};
     sample_segment target(unique_name("linked"));
     planted link(unique_name("link"));
     REQUIRE(::symlink(("/dev/shm/" + target.name).c_str(), ("/dev/shm/" + link.name).c_str()) == 0);
@@ -843,17 +858,35 @@ TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at 
     INFO("list: " << listed.out << listed.err);
     CHECK(listed.status == 0);
     CHECK(std::regex_search(listed.err, std::regex("'" + fifo.name + "' is not a procsafe segment: a FIFO, not a shared memory object.*skipped")));
+    CHECK(std::regex_search(listed.err, std::regex("'" + sock.name + "' is not a procsafe segment: a socket, not a shared memory object.*skipped")));
     CHECK(std::regex_search(listed.err, std::regex("'" + link.name + "' is not a procsafe segment: a symbolic link.*skipped")));
+    CHECK(listed.err.find("shm_open") == std::string::npos);
     CHECK(has_line(listed.out, target.name + " +ok .*"));
-    for (const auto& p : {&fifo, &link}) {
-        const std::string what = p == &fifo ? "a FIFO" : "a symbolic link";
+    // Skipped: no row, with --all or --json either.
+    for (const auto& args : {std::vector<std::string>{"list"}, std::vector<std::string>{"list", "--all"}}) {
+        const auto r = cli(args, 10s);
+        for (const auto* p : {&fifo, &sock, &link}) CHECK(r.out.find(p->name) == std::string::npos);
+    }
+    for (const auto& args : {std::vector<std::string>{"list", "--json"}, std::vector<std::string>{"list", "--json", "--all"}}) {
+        const auto r = cli(args, 10s);
+        INFO(r.out << r.err);
+        REQUIRE(r.status == 0);
+        for (const auto& e : json::parse(r.out)) {
+            CHECK(e.at("name") != fifo.name);
+            CHECK(e.at("name") != sock.name);
+            CHECK(e.at("name") != link.name);
+        }
+    }
+    for (const auto* p : {&fifo, &sock, &link}) {
+        const std::string what = p == &fifo ? "a FIFO" : p == &sock ? "a socket" : "a symbolic link";
         for (const char* cmd : {"show", "export", "rm"}) {
             INFO(cmd << " " << p->name);
             const auto r = cli({cmd, p->name}, 10s);
-            check_failure(r, "'" + p->name + "' is not a procsafe segment: " + what);
+            check_failure(r, "^procsafe " + std::string(cmd) + ": '" + p->name + "' is not a procsafe segment: " + what);
         }
-        CHECK(std::filesystem::is_symlink("/dev/shm/" + link.name));  // rm refused it
     }
+    CHECK(std::filesystem::is_symlink("/dev/shm/" + link.name));  // rm refused it
+    CHECK(std::filesystem::is_socket("/dev/shm/" + sock.name));
     CHECK(cli({"show", target.name}, 10s).status == 0);
 }
 
