@@ -237,7 +237,8 @@ int main(int argc, char** argv) {
         "# prometheus.yml:\n"
         "#   scrape_configs:\n"
         "#     - job_name: procsafe\n"
-        "#       static_configs: [{targets: ['host1:9464', 'host2:9464']}]"};
+        "#       static_configs: [{targets: ['127.0.0.1:9464']}]  # a Prometheus on this host\n"
+        "# (one on another host scrapes the address given to --listen, e.g. 10.0.0.7:9464)"};
 
     cli::rm_options rm_o;
     auto* rm = app.add_subcommand("rm", "remove segments");

@@ -94,6 +94,10 @@ TEST_CASE("procsafe --help is a manual page, for the command and each subcommand
         CHECK(has_line(r.out, "EXAMPLES"));
         CHECK(std::regex_search(r.out, std::regex("\n    procsafe " + std::string(sub))));
     }
+    // serve listens on 127.0.0.1 by default: its prometheus.yml example scrapes that.
+    r = cli({"serve", "--help"});
+    CHECK(r.out.find("host1:9464") == std::string::npos);
+    CHECK(r.out.find("targets: ['127.0.0.1:9464']") != std::string::npos);
 #if defined(PROCSAFE_CLI_REDIS)
     for (const auto& sub : std::vector<std::vector<std::string>>{{"flush", "--help"}, {"fleet", "--help"}, {"fleet", "show", "--help"}}) {
         INFO(sub[0] << " " << sub[1]);
@@ -907,6 +911,12 @@ TEST_CASE("procsafe show and export of a segment whose owner rewrote its strings
     CHECK(shown.out.find("\\x1b[2J\\x1b]0;pwned\\x07") != std::string::npos);
     CHECK(shown.out.find("(corrupt)") != std::string::npos);
     CHECK(shown.out.find("\xff") == std::string::npos);
+    // The note (the object's offset and why) is a line of its own: the NAME
+    // column stays as wide as the names (it was padded to the note's width).
+    CHECK(has_line(shown.out, "  note: the object at offset [0-9]+ has a corrupt name or metadata .*"));
+    const auto header = shown.out.find("\nNAME ");
+    REQUIRE(header != std::string::npos);
+    CHECK(shown.out.find("TYPE", header) - header < 40);
 
     const auto js = cli({"show", "--json", s.name});
     INFO(js.out << js.err);
