@@ -267,12 +267,21 @@ void table::add(std::vector<std::string> row) {
     rows_.push_back(std::move(row));
 }
 
+void table::add_line(std::string line) { rows_.push_back({terminal_safe(line)}); }
+
 std::vector<std::string> table::lines() const {
     std::vector<std::size_t> width(right_.size(), 0);
-    for (const auto& r : rows_)
+    auto whole_line = [&](const std::vector<std::string>& r) { return r.size() == 1 && right_.size() > 1; };
+    for (const auto& r : rows_) {
+        if (whole_line(r)) continue;
         for (std::size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+    }
     std::vector<std::string> out;
     for (const auto& r : rows_) {
+        if (whole_line(r)) {
+            out.push_back(r[0]);
+            continue;
+        }
         std::string line;
         for (std::size_t c = 0; c < r.size(); ++c) {
             if (c > 0) line += "  ";

@@ -117,12 +117,15 @@ class table {
 public:
     explicit table(std::vector<std::string> header, std::vector<bool> right_aligned = {});
     void add(std::vector<std::string> row);
+    /// A line of its own under the previous row (a note), printed whole and
+    /// not counted in the columns' widths.
+    void add_line(std::string line);
     /// The lines, without their newlines.
     std::vector<std::string> lines() const;
     std::string str() const;
 
 private:
-    std::vector<std::vector<std::string>> rows_;
+    std::vector<std::vector<std::string>> rows_;  // a row of one cell past a table of more: a line of its own
     std::vector<bool> right_;
 };
 

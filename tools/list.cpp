@@ -78,9 +78,13 @@ int run_list(const list_options& o) {
     for (const auto& n : names) {
         auto e = look_at(n);
         if (!e) continue;
-        // A FIFO, a link, a socket under /dev/shm: never opened (a FIFO would
-        // block the listing), and said so even without --all.
-        if (e->st && !S_ISREG(e->st->st_mode)) print_error("warning: " + e->error + ": skipped");
+        // A FIFO, a link, a socket, a device under /dev/shm: never opened (a
+        // FIFO would block the listing), said so even without --all, and
+        // skipped: no row, with --all or --json either.
+        if (e->st && !S_ISREG(e->st->st_mode)) {
+            print_error("warning: " + e->error + ": skipped");
+            continue;
+        }
         if (e->status == "not_procsafe" && !o.all) continue;
         entries.push_back(std::move(*e));
     }

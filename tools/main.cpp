@@ -237,7 +237,8 @@ int main(int argc, char** argv) {
         "# prometheus.yml:\n"
         "#   scrape_configs:\n"
         "#     - job_name: procsafe\n"
-        "#       static_configs: [{targets: ['host1:9464', 'host2:9464']}]"};
+        "#       static_configs: [{targets: ['127.0.0.1:9464']}]  # a Prometheus on this host\n"
+        "# (one on another host scrapes the address given to --listen, e.g. 10.0.0.7:9464)"};
 
     cli::rm_options rm_o;
     auto* rm = app.add_subcommand("rm", "remove segments");
@@ -261,7 +262,10 @@ int main(int argc, char** argv) {
         "network changes nothing twice; Redis killed and restarted from its AOF loses nothing. Gauges "
         "are kept per host and expire when their host stops flushing.\n"
         "The password comes from PROCSAFE_REDIS_PASSWORD or --password-file, never from the command line. "
-        "SIGINT or SIGTERM makes a last flush and exits 0. docs/redis.md has the key layout and the rules.",
+        "SIGINT or SIGTERM makes a last flush and exits 0; a wait on Redis is not interrupted, so against a "
+        "Redis that does not answer (stopped, a partition) it exits within 2 x (--connect-timeout + "
+        "--command-timeout) of the signal (about 2 x --command-timeout against a stopped server). "
+        "docs/redis.md has the key layout and the rules.",
         "procsafe flush web --redis 10.0.0.5:6379 --host-id web-17 --interval 1\n"
         "procsafe flush web jobs --redis 10.0.0.5:6379 --namespace shop --once --retry-for 30"};
     (*pages)[app.get_subcommand("fleet")] = {

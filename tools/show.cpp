@@ -20,6 +20,9 @@ std::string value_text(const procsafe::number& n) {
 /// (indented under it).
 void add_rows(table& t, const procsafe::object_info& o) {
     auto sub = [&](const std::string& name, const std::string& value) { t.add({"  " + name, "", "", value, "", ""}); };
+    // A note (long: the object's offset and why) on a line of its own: the
+    // NAME column keeps the width of the names.
+    auto note = [&](const std::string& text) { t.add_line("  note: " + text); };
     std::string value;
     if (o.status != procsafe::object_status::ready) {
         value = o.status == procsafe::object_status::constructing       ? "(constructing)"
@@ -30,7 +33,7 @@ void add_rows(table& t, const procsafe::object_info& o) {
         value = value_text(o.values[0]);
     }
     t.add({o.name, o.type, metric_name(o.metric), value, o.unit, o.help});
-    if (o.status == procsafe::object_status::corrupt) sub("note: " + o.note, "");
+    if (o.status == procsafe::object_status::corrupt) note(o.note);
     if (o.status != procsafe::object_status::ready) return;
     if (o.histogram) {
         const auto& h = *o.histogram;
@@ -47,7 +50,7 @@ void add_rows(table& t, const procsafe::object_info& o) {
         for (std::size_t i = 0; i < o.values.size(); ++i) sub(element_label(o, i), value_text(o.values[i]));
     }
     for (const auto& [k, v] : o.details) sub(k, value_text(v));
-    if (!o.note.empty()) sub("note: " + o.note, "");
+    if (!o.note.empty()) note(o.note);
 }
 
 }  // namespace

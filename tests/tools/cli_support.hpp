@@ -10,6 +10,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -19,7 +20,9 @@
 #include <optional>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -314,5 +317,52 @@ struct sample_segment {
             .store(21.5);
     }
 };
+
+/// A name under /dev/shm that is not a shared memory object (a FIFO, a
+/// link, a socket), as any local user can make one; removed at the end.
+struct planted {
+    std::string name;
+    explicit planted(std::string n) : name(std::move(n)) {}
+    planted(const planted&) = delete;
+    planted& operator=(const planted&) = delete;
+    ~planted() { ::unlink(("/dev/shm/" + name).c_str()); }
+};
+
+/// Rewrites, in the segment's own mapping, the first `from` after its header
+/// with `to` (same length): what its owner can do at any time. Throws when
+/// `from` is not there.
+inline void rewrite(const procsafe::segment& seg, std::string_view from, std::string_view to) {
+    if (from.size() != to.size()) throw std::logic_error("rewrite: not the same length");
+    auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
+    const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
+    if (at == std::string_view::npos) throw std::logic_error("rewrite: '" + std::string(from) + "' not found");
+    std::copy(to.begin(), to.end(), base + at);
+}
+
+/// Another user (nobody, uid and gid 65534, as `setpriv --reuid 65534
+/// --regid 65534 --clear-groups` would make it) creates its own 0644
+/// segment `name` in a forked child, left in place (disowned), and calls
+/// `fill(seg)` on it (which may rewrite its strings after construction).
+/// Root only. Returns the child's exit code: 0 when all went well.
+template <class Fill>
+int create_as_nobody(const std::string& name, Fill fill) {
+    std::fflush(nullptr);
+    const pid_t owner = ::fork();
+    if (owner == 0) {
+        if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+        try {
+            auto seg = procsafe::segment::create(name, 1 << 20, 0644);
+            seg.disown();
+            fill(seg);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "owner: %s\n", e.what());
+            ::_exit(3);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    if (::waitpid(owner, &status, 0) != owner) return -1;
+    return detail_cli::exit_code(status);
+}
 
 }  // namespace procsafe_test

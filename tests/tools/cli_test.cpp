@@ -23,6 +23,7 @@
 #include <pty.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 using namespace procsafe_test;
 using json = nlohmann::json;
@@ -93,6 +94,10 @@ TEST_CASE("procsafe --help is a manual page, for the command and each subcommand
         CHECK(has_line(r.out, "EXAMPLES"));
         CHECK(std::regex_search(r.out, std::regex("\n    procsafe " + std::string(sub))));
     }
+    // serve listens on 127.0.0.1 by default: its prometheus.yml example scrapes that.
+    r = cli({"serve", "--help"});
+    CHECK(r.out.find("host1:9464") == std::string::npos);
+    CHECK(r.out.find("targets: ['127.0.0.1:9464']") != std::string::npos);
 #if defined(PROCSAFE_CLI_REDIS)
     for (const auto& sub : std::vector<std::vector<std::string>>{{"flush", "--help"}, {"fleet", "--help"}, {"fleet", "show", "--help"}}) {
         INFO(sub[0] << " " << sub[1]);
@@ -831,33 +836,23 @@ TEST_CASE("procsafe show and list as another user: read permission is enough, an
     check_failure(r, "segment '" + open_to_all.name + "': permission denied");
 }
 
-namespace {
-
-/// A name under /dev/shm that is not a shared memory object (a FIFO, a
-/// link), as any local user can make one; removed at the end.
-struct planted {
-    std::string name;
-    explicit planted(std::string n) : name(std::move(n)) {}
-    planted(const planted&) = delete;
-    planted& operator=(const planted&) = delete;
-    ~planted() { ::unlink(("/dev/shm/" + name).c_str()); }
-};
-
-/// Rewrites, in the segment's own mapping, the first `from` after its header
-/// with `to` (same length): what its owner can do at any time.
-void rewrite(const procsafe::segment& seg, std::string_view from, std::string_view to) {
-    REQUIRE(from.size() == to.size());
-    auto* base = static_cast<char*>(const_cast<void*>(seg.data()));
-    const auto at = std::string_view(base, seg.size()).find(from, procsafe::detail::managed_offset);
-    REQUIRE(at != std::string_view::npos);
-    std::copy(to.begin(), to.end(), base + at);
-}
-
-}  // namespace
-
-TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
+TEST_CASE("A FIFO, a socket or a link under /dev/shm: list, show, export and rm answer at once, naming it", "[tools][hostile]") {
     planted fifo(unique_name("fifo"));
     REQUIRE(::mkfifo(("/dev/shm/" + fifo.name).c_str(), 0666) == 0);
+    // A Unix socket, as any user can bind one there (open() of it fails, ENXIO).
+    planted sock(unique_name("sock"));
+    const int sock_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(sock_fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string sock_path = "/dev/shm/" + sock.name;
+    REQUIRE(sock_path.size() < sizeof addr.sun_path);
+    std::copy(sock_path.begin(), sock_path.end(), addr.sun_path);
+    REQUIRE(::bind(sock_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_sock{sock_fd};
     sample_segment target(unique_name("linked"));
     planted link(unique_name("link"));
     REQUIRE(::symlink(("/dev/shm/" + target.name).c_str(), ("/dev/shm/" + link.name).c_str()) == 0);
@@ -867,17 +862,35 @@ TEST_CASE("A FIFO or a link under /dev/shm: list, show, export and rm answer at 
     INFO("list: " << listed.out << listed.err);
     CHECK(listed.status == 0);
     CHECK(std::regex_search(listed.err, std::regex("'" + fifo.name + "' is not a procsafe segment: a FIFO, not a shared memory object.*skipped")));
+    CHECK(std::regex_search(listed.err, std::regex("'" + sock.name + "' is not a procsafe segment: a socket, not a shared memory object.*skipped")));
     CHECK(std::regex_search(listed.err, std::regex("'" + link.name + "' is not a procsafe segment: a symbolic link.*skipped")));
+    CHECK(listed.err.find("shm_open") == std::string::npos);
     CHECK(has_line(listed.out, target.name + " +ok .*"));
-    for (const auto& p : {&fifo, &link}) {
-        const std::string what = p == &fifo ? "a FIFO" : "a symbolic link";
+    // Skipped: no row, with --all or --json either.
+    for (const auto& args : {std::vector<std::string>{"list"}, std::vector<std::string>{"list", "--all"}}) {
+        const auto r = cli(args, 10s);
+        for (const auto* p : {&fifo, &sock, &link}) CHECK(r.out.find(p->name) == std::string::npos);
+    }
+    for (const auto& args : {std::vector<std::string>{"list", "--json"}, std::vector<std::string>{"list", "--json", "--all"}}) {
+        const auto r = cli(args, 10s);
+        INFO(r.out << r.err);
+        REQUIRE(r.status == 0);
+        for (const auto& e : json::parse(r.out)) {
+            CHECK(e.at("name") != fifo.name);
+            CHECK(e.at("name") != sock.name);
+            CHECK(e.at("name") != link.name);
+        }
+    }
+    for (const auto* p : {&fifo, &sock, &link}) {
+        const std::string what = p == &fifo ? "a FIFO" : p == &sock ? "a socket" : "a symbolic link";
         for (const char* cmd : {"show", "export", "rm"}) {
             INFO(cmd << " " << p->name);
             const auto r = cli({cmd, p->name}, 10s);
-            check_failure(r, "'" + p->name + "' is not a procsafe segment: " + what);
+            check_failure(r, "^procsafe " + std::string(cmd) + ": '" + p->name + "' is not a procsafe segment: " + what);
         }
-        CHECK(std::filesystem::is_symlink("/dev/shm/" + link.name));  // rm refused it
     }
+    CHECK(std::filesystem::is_symlink("/dev/shm/" + link.name));  // rm refused it
+    CHECK(std::filesystem::is_socket("/dev/shm/" + sock.name));
     CHECK(cli({"show", target.name}, 10s).status == 0);
 }
 
@@ -898,6 +911,12 @@ TEST_CASE("procsafe show and export of a segment whose owner rewrote its strings
     CHECK(shown.out.find("\\x1b[2J\\x1b]0;pwned\\x07") != std::string::npos);
     CHECK(shown.out.find("(corrupt)") != std::string::npos);
     CHECK(shown.out.find("\xff") == std::string::npos);
+    // The note (the object's offset and why) is a line of its own: the NAME
+    // column stays as wide as the names (it was padded to the note's width).
+    CHECK(has_line(shown.out, "  note: the object at offset [0-9]+ has a corrupt name or metadata .*"));
+    const auto header = shown.out.find("\nNAME ");
+    REQUIRE(header != std::string::npos);
+    CHECK(shown.out.find("TYPE", header) - header < 40);
 
     const auto js = cli({"show", "--json", s.name});
     INFO(js.out << js.err);
@@ -992,28 +1011,14 @@ TEST_CASE("procsafe export and show as root of a segment another user owns and r
     planted seg_name(unique_name("otheruid"));
     // The other user (nobody, as `setpriv --reuid 65534` would make it)
     // creates its own 0644 segment, then rewrites its strings in place.
-    std::fflush(nullptr);
-    const pid_t owner = ::fork();
-    if (owner == 0) {
-        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
-        try {
-            auto seg = procsafe::segment::create(seg_name.name, 1 << 20, 0644);
-            seg.disown();
-            seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
-                "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
-            seg.construct<procsafe::atomic_counter<int>>(object, 1);
-            seg.construct<procsafe::atomic_counter<int>>("fine_total", 4);
-            rewrite(seg, label, inject);
-            rewrite(seg, object, escape);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "owner: %s\n", e.what());
-            ::_exit(3);
-        }
-        ::_exit(0);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(owner, &status, 0) == owner);
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    REQUIRE(create_as_nobody(seg_name.name, [&](procsafe::segment& seg) {
+                seg.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
+                    "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
+                seg.construct<procsafe::atomic_counter<int>>(object, 1);
+                seg.construct<procsafe::atomic_counter<int>>("fine_total", 4);
+                rewrite(seg, label, inject);
+                rewrite(seg, object, escape);
+            }) == 0);
     struct stat st {};
     REQUIRE(::stat(("/dev/shm/" + seg_name.name).c_str(), &st) == 0);
     REQUIRE(st.st_uid == 65534u);

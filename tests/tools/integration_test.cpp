@@ -272,3 +272,83 @@ TEST_CASE("node_exporter's textfile collector serves what procsafe export --outp
     }
     for (auto& e : exporters) CHECK(e->stop(SIGTERM) == 128 + SIGTERM);  // node_exporter dies of SIGTERM: no handler
 }
+
+TEST_CASE("Prometheus scrapes procsafe serve of a healthy segment beside one another user rewrote after construction: "
+          "the target stays up, no series is injected, the healthy series are kept",
+          "[integration][root][hostile]") {
+    const std::string prometheus = find_program("prometheus");
+    if (prometheus.empty()) PROCSAFE_SKIP("prometheus is not installed (Debian package prometheus)");
+    if (::geteuid() != 0) PROCSAFE_SKIP("needs root to act as another user");
+    temp_dir dir;
+
+    const std::string inject = "a=\"1\"} 666\nnode_load1 1e9\n# x";
+    const std::string label(inject.size(), 'l');
+    const std::string bad_help = "HE\xff\xfeHELP";  // not UTF-8: a Prometheus server refuses the whole scrape
+
+    // The healthy segment, root's.
+    const std::string healthy = unique_name("healthy");
+    auto seg = procsafe::segment::create(healthy, 1 << 20);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("good_total", procsafe::metadata{.help = "Good."}, 4);
+
+    // Two segments of another user (nobody), rewritten in place after
+    // construction: (a) a label name that would inject a series, (b) a help
+    // text that is not UTF-8.
+    planted injected_seg(unique_name("inject")), bad_utf8_seg(unique_name("badutf8"));
+    const std::vector<std::pair<std::string, std::string>> attacks = {{"injected_label", injected_seg.name},
+                                                                      {"bad_utf8_help", bad_utf8_seg.name}};
+    REQUIRE(create_as_nobody(injected_seg.name, [&](procsafe::segment& s) {
+                s.construct<procsafe::counter_array<int, procsafe::atomic_sync>>(
+                    "codes", procsafe::metadata{.help = "Codes.", .label = label, .label_values = {"200", "500"}}, 2)[0].fetch_add(3);
+                s.construct<procsafe::atomic_counter<int>>("other_total", 5);
+                rewrite(s, label, inject);
+            }) == 0);
+    REQUIRE(create_as_nobody(bad_utf8_seg.name, [&](procsafe::segment& s) {
+                s.construct<procsafe::atomic_counter<int>>("helped", procsafe::metadata{.help = "HELPHELP"}, 6);
+                s.construct<procsafe::atomic_counter<int>>("other_total", 5);
+                rewrite(s, "HELPHELP", bad_help);
+            }) == 0);
+
+    // One procsafe serve per attack, each serving the healthy segment too:
+    // one Prometheus target each.
+    std::vector<std::unique_ptr<background>> exporters;
+    std::vector<std::pair<std::string, std::string>> targets;
+    for (const auto& [instance, name] : attacks) {
+        exporters.push_back(std::make_unique<background>(
+            std::vector<std::string>{procsafe_cli, "serve", healthy, name, "--listen", "127.0.0.1:0"}, dir / ("serve_" + instance)));
+        const auto m = exporters.back()->wait_for("^listening on (127\\.0\\.0\\.1:[0-9]+)\n");
+        REQUIRE(m);
+        targets.emplace_back((*m)[1], instance);
+    }
+
+    prometheus_server prom(prometheus, dir, targets);
+    INFO(prom.log());
+    REQUIRE(prom.ready());
+    // Both targets scraped (up is 1 or 0 for each once scraped), then a
+    // few more scrapes, so that whatever a scrape stores is there.
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(prom.wait_for_value("count(up)", "2", 30s) == "2");
+    std::this_thread::sleep_for(3s);
+    std::printf("prometheus <- procsafe serve of rewritten segments: both targets scraped after %s\n", seconds_since(t0).c_str());
+
+    const json up = prom.query("up");
+    REQUIRE(up.size() == 2);
+    for (const auto& r : up) {
+        INFO("target " << r.at("metric").at("instance").get<std::string>());
+        CHECK(r.at("value")[1] == "1");  // a bad help text would make the whole target down
+    }
+    const json injected = prom.query("node_load1");
+    INFO("node_load1: " << injected.dump());
+    CHECK(injected.empty());
+    const json good = prom.query("good_total");
+    INFO("good_total: " << good.dump());
+    CHECK(good.size() == 2);  // the healthy segment's series, through each target
+    for (const auto& r : good) CHECK(r.at("value")[1] == "4");
+    CHECK(prom.query("other_total").size() == 2);  // the hostile segments' valid objects still served
+    CHECK(prom.query("helped").empty());
+
+    CHECK(prom.stop() == 0);
+    for (auto& e : exporters) {
+        INFO(e->err());
+        CHECK(e->stop(SIGTERM) == 0);
+    }
+}

@@ -129,6 +129,20 @@ private:
     bool held_ = false;
 };
 
+/// What a name under /dev/shm is when it is not a regular file (a FIFO, a
+/// socket, a link...), or nullptr for a regular file.
+inline const char* not_regular_file(mode_t mode) noexcept {
+    if (S_ISREG(mode)) return nullptr;
+    return S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket" : S_ISLNK(mode) ? "a symbolic link" : S_ISDIR(mode) ? "a directory"
+         : S_ISCHR(mode) || S_ISBLK(mode) ? "a device" : "not a regular file";
+}
+
+/// Throws bad_magic naming `name` and what it is (not a regular file).
+[[noreturn]] inline void refuse_not_regular(std::string_view name, mode_t mode) {
+    if (S_ISLNK(mode)) throw error(errc::bad_magic, name, {}, "a symbolic link, not a shared memory object: not followed");
+    throw error(errc::bad_magic, name, {}, std::string(not_regular_file(mode)) + ", not a shared memory object: not opened");
+}
+
 /// Opens the shared memory object `name` with `flags` without ever blocking
 /// and without following a link: /dev/shm is world-writable, so a name there
 /// may be a FIFO (an open without O_NONBLOCK waits forever for a writer) or a
@@ -141,6 +155,9 @@ inline int open_shm_fd(std::string_view name, int flags) {
     // What glibc's shm_open does, plus O_NONBLOCK.
     std::string path = "/dev/shm/";
     path.append(name);
+    // Looked at first: a device or a socket is never opened (open() of a
+    // socket fails with ENXIO, which would say nothing of what it is).
+    if (struct stat st {}; ::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) refuse_not_regular(name, st.st_mode);
     const int fd = ::open(path.c_str(), flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 #else
     std::string os(1, '/');
@@ -150,6 +167,12 @@ inline int open_shm_fd(std::string_view name, int flags) {
     if (fd < 0) {
         const int e = errno;
         if (e == ELOOP) throw error(errc::bad_magic, name, {}, "a symbolic link, not a shared memory object: not followed");
+#if defined(__linux__)
+        // Replaced since it was looked at (by a socket, say): say what it is now.
+        if (struct stat st {}; e != ENOENT && ::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+            refuse_not_regular(name, st.st_mode);
+        }
+#endif
         throw_errno(name, "shm_open", e);
     }
     struct stat st {};
@@ -160,9 +183,7 @@ inline int open_shm_fd(std::string_view name, int flags) {
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
-        const char* what = S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket" : S_ISDIR(st.st_mode) ? "a directory"
-                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file";
-        throw error(errc::bad_magic, name, {}, std::string(what) + ", not a shared memory object: not opened");
+        refuse_not_regular(name, st.st_mode);
     }
     return fd;
 }
