@@ -29,17 +29,20 @@ def test_values_made_in_child_processes_leave_no_segment(method):
     before = ours()
     procsafe.Value("i", 0)  # the parent's default segment exists: forked children place theirs in it
     ctx = multiprocessing.get_context(method)
+    pids = set()  # this test's children: other tests may run Python beside it (ctest -j)
     with ctx.Pool(2) as pool:
+        pids.update(p.pid for p in pool._pool)
         assert pool.map(make_and_count, range(4)) == [1, 2, 3, 4]
         pool.close()
         pool.join()  # the workers leave as multiprocessing's children do (os._exit after its exit functions)
     children = [ctx.Process(target=make_and_count, args=(1,)) for _ in range(2)]
     for c in children:
         c.start()
+        pids.add(c.pid)
     for c in children:
         c.join(60)
         assert c.exitcode == 0
-    left = {n for n in ours() - before if not n.startswith("procsafe-py-%d-" % os.getpid())}
+    left = {n for n in ours() - before if int(n.split("-")[2]) in pids}
     for n in left:
         procsafe.Segment.remove(n)
     assert not left
