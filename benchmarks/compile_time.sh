@@ -18,9 +18,13 @@ include=$PWD/include
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-unit() {  # unit NAME DESCRIPTION < source
+unit() {  # unit NAME DESCRIPTION [FLAGS] < source
     cat > "$work/$1.cpp"
-    printf '%s\t%s\n' "$1" "$2" >> "$work/units"
+    printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >> "$work/units"
+}
+same() {  # same NAME AS DESCRIPTION FLAGS: unit AS's source again, with FLAGS
+    cp "$work/$2.cpp" "$work/$1.cpp"
+    printf '%s\t%s\t%s\n' "$1" "$3" "$4" >> "$work/units"
 }
 
 unit boost "Boost.Interprocess alone: managed_shared_memory, find_or_construct<long>" <<'EOF'
@@ -94,16 +98,29 @@ int main() {
 }
 EOF
 unit readme "the README's example: procsafe/procsafe.hpp, fork, wait" < examples/00_readme.cpp
+# The optional compiled part (procsafe::compiled): the same units with
+# PROCSAFE_SEPARATE_COMPILATION, and the library's one translation unit,
+# compiled once per program.
+sep=-DPROCSAFE_SEPARATE_COMPILATION
+same counter_sep counter "compiled part: segment.hpp + counter.hpp" "$sep"
+same two_counters_sep two_counters "compiled part: ... + a mutex_counter<long> too" "$sep"
+same sharded_sep sharded "compiled part: segment.hpp + sharded_counter.hpp" "$sep"
+same histogram_sep histogram "compiled part: segment.hpp + histogram.hpp" "$sep"
+same live_gauge_sep live_gauge "compiled part: segment.hpp + live_gauge.hpp" "$sep"
+same readme_sep readme "compiled part: the README's example" "$sep"
+unit library "the compiled part itself (src/procsafe.cpp), once per program" < src/procsafe.cpp
 
 printf '%s\n' "compiler: $($cxx --version | head -1); -std=c++20 -O2 -c; median of $repeat, interleaved; $(nproc) CPUs"
-while IFS=$'\t' read -r name _; do
-    "$cxx" -std=c++20 -I"$include" -E "$work/$name.cpp" | wc -l > "$work/$name.lines"
+while IFS=$'\t' read -r name _ flags; do
+    # shellcheck disable=SC2086  # flags: words
+    "$cxx" -std=c++20 $flags -I"$include" -E "$work/$name.cpp" | wc -l > "$work/$name.lines"
     : > "$work/$name.times"
 done < "$work/units"
 for ((r = 0; r < repeat; ++r)); do
-    while IFS=$'\t' read -r name _; do
+    while IFS=$'\t' read -r name _ flags; do
         start=$(date +%s.%N)
-        "$cxx" -std=c++20 -O2 -I"$include" -c "$work/$name.cpp" -o "$work/$name.o"
+        # shellcheck disable=SC2086
+        "$cxx" -std=c++20 $flags -O2 -I"$include" -c "$work/$name.cpp" -o "$work/$name.o"
         end=$(date +%s.%N)
         echo "$end - $start" | bc -l >> "$work/$name.times"
     done < "$work/units"
@@ -112,7 +129,7 @@ median() { sort -g "$1" | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2
 base=$(median "$work/boost.times")
 printf '| %s | %s | %s | %s | %s |\n' "translation unit" "lines" "seconds" "x Boost" "object text"
 printf '| --- | ---: | ---: | ---: | ---: |\n'
-while IFS=$'\t' read -r name what; do
+while IFS=$'\t' read -r name what _; do
     m=$(median "$work/$name.times")
     text=$(size -A "$work/$name.o" | awk '$1 ~ /^\.text/ {s += $2} END {print s}')
     printf '| %s | %s | %.2f | %.2fx | %s |\n' "$what" "$(cat "$work/$name.lines")" "$m" "$(echo "$m / $base" | bc -l)" "$text"
