@@ -92,13 +92,7 @@ class Server:
         wait_until("gunicorn to answer", self._up)
 
     def _up(self):
-        if self.proc.poll() is not None:
-            self.log.seek(0)
-            raise AssertionError("gunicorn exited: " + self.log.read())
-        try:
-            return get(self.port, "/ping", timeout=2)[0] == 200
-        except OSError:
-            return False
+        return answers(self, "gunicorn", self.port, "/ping")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -109,6 +103,17 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+def answers(server, what, port, path):
+    """True once the server answers 200 at path; its log in the error if it exited."""
+    if server.proc.poll() is not None:
+        server.log.seek(0)
+        raise AssertionError("%s exited: %s" % (what, server.log.read()))
+    try:
+        return get(port, path, timeout=2)[0] == 200
+    except OSError:
+        return False
 
 
 class Prometheus:
@@ -129,15 +134,7 @@ class Prometheus:
              "--web.console.libraries=%s" % d, "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
-        def ready():
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise AssertionError("prometheus exited: " + self.log.read())
-            try:
-                return get(self.port, "/-/ready", timeout=2)[0] == 200
-            except OSError:
-                return False
-        wait_until("prometheus to be ready", ready)
+        wait_until("prometheus to be ready", lambda: answers(self, "prometheus", self.port, "/-/ready"))
 
     def query(self, promql):
         status, body = get(self.port, "/api/v1/query?query=" + urllib.parse.quote(promql), timeout=5)
