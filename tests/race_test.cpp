@@ -233,6 +233,29 @@ TEST_CASE("race: a process killed while the storage of the object it claimed is 
     CHECK(code == static_cast<int>(errc::owner_died));
 }
 
+TEST_CASE("race: the export switch of an object whose constructor still runs is refused (the block is freed if "
+          "it throws)",
+          "[race][multiprocess]") {
+    arena r;
+    const int held = r.board.arm("object.allocated");
+    const pid_t a = fork_children(1, [&](int) {
+        r.board.use();
+        report(r.a_out, [&] { r.seg.construct<procsafe::atomic_counter<int>>("t", 1); });
+        return 0;
+    })[0];
+    REQUIRE(r.board.wait_reached(held));
+    int code = 0;
+    try {
+        (void)r.seg.export_switch_of("t");
+    } catch (const procsafe::error& e) {
+        code = static_cast<int>(e.code_value());
+    }
+    r.board.release(held);
+    REQUIRE(join_children({a}) == 1);
+    CHECK(code == static_cast<int>(errc::object_not_found));
+    CHECK(r.seg.export_switch_of("t").exported());  // constructed now: its switch exists
+}
+
 namespace {
 struct maybe_throws {
     explicit maybe_throws(bool fail) {

@@ -13,6 +13,7 @@
 #include <procsafe/procsafe.hpp>
 
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -238,4 +239,29 @@ TEST_CASE("reader: a catalog chunk linked to itself is refused at once, naming t
     CHECK(e.segment_name() == "looped");
     // Refused at the first repeat, not after walking the loop until a bound.
     CHECK(std::string(e.what()).find("met twice: the chain of chunks loops") != std::string::npos);
+}
+
+TEST_CASE("reader: an export flag byte rewritten by the segment's owner costs that object alone, never the segment",
+          "[reader][hostile]") {
+    auto seg = procsafe::segment::anonymous(1 << 20);
+    seg.construct<procsafe::atomic_counter<int>>("forged_flag", 3);
+    seg.construct<procsafe::atomic_counter<int>>("good", 7);
+    // The name follows its object's header; the flag is a byte of that header.
+    auto* base = static_cast<unsigned char*>(const_cast<void*>(seg.data()));
+    const std::string_view all(reinterpret_cast<const char*>(base), seg.size());
+    const auto at = all.find("forged_flag", procsafe::detail::managed_offset);
+    REQUIRE(at != std::string_view::npos);
+    base[at - sizeof(procsafe::detail::object_header) + offsetof(procsafe::detail::object_header, hidden)] = 7;
+    const auto objects = procsafe::segment_view::of(seg).objects();
+    REQUIRE(objects.size() == 2);
+    for (const auto& o : objects) {
+        INFO(o.name << ": " << o.note);
+        CHECK(o.status == (o.name == "good" ? object_status::ready : object_status::corrupt));
+    }
+    prometheus_exposition text;
+    text.add(procsafe::segment_view::of(seg));
+    INFO(text.str());
+    CHECK(text.str().find("good_total{segment=\"(anonymous)\"} 7") != std::string::npos);
+    CHECK(text.str().find("forged_flag") == std::string::npos);
+    CHECK(warned(text, "unknown export state 7"));
 }

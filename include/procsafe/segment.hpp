@@ -218,11 +218,12 @@ public:
     bool contains(std::string_view name);
 
     /// The export_switch of the object `name` (of any type, constructed by
-    /// any process, or still being constructed): whether the exposition
-    /// shows it. Cost: takes the directory lock; the switch itself is
-    /// lock-free (keep it for a hot path).
-    /// Throws: object_not_found, invalid_name, incompatible_layout (not a
-    /// procsafe object's block), timed_out (the directory lock).
+    /// any process): whether the exposition shows it. Cost: takes the
+    /// directory lock; the switch itself is lock-free (keep it for a hot
+    /// path: a constructed object is never freed).
+    /// Throws: object_not_found (also while its constructor still runs),
+    /// invalid_name, incompatible_layout (not a procsafe object's block),
+    /// timed_out (the directory lock).
     export_switch export_switch_of(std::string_view name);
     /// export_switch_of(name).set(exported): takes the object out of the
     /// exposition (false) or puts it back (true); returns whether it was
@@ -412,6 +413,13 @@ PROCSAFE_DECL export_switch segment::export_switch_of(std::string_view name) {
         const detail::object_header* h = detail::header_of(block);
         if (length < sizeof(detail::object_header) || h->magic != detail::object_magic || h->layout != detail::layout_version) {
             throw error(errc::incompatible_layout, dir_.name(), name, "not a procsafe object of this layout");
+        }
+        // Only a constructed object: a block whose constructor still runs is
+        // freed if it throws, and a switch into it would write into whatever
+        // is allocated there next. A ready block is never freed.
+        if (h->state.load(std::memory_order_acquire) != detail::state_ready) {
+            throw error(errc::object_not_found, dir_.name(), name,
+                        "still being constructed: its export switch exists once it is constructed");
         }
         return &detail::header_of(block)->hidden;
     });

@@ -390,7 +390,18 @@ private:
         // Changed at any time (segment::set_exported): read once, atomically.
         const std::uint8_t hidden = reinterpret_cast<const detail::object_header*>(b)->hidden.load(std::memory_order_acquire);
         if (hidden != detail::export_shown && hidden != detail::export_hidden) {
-            corrupt(o.name, "an unknown export state " + std::to_string(hidden));
+            // The owner's byte to rewrite at any time: this object is left
+            // out, the segment's others are read as usual.
+            object_info c;
+            c.name = o.name;
+            c.kind = o.kind;
+            c.type = o.type;
+            c.status = object_status::corrupt;
+            c.constructor_pid = h.constructor_pid;
+            c.bytes = h.block_size;
+            c.note = "the object at offset " + std::to_string(block) + " has an unknown export state " +
+                     std::to_string(hidden) + ": left out";
+            return c;
         }
         o.exported = hidden == detail::export_shown;
         if (with_values) read_values(o, h, b + h.object_offset, h.block_size - h.object_offset);
