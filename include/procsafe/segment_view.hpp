@@ -365,7 +365,8 @@ private:
         // rules construct() applied, before anyone prints or exports them.
         const char* bad_name = detail::object_name_problem(o.name);
         const auto bad_meta = detail::metadata_problem(o.help, o.unit, o.label, o.label_values);
-        if (bad_name != nullptr || bad_meta) {
+        // An object the reader leaves out: its name escaped, what is wrong in the note.
+        auto left_out = [&](const std::string& what) {
             object_info c;
             c.name = detail::escape_bytes(o.name);
             c.kind = o.kind;
@@ -373,9 +374,11 @@ private:
             c.status = object_status::corrupt;
             c.constructor_pid = h.constructor_pid;
             c.bytes = h.block_size;
-            c.note = "the object at offset " + std::to_string(block) + " has a corrupt name or metadata (" +
-                     (bad_name != nullptr ? std::string(bad_name) : *bad_meta) + "): left out";
+            c.note = "the object at offset " + std::to_string(block) + " has " + what + ": left out";
             return c;
+        };
+        if (bad_name != nullptr || bad_meta) {
+            return left_out("a corrupt name or metadata (" + (bad_name != nullptr ? std::string(bad_name) : *bad_meta) + ")");
         }
         o.constructor_pid = h.constructor_pid;
         o.bytes = h.block_size;
@@ -392,16 +395,7 @@ private:
         if (hidden != detail::export_shown && hidden != detail::export_hidden) {
             // The owner's byte to rewrite at any time: this object is left
             // out, the segment's others are read as usual.
-            object_info c;
-            c.name = o.name;
-            c.kind = o.kind;
-            c.type = o.type;
-            c.status = object_status::corrupt;
-            c.constructor_pid = h.constructor_pid;
-            c.bytes = h.block_size;
-            c.note = "the object at offset " + std::to_string(block) + " has an unknown export state " +
-                     std::to_string(hidden) + ": left out";
-            return c;
+            return left_out("an unknown export state " + std::to_string(hidden));
         }
         o.exported = hidden == detail::export_shown;
         if (with_values) read_values(o, h, b + h.object_offset, h.block_size - h.object_offset);

@@ -243,6 +243,23 @@ bool from_py_wrapping(PyObject* o, T& out) {
     }
 }
 
+/// A new list of n items, item(i) each (a new reference; nullptr with the
+/// error set if one is nullptr).
+template <class F>
+PyObject* list_of(std::size_t n, F&& item) {
+    PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
+    if (list == nullptr) return nullptr;
+    for (std::size_t i = 0; i < n; ++i) {
+        PyObject* v = item(i);
+        if (v == nullptr) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), v);
+    }
+    return list;
+}
+
 template <class T>
 PyObject* to_py(T v) {
     if constexpr (std::is_floating_point_v<T>) return PyFloat_FromDouble(static_cast<double>(v));
@@ -1014,18 +1031,10 @@ template <class C>
 PyObject* lg_processes(PyObject* self, PyObject*) {
     return guarded([&]() -> PyObject* {
         const auto ps_ = obj<C>(self).processes();
-        PyObject* list = PyList_New(static_cast<Py_ssize_t>(ps_.size()));
-        if (list == nullptr) return nullptr;
-        for (std::size_t i = 0; i < ps_.size(); ++i) {
-            PyObject* item = Py_BuildValue("(kNO)", static_cast<unsigned long>(ps_[i].pid), to_py(ps_[i].value),
-                                           ps_[i].alive ? Py_True : Py_False);
-            if (item == nullptr) {
-                Py_DECREF(list);
-                return nullptr;
-            }
-            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), item);
-        }
-        return list;
+        return list_of(ps_.size(), [&](std::size_t i) {
+            return Py_BuildValue("(kNO)", static_cast<unsigned long>(ps_[i].pid), to_py(ps_[i].value),
+                                 ps_[i].alive ? Py_True : Py_False);
+        });
     });
 }
 
@@ -1088,17 +1097,7 @@ template <class A>
 PyObject* arr_values(PyObject* self, PyObject*) {
     A& a = obj<A>(self);
     return guarded([&]() -> PyObject* {
-        PyObject* list = PyList_New(static_cast<Py_ssize_t>(a.size()));
-        if (list == nullptr) return nullptr;
-        for (std::size_t i = 0; i < a.size(); ++i) {
-            PyObject* v = to_py(a[i].value());
-            if (v == nullptr) {
-                Py_DECREF(list);
-                return nullptr;
-            }
-            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), v);
-        }
-        return list;
+        return list_of(a.size(), [&](std::size_t i) { return to_py(a[i].value()); });
     });
 }
 
@@ -2681,16 +2680,10 @@ PyObject* mod_exposition(PyObject*, PyObject* arg) {
         }
         Py_END_ALLOW_THREADS
         if (failure) std::rethrow_exception(failure);
-        PyObject* w = PyList_New(static_cast<Py_ssize_t>(warnings.size()));
+        PyObject* w = list_of(warnings.size(), [&](std::size_t i) {
+            return PyUnicode_DecodeUTF8(warnings[i].data(), static_cast<Py_ssize_t>(warnings[i].size()), "backslashreplace");
+        });
         if (w == nullptr) return nullptr;
-        for (std::size_t i = 0; i < warnings.size(); ++i) {
-            PyObject* s = PyUnicode_DecodeUTF8(warnings[i].data(), static_cast<Py_ssize_t>(warnings[i].size()), "backslashreplace");
-            if (s == nullptr) {
-                Py_DECREF(w);
-                return nullptr;
-            }
-            PyList_SET_ITEM(w, static_cast<Py_ssize_t>(i), s);
-        }
         return Py_BuildValue("(NN)", PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict"), w);
     });
 }

@@ -70,7 +70,21 @@ def samples(text):
     return out
 
 
-class Server:
+class Process:
+    """A server this test started (self.proc, self.log): SIGTERM, then SIGKILL after 30 s."""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Server(Process):
     def __init__(self, backend, tmp_path, segment):
         self.port = free_port()
         self.hold_dir = tmp_path / ("held-" + backend)
@@ -94,15 +108,6 @@ class Server:
     def _up(self):
         return answers(self, "gunicorn", self.port, "/ping")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def answers(server, what, port, path):
@@ -116,7 +121,7 @@ def answers(server, what, port, path):
         return False
 
 
-class Prometheus:
+class Prometheus(Process):
     def __init__(self, tmp_path, target_port):
         binary = shutil.which("prometheus")
         if binary is None:
@@ -143,14 +148,6 @@ class Prometheus:
         result = json.loads(body)["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def load(server):
