@@ -49,6 +49,8 @@ struct endpoint {
 
     /// Throws: std::invalid_argument naming what is wrong.
     static endpoint parse(std::string_view text);
+    /// "HOST:PORT,HOST:PORT,...": one or more.  Throws: std::invalid_argument.
+    static std::vector<endpoint> parse_list(std::string_view text);
     std::string str() const;
 };
 
@@ -75,7 +77,11 @@ std::string id_problem(std::string_view id);
 
 /// How to reach Redis. Every wait is bounded by one of the two timeouts.
 struct connection_options {
-    endpoint redis;
+    endpoint redis;  ///< one server (not used when `cluster` is given)
+    /// A Redis Cluster: some of its nodes (any master or replica; one that
+    /// answers is enough). The slot map is learned from them and followed:
+    /// MOVED, ASK, a failover (docs/redis.md, "Redis Cluster").
+    std::vector<endpoint> cluster;
     credentials auth;
     double connect_timeout = 1.0;  ///< seconds
     double command_timeout = 2.0;  ///< seconds, for each read or write of a command or a pipeline
@@ -93,6 +99,10 @@ struct flush_options {
     std::string fleet_namespace;
     double interval = 1.0;   ///< seconds between flushes (run())
     double gauge_ttl = 0;    ///< seconds a gauge value counts after its last flush; 0: max(5 x interval, 2 s)
+    /// The hash slots (stripes) a namespace is spread over, proposed at its
+    /// first flush; the number the namespace recorded then wins afterwards.
+    /// 0: 1 on one server, 16 on a cluster. At most 1024.
+    std::uint32_t stripes = 0;
     std::size_t batch = 2000;  ///< fields per FCALL (the batches of a flush are pipelined)
     double max_backoff = 5.0;  ///< seconds: the longest wait between attempts while Redis fails
     /// run_flush() with `once`: keep trying that many seconds before giving up.
@@ -115,6 +125,7 @@ struct flush_result {
     std::size_t gauges = 0;     ///< gauge values sent
     std::size_t fcalls = 0;
     std::size_t conflicts = 0;  ///< batches another flusher had changed first (re-read and sent again)
+    std::size_t redirects = 0;  ///< replies a cluster redirected (MOVED, ASK, TRYAGAIN) and that were sent again
     double seconds = 0;
     /// Objects and fields it cannot flush, met for the first time (also logged).
     std::vector<std::string> warnings;
@@ -126,6 +137,7 @@ struct flush_stats {
     std::uint64_t failed_rounds = 0;    ///< of them, failed (Redis unreachable, a segment missing...)
     std::uint64_t connects = 0;         ///< connections made (the first and every reconnect)
     std::uint64_t conflicts = 0;
+    std::uint64_t redirects = 0;
     std::uint64_t fields = 0;
     std::uint64_t fcalls = 0;
 };
@@ -171,26 +183,36 @@ private:
 };
 
 // ---------------------------------------------------------------------------
-// The key layout (docs/redis.md). All keys of a namespace share the hash
-// slot of "{procsafe:NAMESPACE}", so a function call touches one slot.
+// The key layout (docs/redis.md). A namespace is spread over K stripes
+// (K recorded at its first flush); every key of a stripe shares the hash
+// slot of its tag, "{procsafe:NS}" for stripe 0 and "{procsafe:NS|I}" for
+// stripe I > 0, so a function call touches one slot. With K = 1 the layout
+// is the one before stripes.
 
 namespace keys {
-/// "{procsafe:NS}:"
-std::string prefix(std::string_view ns);
-/// HASH field -> the fleet total.
-std::string totals(std::string_view ns);
+/// The most stripes a namespace can have.
+inline constexpr std::uint32_t max_stripes = 1024;
+/// "{procsafe:NS}:" (stripe 0), "{procsafe:NS|I}:" (stripe I).
+std::string prefix(std::string_view ns, std::uint32_t stripe = 0);
+/// HASH field -> the fleet total (of the reporters of the stripe).
+std::string totals(std::string_view ns, std::uint32_t stripe = 0);
 /// HASH field -> the reporter's last reported cumulative value.
-std::string watermarks(std::string_view ns, std::string_view reporter);
+std::string watermarks(std::string_view ns, std::string_view reporter, std::uint32_t stripe = 0);
 /// HASH field -> the reporter's last gauge value (expires with the reporter).
-std::string gauges(std::string_view ns, std::string_view reporter);
+std::string gauges(std::string_view ns, std::string_view reporter, std::uint32_t stripe = 0);
 /// HASH reporter -> "LAST_FLUSH_MS INFO_JSON" (Redis' clock).
-std::string reporters(std::string_view ns);
+std::string reporters(std::string_view ns, std::uint32_t stripe = 0);
 /// HASH object name -> its metadata as JSON.
-std::string meta(std::string_view ns);
+std::string meta(std::string_view ns, std::uint32_t stripe = 0);
+/// HASH "stripes" -> K, the namespace's stripes (stripe 0's slot).
+std::string config(std::string_view ns);
 /// SET of the namespaces flushed to this Redis (an index for `fleet show`).
 inline constexpr std::string_view namespaces = "procsafe:namespaces";
 /// "HOST|SEGMENT|INCARNATION" (the incarnation in 16 hex digits).
 std::string reporter(std::string_view host, std::string_view segment, std::uint64_t incarnation);
+/// The stripe of a reporter among `stripes`: FNV-1a (64-bit) of its id,
+/// modulo `stripes`. All its keys and the totals it adds to are there.
+std::uint32_t stripe_of(std::string_view reporter, std::uint32_t stripes);
 }  // namespace keys
 
 /// The Redis function library the flusher loads (FUNCTION LOAD; it
@@ -205,6 +227,7 @@ inline constexpr std::string_view gauges_function = "procsafe_gauges_1";
 /// One reporter: a host's segment in one incarnation.
 struct fleet_reporter {
     std::string id;  ///< HOST|SEGMENT|INCARNATION
+    std::uint32_t stripe = 0;  ///< where its keys are
     std::string host, segment;
     std::uint64_t incarnation = 0;
     std::int64_t pid = 0;                ///< of the flusher that reported last
@@ -221,10 +244,12 @@ struct fleet_object {
     std::string name, kind, type, metric, help, unit, label;
 };
 
-/// A namespace's totals, read in one MULTI/EXEC (consistent with each other).
+/// A namespace's totals: each stripe read in one MULTI/EXEC (its totals
+/// consistent with its watermarks), the stripes' totals summed.
 struct fleet_snapshot {
     std::string fleet_namespace;
-    std::int64_t server_time_ms = 0;
+    std::uint32_t stripes = 1;  ///< read one by one: each consistent in itself, summed here
+    std::int64_t server_time_ms = 0;  ///< of stripe 0's read
     /// field -> the fleet total, as Redis holds it (a decimal integer; a
     /// decimal fraction for the floating-point fields, histogram sums).
     std::map<std::string, std::string> totals;
@@ -234,7 +259,7 @@ struct fleet_snapshot {
     std::vector<fleet_reporter> reporters;        ///< by id
 };
 
-/// The namespaces flushed to this Redis, sorted.  Throws: std::runtime_error.
+/// The namespaces flushed to this Redis (or cluster), sorted.  Throws: std::runtime_error.
 std::vector<std::string> fleet_namespaces(const connection_options& o);
 /// One namespace's totals, gauges, objects and reporters (with their
 /// watermarks).  Throws: std::runtime_error (Redis unreachable, refused).
