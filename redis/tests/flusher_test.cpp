@@ -16,7 +16,9 @@
 
 #include <procsafe/procsafe.hpp>
 #include <procsafe/redis.hpp>
+#include <procsafe/segment_view.hpp>
 
+#include "cluster.hpp"  // redis/src: hash slots
 #include "fields.hpp"  // redis/src: what a flush sends, without a server
 
 #include <atomic>
@@ -27,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -784,4 +787,144 @@ TEST_CASE("redis: an object whose label values repeat is skipped and logged, nev
     CHECK(c.skipped[0].object == "responses");
     CHECK(c.skipped[0].why.find("responses{code=\"200\"}") != std::string::npos);
     CHECK(c.skipped[0].why.find("repeated") != std::string::npos);
+}
+
+TEST_CASE("redis: hash slots as Redis Cluster computes them", "[redis]") {
+    // CLUSTER KEYSLOT's answers (Redis Cluster specification).
+    CHECK(procsafe::redis::detail::key_slot("123456789") == 0x31C3);  // CRC16-XMODEM's check value
+    CHECK(procsafe::redis::detail::key_slot("foo") == 12182);
+    CHECK(procsafe::redis::detail::key_slot("{user1000}.following") == procsafe::redis::detail::key_slot("user1000"));
+    CHECK(procsafe::redis::detail::key_slot("foo{}{bar}") != procsafe::redis::detail::key_slot("bar"));  // "{}": the whole key
+    CHECK(procsafe::redis::detail::key_slot("foo{{bar}}zap") == procsafe::redis::detail::key_slot("{bar"));
+    // Every key of a stripe shares its slot; stripes of one namespace differ.
+    const std::string rep = pr::keys::reporter("h", "s", 7);
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::totals("ns", 3)) == procsafe::redis::detail::key_slot(pr::keys::watermarks("ns", rep, 3)));
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::totals("ns", 3)) == procsafe::redis::detail::key_slot(pr::keys::reporters("ns", 3)));
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::config("ns")) == procsafe::redis::detail::key_slot(pr::keys::totals("ns")));
+    CHECK(pr::keys::totals("ns") == "{procsafe:ns}:total");  // stripe 0: the layout before stripes
+    CHECK(pr::keys::totals("ns", 5) == "{procsafe:ns|5}:total");
+    CHECK(pr::keys::totals("a", 1) != pr::keys::totals("a:1"));  // '|' is no namespace's character
+    CHECK(pr::keys::stripe_of(rep, 1) == 0);
+    std::set<std::uint32_t> seen;
+    for (int i = 0; i < 200; ++i) seen.insert(pr::keys::stripe_of(pr::keys::reporter("host-" + std::to_string(i), "web", 1), 16));
+    CHECK(seen.size() == 16);
+}
+
+TEST_CASE("redis: a namespace spread over stripes: recorded at its first flush, summed by the reader", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    log_lines log;
+    constexpr int hosts = 12;
+    std::vector<std::string> names;
+    std::vector<removed_at_exit> cleanup;
+    cleanup.reserve(hosts);  // never moved: a moved-from one would remove its segment
+    std::vector<procsafe::segment> segs;
+    std::int64_t expected = 0;
+    for (int h = 0; h < hosts; ++h) {
+        names.push_back(unique_name("rstripe") + "_" + std::to_string(h));
+        cleanup.push_back({names.back()});
+        segs.push_back(procsafe::segment::create(names.back(), 1 << 16));
+        segs.back().construct<procsafe::atomic_counter<std::int64_t>>("c").store(1000 + h);
+        expected += 1000 + h;
+    }
+    std::set<std::uint32_t> stripes_used;
+    for (int h = 0; h < hosts; ++h) {
+        auto o = options_for(server, {names[h]}, "host-" + std::to_string(h), "striped", log);
+        o.stripes = 8;
+        pr::flusher f(o);
+        const auto r = f.flush_once();
+        INFO(r.error);
+        REQUIRE(r.ok);
+        const auto inc = procsafe::segment_view::open(names[h]).incarnation();
+        const auto rep = pr::keys::reporter("host-" + std::to_string(h), names[h], inc);
+        const auto stripe = pr::keys::stripe_of(rep, 8);
+        stripes_used.insert(stripe);
+        CHECK(redis.hget(pr::keys::watermarks("striped", rep, stripe), "c") == std::to_string(1000 + h));
+    }
+    CHECK(stripes_used.size() > 1);
+    CHECK(redis.hget(pr::keys::config("striped"), "stripes") == "8");
+    auto f = pr::read_fleet(connection_to(server), "striped");
+    CHECK(f.stripes == 8);
+    CHECK(f.totals.at("c") == std::to_string(expected));
+    CHECK(f.reporters.size() == hosts);
+    CHECK(f.objects.count("c") == 1);
+
+    // A flusher asking for other stripes uses the recorded ones, and says so once.
+    segs[0].find<procsafe::atomic_counter<std::int64_t>>("c").fetch_add(5);
+    expected += 5;
+    {
+        auto o = options_for(server, {names[0]}, "host-0", "striped", log);
+        o.stripes = 4;
+        pr::flusher g(o);
+        REQUIRE(g.flush_once().ok);
+        REQUIRE(g.flush_once().ok);
+    }
+    CHECK(log.count("is spread over 8 stripes since its first flush; 4 asked for, 8 used") == 1);
+    CHECK(redis.hget(pr::keys::config("striped"), "stripes") == "8");
+    CHECK(pr::read_fleet(connection_to(server), "striped").totals.at("c") == std::to_string(expected));
+
+    // A namespace flushed before stripes existed (its reporters in stripe
+    // 0, nothing recorded) stays one stripe: no reporter moves and counts again.
+    REQUIRE(redis.run({"HSET", pr::keys::reporters("old"), "h|s|0000000000000001", "1 {}"}).integer == 1);
+    {
+        auto o = options_for(server, {names[1]}, "host-1", "old", log);
+        o.stripes = 8;
+        pr::flusher g(o);
+        REQUIRE(g.flush_once().ok);
+    }
+    CHECK(redis.hget(pr::keys::config("old"), "stripes") == "1");
+    CHECK(pr::read_fleet(connection_to(server), "old").stripes == 1);
+    CHECK(pr::read_fleet(connection_to(server), "old").totals.at("c") == "1001");
+
+    // A record that is not 1 to 1024 stops flusher and reader, naming it.
+    REQUIRE(redis.run({"HSET", pr::keys::config("bad"), "stripes", "0"}).integer == 1);
+    {
+        auto o = options_for(server, {names[2]}, "host-2", "bad", log);
+        const auto r = pr::flusher(o).flush_once();
+        CHECK_FALSE(r.ok);
+        CHECK(r.error.find("namespace 'bad' records 0 stripes ({procsafe:bad}:config): not 1 to 1024") != std::string::npos);
+    }
+    REQUIRE(redis.run({"HSET", pr::keys::config("bad"), "stripes", "99999999999999999999999"}).integer == 0);
+    CHECK_THROWS_WITH(pr::read_fleet(connection_to(server), "bad"),
+                      Catch::Matchers::Contains("namespace 'bad' records 99999999999999999999999 stripes"));
+    auto o = options_for(server, {names[2]}, "host-2", "x", log);
+    o.stripes = 1025;
+    CHECK_THROWS_AS(pr::flusher(o), std::invalid_argument);
+}
+
+TEST_CASE("redis: a Redis Cluster node given as one server: the error says to use --redis-cluster", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    // A cluster of one master holding every slot: enough for MOVED-free
+    // routing, and a server that answers MOVED when asked as one server is
+    // simulated by a key of a slot it does not hold: a one-node cluster
+    // holds all of them, so the error is forced with CLUSTER DELSLOTS.
+    redis_server server({"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}, true);
+    raw_client redis(server.port());
+    const auto name = unique_name("rcnode");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("c").store(3);
+    log_lines log;
+    auto o = options_for(server, {name}, "h", "one", log);
+    const auto r = pr::flusher(o).flush_once();  // no slot served: CLUSTERDOWN
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("give its nodes with --redis-cluster") != std::string::npos);
+    // Given as a cluster: still no slot served; the error says so, bounded.
+    o.connection.cluster = {pr::endpoint::parse(server.address())};
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto c = pr::flusher(o).flush_once();
+    CHECK_FALSE(c.ok);
+    CHECK(c.error.find("no node gave the slot map") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    // Every slot added: the one-node cluster counts.
+    std::vector<std::string> add{"CLUSTER", "ADDSLOTSRANGE", "0", "16383"};
+    REQUIRE(redis.run(add).str == "OK");
+    REQUIRE(eventually([&] { return redis.run({"CLUSTER", "INFO"}).str.find("cluster_state:ok") != std::string::npos; }));
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    pr::connection_options co;
+    co.cluster = o.connection.cluster;
+    CHECK(pr::read_fleet(co, "one").totals.at("c") == "3");
+    CHECK(pr::read_fleet(co, "one").stripes == 16);
+    CHECK(pr::fleet_namespaces(co) == std::vector<std::string>{"one"});
 }
