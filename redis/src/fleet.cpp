@@ -131,7 +131,12 @@ stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_
             std::this_thread::sleep_for(std::chrono::milliseconds(attempt == 0 ? 0 : 50));
             continue;
         }
-        if (!error.empty()) throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': " + error);
+        if (!error.empty()) {
+            std::string why = c.where();
+            why += ": reading namespace '" + ns + "': ";
+            why += error;
+            throw detail::command_failure(why);
+        }
         auto part = [&](std::size_t i) -> const redisReply& { return detail::element(exec, i); };
         {
             const auto& t = part(0);
