@@ -465,7 +465,12 @@ struct flusher::impl {
         std::vector<detail::reply> replies;
         replies.reserve(sent.size());
         for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+        const std::size_t redirected = res.redirects;
         settle(replies, sent, tag, res);
+        // The slot moved (a resharding, a failover by takeover): what this
+        // flusher remembers of the watermarks may be of the old master's
+        // data: read them again next time.
+        const bool moved = res.redirects != redirected;
 
         // What Redis accepted.
         std::size_t conflicts = 0;
@@ -512,6 +517,7 @@ struct flusher::impl {
                 case expect::gauges: res.gauges += p.fields.size(); break;
             }
         }
+        if (moved) s.warm = false;
         if (!error.empty()) throw detail::command_failure(error);
         return conflicts;
     }
