@@ -928,3 +928,80 @@ TEST_CASE("redis: a Redis Cluster node given as one server: the error says to us
     CHECK(pr::read_fleet(co, "one").stripes == 16);
     CHECK(pr::fleet_namespaces(co) == std::vector<std::string>{"one"});
 }
+
+TEST_CASE("redis: a stripe's slot moved to a master holding older watermarks: the next flush reads them again", "[redis]") {
+    // A takeover (CLUSTER FAILOVER TAKEOVER, or a replica promoted while the
+    // old master lived on) can leave the slot on a node that never got the
+    // last flush the old one acknowledged. The flusher meets a MOVED, not a
+    // lost connection: it must not trust what it remembers of the
+    // watermarks. Staged on two nodes: the slot is handed to B with its
+    // keys as they were before the last flush.
+    PROCSAFE_NEED_REDIS();
+    const std::vector<std::string> cluster{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                           "--cluster-node-timeout", "2000"};
+    redis_server a(cluster, true), b(cluster, true);
+    raw_client ra(a.port()), rb(b.port());
+    REQUIRE(ra.run({"CLUSTER", "ADDSLOTSRANGE", "0", "8191"}).str == "OK");
+    REQUIRE(rb.run({"CLUSTER", "ADDSLOTSRANGE", "8192", "16383"}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "MEET", "127.0.0.1", std::to_string(b.port())}).str == "OK");
+    const std::string id_a = ra.run({"CLUSTER", "MYID"}).str, id_b = rb.run({"CLUSTER", "MYID"}).str;
+    REQUIRE(eventually([&] {
+        return rb.run({"CLUSTER", "INFO"}).str.find("cluster_state:ok") != std::string::npos &&
+               ra.run({"CLUSTER", "INFO"}).str.find("cluster_known_nodes:2") != std::string::npos;
+    }));
+    // Two segments, each its own namespace: one in a slot of A, one in a
+    // slot of B, so the flusher is connected to both before the move.
+    auto slot_of = [](const std::string& ns) { return procsafe::redis::detail::key_slot(pr::keys::totals(ns)); };
+    std::string name, other;
+    for (int i = 0; name.empty() || other.empty(); ++i) {
+        const std::string n = unique_name("rmv") + "_" + std::to_string(i);
+        (slot_of(n) < 8192 ? name : other) = n;
+    }
+    removed_at_exit cleanup{name}, cleanup_other{other};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    auto seg_other = procsafe::segment::create(other, 1 << 16);
+    seg_other.construct<procsafe::atomic_counter<std::int64_t>>("c").store(1);
+    log_lines log;
+    pr::flush_options o;
+    o.connection.cluster = {pr::endpoint::parse(a.address())};
+    o.segments = {name, other};
+    o.host_id = "h";
+    o.stripes = 1;
+    o.log = log.fn();
+    pr::flusher f(o);
+    c.store(10);
+    REQUIRE(f.flush_once().ok);
+    const auto rep = pr::keys::reporter("h", name, procsafe::segment_view::open(name).incarnation());
+    const std::vector<std::string> keys{pr::keys::totals(name), pr::keys::watermarks(name, rep), pr::keys::reporters(name),
+                                        pr::keys::meta(name), pr::keys::config(name)};
+    const std::string slot = std::to_string(procsafe::redis::detail::key_slot(keys[0]));
+    std::vector<std::string> before;  // the slot's keys as the last flush will not have left them
+    for (const auto& k : keys) before.push_back(ra.run({"DUMP", k}).str);
+    c.store(25);
+    REQUIRE(f.flush_once().ok);  // A acknowledges 25
+    CHECK(ra.hget(keys[0], "c") == "25");
+    // A's last write never reaches B: B takes the slot with the keys of before.
+    REQUIRE(rb.run({"CLUSTER", "SETSLOT", slot, "IMPORTING", id_a}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "SETSLOT", slot, "MIGRATING", id_b}).str == "OK");
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (before[i].empty()) continue;
+        REQUIRE(rb.run({"ASKING"}).str == "OK");
+        REQUIRE(rb.run({"RESTORE", keys[i], "0", before[i]}).str == "OK");
+        ra.run({"DEL", keys[i]});
+    }
+    REQUIRE(rb.run({"CLUSTER", "SETSLOT", slot, "NODE", id_b}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "SETSLOT", slot, "NODE", id_b}).str == "OK");
+    CHECK(rb.hget(keys[0], "c") == "10");
+    REQUIRE(f.stats().connects == 2);  // A and B: no new connection makes it cold
+    // The counter does not change again. The next round meets MOVED; the
+    // one after reads B's watermark (10) and sends the 15 B never got.
+    const auto r1 = f.flush_once();
+    REQUIRE(r1.ok);
+    CHECK(r1.redirects >= 1);
+    REQUIRE(f.flush_once().ok);
+    CHECK(rb.hget(keys[0], "c") == "25");
+    pr::connection_options co;
+    co.cluster = o.connection.cluster;
+    CHECK(pr::read_fleet(co, name).totals.at("c") == "25");
+}
