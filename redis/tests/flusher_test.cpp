@@ -1005,3 +1005,96 @@ TEST_CASE("redis: a stripe's slot moved to a master holding older watermarks: th
     co.cluster = o.connection.cluster;
     CHECK(pr::read_fleet(co, name).totals.at("c") == "25");
 }
+
+TEST_CASE("redis: redirections parsed as Redis writes them, hostile ones refused", "[redis]") {
+    namespace d = procsafe::redis::detail;
+    std::uint16_t slot = 0;
+    pr::endpoint to;
+    REQUIRE(d::parse_redirect("MOVED 3999 127.0.0.1:6381", slot, to, "h"));
+    CHECK((slot == 3999 && to.host == "127.0.0.1" && to.port == 6381));
+    REQUIRE(d::parse_redirect("ASK 7870 ::1:23111", slot, to, "h"));  // IPv6 without brackets (Redis 7.0)
+    CHECK((slot == 7870 && to.host == "::1" && to.port == 23111));
+    REQUIRE(d::parse_redirect("MOVED 5 :6390", slot, to, "10.0.0.5"));  // "this connection's host"
+    CHECK((to.host == "10.0.0.5" && to.port == 6390));
+    REQUIRE(d::parse_redirect("MOVED 5 [fe80::1]:7000", slot, to, "h"));
+    CHECK((to.host == "fe80::1" && to.port == 7000));
+    CHECK_FALSE(d::parse_redirect("MOVED 16384 a:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED -1 a:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a:0", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a:70000", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 x\nprocsafe flush: forged:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 " + std::string(300, 'a') + ":1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED", slot, to, "h"));
+}
+
+TEST_CASE("redis: stripes changed under a running flusher: it keeps its own, and the reader flags a reporter that moved", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    const auto name = unique_name("rkeep"), other = unique_name("rkeep2");
+    removed_at_exit cleanup{name}, cleanup_other{other};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    c.store(100);
+    log_lines log;
+    auto o = options_for(server, {name}, "h", "keep", log);
+    o.stripes = 16;
+    pr::flusher f(o);
+    REQUIRE(f.flush_once().ok);
+    // K rewritten (by hand, or lost and recorded again), then a failed
+    // round (the connection killed): the flusher's reporter stays where
+    // its watermarks are, nothing counts twice.
+    const auto rep = pr::keys::reporter("h", name, procsafe::segment_view::open(name).incarnation());
+    std::uint32_t k = 2;  // a number of stripes that puts this reporter elsewhere
+    while (pr::keys::stripe_of(rep, k) == pr::keys::stripe_of(rep, 16)) ++k;
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", std::to_string(k)}).integer == 0);
+    redis.run({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+    c.store(130);
+    CHECK_FALSE(f.flush_once().ok);  // the killed connection
+    REQUIRE(f.flush_once().ok);
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", "16"}).integer == 0);
+    auto fleet = pr::read_fleet(connection_to(server), "keep");
+    CHECK(fleet.totals.at("c") == "130");
+    CHECK(fleet.warnings.empty());
+    // A flusher started while 4 is recorded puts the reporter in its
+    // stripe of 4: counted twice, and the reader says so.
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", std::to_string(k)}).integer == 0);
+    o.stripes = 0;
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", "16"}).integer == 0);
+    fleet = pr::read_fleet(connection_to(server), "keep");
+    CHECK(fleet.totals.at("c") == "260");
+    REQUIRE(fleet.warnings.size() == 2);
+    CHECK(fleet.warnings[0].find("found in stripe " + std::to_string(pr::keys::stripe_of(rep, k)) + ", not in its stripe " +
+                                 std::to_string(pr::keys::stripe_of(rep, 16)) + " of 16") != std::string::npos);
+    CHECK(fleet.warnings[1].find("its counts are in the totals twice") != std::string::npos);
+    CHECK(pr::prometheus_text({fleet}).find("# procsafe: namespace 'keep': reporter 'h|" + name) == 0);
+}
+
+TEST_CASE("redis: a segment whose commands Redis refuses does not stop the others", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    const auto a = unique_name("rrefa"), b = unique_name("rrefb");
+    removed_at_exit ca{a}, cb{b};
+    auto sa = procsafe::segment::create(a, 1 << 16), sb = procsafe::segment::create(b, 1 << 16);
+    sa.construct<procsafe::atomic_counter<std::int64_t>>("c").store(1);
+    sb.construct<procsafe::atomic_counter<std::int64_t>>("c").store(2);
+    REQUIRE(redis.run({"HSET", pr::keys::config(a), "stripes", "zero"}).integer == 1);  // a's namespace: refused
+    log_lines log;
+    auto o = options_for(server, {a, b}, "h", "", log);
+    pr::flusher f(o);
+    const auto r = f.flush_once();
+    CHECK_FALSE(r.ok);
+    CHECK(r.reached_redis);
+    CHECK(r.segments == 1);
+    CHECK(r.error.find("namespace '" + a + "' records zero stripes") != std::string::npos);
+    CHECK(pr::read_fleet(connection_to(server), b).totals.at("c") == "2");
+    CHECK_FALSE(f.flush_once().ok);
+    CHECK(log.count("records zero stripes") == 1);  // logged when it changes, not each round
+    REQUIRE(redis.run({"DEL", pr::keys::config(a)}).integer == 1);
+    REQUIRE(f.flush_once().ok);
+    CHECK(log.count("segment '" + a + "': flushing again") == 1);
+    CHECK(pr::read_fleet(connection_to(server), a).totals.at("c") == "1");
+}
