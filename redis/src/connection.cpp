@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: MIT
 #include "connection.hpp"
 
+#include "common.hpp"
+
 #include <hiredis.h>
 
 #include <cerrno>
@@ -61,7 +63,7 @@ struct argv_view {
 
 }  // namespace
 
-connection::connection(const connection_options& o) : where_("redis " + o.redis.str()) {
+connection::connection(const connection_options& o) : where_("redis " + o.redis.str()), command_timeout_(o.command_timeout) {
     sigpipe_guard guard;
     c_ = redisConnectWithTimeout(o.redis.host.c_str(), o.redis.port, to_timeval(o.connect_timeout));
     if (c_ == nullptr) throw io_failure(where_ + ": cannot allocate a connection");
@@ -129,20 +131,53 @@ void connection::append(const std::vector<std::string>& args) {
     if (redisAppendCommandArgv(c_, static_cast<int>(args.size()), v.argv.data(), v.lens.data()) != REDIS_OK) {
         lost("append");
     }
+    unsent_ = true;
+}
+
+// Each read or write of the socket is bounded by the socket's timeout; a
+// peer that sends (or takes) a byte just before each timeout would hold a
+// reply (or a pipeline's write) for ever. So the whole of it has a
+// deadline: before each read or write, the socket's timeout is what is left.
+void connection::time_left(double deadline, const char* doing) {
+    const double left = deadline - now_seconds();
+    if (left <= 0) {
+        throw io_failure(where_ + ": " + doing + ": timed out (" + std::to_string(command_timeout_).substr(0, 5) +
+                         " s for the whole " + (doing[0] == 'r' ? "reply" : "request") + ")");
+    }
+    if (redisSetTimeout(c_, to_timeval(left)) != REDIS_OK) lost(doing);
+    shortened_ = true;
+}
+
+void connection::full_timeout(const char* doing) {
+    if (!shortened_) return;
+    if (redisSetTimeout(c_, to_timeval(command_timeout_)) != REDIS_OK) lost(doing);
+    shortened_ = false;
 }
 
 void connection::send() {
     sigpipe_guard guard;
+    full_timeout("write");
+    unsent_ = false;
+    const double deadline = now_seconds() + command_timeout_;
     int done = 0;
-    while (done == 0) {
+    for (bool first = true; done == 0; first = false) {
+        if (!first) time_left(deadline, "write");
         if (redisBufferWrite(c_, &done) != REDIS_OK) lost("write");
     }
 }
 
 reply connection::next_reply() {
+    if (unsent_) send();  // what was appended goes first (as redisGetReply does)
     sigpipe_guard guard;
     void* r = nullptr;
-    if (redisGetReply(c_, &r) != REDIS_OK || r == nullptr) lost("read");
+    if (redisGetReplyFromReader(c_, &r) != REDIS_OK) lost("read");
+    if (r == nullptr) full_timeout("read");
+    const double deadline = now_seconds() + command_timeout_;
+    for (bool first = true; r == nullptr; first = false) {
+        if (!first) time_left(deadline, "read");
+        if (redisBufferRead(c_) != REDIS_OK) lost("read");
+        if (redisGetReplyFromReader(c_, &r) != REDIS_OK) lost("read");
+    }
     return reply(static_cast<redisReply*>(r));
 }
 

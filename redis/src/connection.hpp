@@ -68,8 +68,13 @@ public:
 
 private:
     [[noreturn]] void lost(const char* doing);
+    void time_left(double deadline, const char* doing);
+    void full_timeout(const char* doing);
     redisContext* c_ = nullptr;
     std::string where_;
+    double command_timeout_ = 2.0;
+    bool shortened_ = false;
+    bool unsent_ = false;     // commands appended, not yet written  // the socket's timeout is less than command_timeout_
 };
 
 /// Blocks SIGPIPE in this thread while a connection writes (hiredis

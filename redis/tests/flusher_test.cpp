@@ -19,6 +19,7 @@
 #include <procsafe/segment_view.hpp>
 
 #include "cluster.hpp"  // redis/src: hash slots
+#include "connection.hpp"
 #include "fields.hpp"  // redis/src: what a flush sends, without a server
 
 #include <atomic>
@@ -33,6 +34,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace {
 
@@ -1097,4 +1103,50 @@ TEST_CASE("redis: a segment whose commands Redis refuses does not stop the other
     REQUIRE(f.flush_once().ok);
     CHECK(log.count("segment '" + a + "': flushing again") == 1);
     CHECK(pr::read_fleet(connection_to(server), a).totals.at("c") == "1");
+}
+
+TEST_CASE("redis: a peer that drips its reply a byte at a time is cut off at the command timeout", "[redis]") {
+    // A byte just before each socket timeout used to hold a reply for ever
+    // (each read was bounded, the reply was not). A fake Redis on 127.0.0.1.
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 1) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    std::atomic<bool> done{false};
+    std::thread peer([&] {
+        const int c = ::accept(fd, nullptr, nullptr);
+        if (c < 0) return;
+        char buf[256];
+        (void)::read(c, buf, sizeof buf);  // the command
+        const std::string reply = "$40\r\n" + std::string(40, 'x') + "\r\n";
+        // A byte every 100 ms, 4.7 s in all unless the client goes first.
+        for (std::size_t i = 0; i < reply.size() && !done.load(); ++i) {
+            if (::send(c, reply.data() + i, 1, MSG_NOSIGNAL) != 1) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the drip itself, not synchronization
+        }
+        ::close(c);
+    });
+    pr::connection_options o;
+    o.redis.port = ntohs(a.sin_port);
+    o.command_timeout = 0.5;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string error;
+    try {
+        procsafe::redis::detail::connection c(o);
+        c.run({"PING"});
+    } catch (const procsafe::redis::detail::io_failure& e) {
+        error = e.what();
+    }
+    const auto took = std::chrono::steady_clock::now() - t0;
+    done = true;
+    peer.join();
+    ::close(fd);
+    INFO(error);
+    CHECK(error.find("read: timed out") != std::string::npos);
+    CHECK(took < std::chrono::milliseconds(1500));
 }
