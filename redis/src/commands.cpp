@@ -68,6 +68,14 @@ std::string age_text(double s) {
     return buf;
 }
 
+/// "HOST:PORT" or "cluster HOST:PORT,...".
+std::string where_of(const connection_options& o) {
+    if (o.cluster.empty()) return o.redis.str();
+    std::string s = "cluster ";
+    for (std::size_t i = 0; i < o.cluster.size(); ++i) s += (i ? "," : "") + o.cluster[i].str();
+    return s;
+}
+
 std::vector<fleet_snapshot> read_all(const fleet_options& o) {
     std::vector<fleet_snapshot> out;
     const auto names = o.fleet_namespace.empty() ? fleet_namespaces(o.connection) : std::vector<std::string>{o.fleet_namespace};
@@ -92,7 +100,7 @@ int run_flush(const flush_options& given) {
                 for (const auto& w : r.warnings) std::fprintf(stderr, "procsafe flush: %s\n", w.c_str());
                 if (r.ok) {
                     std::printf("flushed %zu segment%s to %s: %zu value%s, %zu gauge%s, %zu FCALL%s in %.1f ms\n",
-                                r.segments, r.segments == 1 ? "" : "s", given.connection.redis.str().c_str(), r.fields,
+                                r.segments, r.segments == 1 ? "" : "s", where_of(given.connection).c_str(), r.fields,
                                 r.fields == 1 ? "" : "s", r.gauges, r.gauges == 1 ? "" : "s", r.fcalls,
                                 r.fcalls == 1 ? "" : "s", r.seconds * 1e3);
                     std::fflush(stdout);
@@ -121,12 +129,14 @@ int run_fleet_show(const fleet_options& o, bool json) {
             std::fflush(stdout);
             return 0;
         }
-        if (fleets.empty()) std::printf("no procsafe namespace in redis %s\n", o.connection.redis.str().c_str());
+        const std::string where = where_of(o.connection);
+        if (fleets.empty()) std::printf("no procsafe namespace in redis %s\n", where.c_str());
         for (const auto& f : fleets) {
             std::size_t live = 0;
             for (const auto& r : f.reporters) live += r.live ? 1 : 0;
-            std::printf("namespace '%s' (redis %s): %zu reporter%s, %zu live\n", f.fleet_namespace.c_str(),
-                        o.connection.redis.str().c_str(), f.reporters.size(), f.reporters.size() == 1 ? "" : "s", live);
+            std::printf("namespace '%s' (redis %s%s): %zu reporter%s, %zu live\n", f.fleet_namespace.c_str(), where.c_str(),
+                        f.stripes == 1 ? "" : (", " + std::to_string(f.stripes) + " stripes").c_str(), f.reporters.size(),
+                        f.reporters.size() == 1 ? "" : "s", live);
             std::size_t width = 5;
             for (const auto& [k, v] : f.totals) width = std::max(width, k.size());
             for (const auto& [k, v] : f.gauges) width = std::max(width, k.size() + 8);

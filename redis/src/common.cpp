@@ -4,6 +4,7 @@
 
 #include <procsafe/redis.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <charconv>
 #include <cstdio>
@@ -44,6 +45,21 @@ endpoint endpoint::parse(std::string_view text) {
     return e;
 }
 
+std::vector<endpoint> endpoint::parse_list(std::string_view text) {
+    std::vector<endpoint> out;
+    std::size_t at = 0;
+    for (;;) {
+        const std::size_t comma = std::min(text.find(',', at), text.size());
+        const std::string_view one = text.substr(at, comma - at);
+        if (one.empty()) throw std::invalid_argument("'" + std::string(text) + "': an empty HOST:PORT in the list");
+        if (out.size() >= 1000) throw std::invalid_argument("'" + std::string(text).substr(0, 64) + "...': more than 1000 nodes");
+        out.push_back(parse(one));
+        if (comma == text.size()) break;
+        at = comma + 1;
+    }
+    return out;
+}
+
 std::string endpoint::str() const {
     const bool v6 = host.find(':') != std::string::npos;
     return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
@@ -73,16 +89,32 @@ credentials credentials::from_file(const std::string& path, const std::string& u
 }
 
 namespace keys {
-std::string prefix(std::string_view ns) { return "{procsafe:" + std::string(ns) + "}:"; }
-std::string totals(std::string_view ns) { return prefix(ns) + "total"; }
-std::string watermarks(std::string_view ns, std::string_view reporter) { return prefix(ns) + "wm:" + std::string(reporter); }
-std::string gauges(std::string_view ns, std::string_view reporter) { return prefix(ns) + "gauge:" + std::string(reporter); }
-std::string reporters(std::string_view ns) { return prefix(ns) + "reporters"; }
-std::string meta(std::string_view ns) { return prefix(ns) + "meta"; }
+std::string prefix(std::string_view ns, std::uint32_t stripe) {
+    return "{procsafe:" + std::string(ns) + (stripe == 0 ? std::string() : "|" + std::to_string(stripe)) + "}:";
+}
+std::string totals(std::string_view ns, std::uint32_t stripe) { return prefix(ns, stripe) + "total"; }
+std::string watermarks(std::string_view ns, std::string_view reporter, std::uint32_t stripe) {
+    return prefix(ns, stripe) + "wm:" + std::string(reporter);
+}
+std::string gauges(std::string_view ns, std::string_view reporter, std::uint32_t stripe) {
+    return prefix(ns, stripe) + "gauge:" + std::string(reporter);
+}
+std::string reporters(std::string_view ns, std::uint32_t stripe) { return prefix(ns, stripe) + "reporters"; }
+std::string meta(std::string_view ns, std::uint32_t stripe) { return prefix(ns, stripe) + "meta"; }
+std::string config(std::string_view ns) { return prefix(ns) + "config"; }
 std::string reporter(std::string_view host, std::string_view segment, std::uint64_t incarnation) {
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(incarnation));
     return std::string(host) + "|" + std::string(segment) + "|" + hex;
+}
+std::uint32_t stripe_of(std::string_view reporter, std::uint32_t stripes) {
+    if (stripes <= 1) return 0;
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char c : reporter) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 0x100000001b3ULL;
+    }
+    return static_cast<std::uint32_t>(h % stripes);
 }
 }  // namespace keys
 

@@ -3,6 +3,7 @@
 //
 // Reading the fleet: totals, gauges, objects and reporters of a namespace in
 // one MULTI/EXEC; the Prometheus text and the JSON of them.
+#include "cluster.hpp"
 #include "common.hpp"
 #include "connection.hpp"
 
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <set>
 
@@ -38,16 +41,21 @@ double json_double(const nlohmann::json& j, const char* key) {
     return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
 }
 
-/// A sum of gauge values: exact while every value is an integer.
+/// A sum of values (gauges; a field's totals over stripes): exact while
+/// every value is an integer.
 struct gauge_sum {
     i128 integer = 0;
     double real = 0;
     bool any_real = false;
+    std::string only;  // the one value added, as Redis holds it
+    int n = 0;
     void add(const std::string& v) {
+        if (n++ == 0) only = v;
         if (const auto i = detail::parse_integer(v)) integer += *i;
         else if (const auto d = detail::parse_real(v)) real += *d, any_real = true;
     }
     std::string text() const {
+        if (n == 1) return only;
         return any_real ? detail::to_text(real + static_cast<double>(integer)) : detail::to_text(integer);
     }
 };
@@ -55,114 +63,174 @@ struct gauge_sum {
 }  // namespace
 
 std::vector<std::string> fleet_namespaces(const connection_options& o) {
-    detail::connection c(o);
-    const auto r = c.must({"SMEMBERS", std::string(keys::namespaces)});
+    detail::router net(o);
+    const auto r = net.run(keys::namespaces, {"SMEMBERS", std::string(keys::namespaces)});
+    if (detail::is_error(*r)) throw detail::command_failure(net.where() + ": SMEMBERS: " + detail::text_of(*r));
     std::vector<std::string> out;
     for (std::size_t i = 0; i < detail::elements(*r); ++i) out.push_back(detail::text_of(detail::element(*r, i)));
     std::sort(out.begin(), out.end());
     return out;
 }
 
+namespace {
+
+/// One stripe's read: its parts of the snapshot, from one MULTI/EXEC.
+struct stripe_read {
+    std::int64_t server_time_ms = 0;
+    std::vector<std::pair<std::string, std::string>> totals, meta, seen;
+    std::vector<std::string> ids;
+    std::vector<std::vector<std::pair<std::string, std::string>>> marks, gauges;  // by id
+};
+
+/// Reads stripe `stripe` of `ns` in one transaction on its master. A
+/// cluster that moves the slot meanwhile (MOVED, ASK, TRYAGAIN) is asked
+/// again, bounded.
+stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_t stripe) {
+    const std::string tag = keys::totals(ns, stripe);
+    std::string last;
+    for (int attempt = 0; attempt < 20; ++attempt) {
+        stripe_read out;
+        const auto hk = net.run(tag, {"HKEYS", keys::reporters(ns, stripe)});
+        if (detail::is_error(*hk)) throw detail::command_failure(net.where() + ": reading namespace '" + ns + "': " + detail::text_of(*hk));
+        for (std::size_t i = 0; i < detail::elements(*hk); ++i) out.ids.push_back(detail::text_of(detail::element(*hk, i)));
+        std::sort(out.ids.begin(), out.ids.end());
+        // One transaction: the totals and the watermarks they came from agree.
+        detail::connection& c = net.node_for(tag);
+        c.append({"MULTI"});
+        c.append({"TIME"});
+        c.append({"HGETALL", keys::totals(ns, stripe)});
+        c.append({"HGETALL", keys::meta(ns, stripe)});
+        c.append({"HGETALL", keys::reporters(ns, stripe)});
+        for (const auto& id : out.ids) {
+            c.append({"HGETALL", keys::watermarks(ns, id, stripe)});
+            c.append({"HGETALL", keys::gauges(ns, id, stripe)});
+        }
+        c.append({"EXEC"});
+        c.send();
+        const std::size_t queued = 4 + 2 * out.ids.size();
+        std::vector<detail::reply> replies;
+        for (std::size_t i = 0; i < queued + 2; ++i) replies.push_back(c.next_reply());  // +OK, +QUEUED each, EXEC
+        std::string error;
+        bool moved = false;
+        for (std::size_t i = 0; i + 1 < replies.size() && error.empty(); ++i) {
+            if (!detail::is_error(*replies[i])) continue;
+            error = detail::text_of(*replies[i]);
+            moved = detail::is_redirect(*replies[i]);
+        }
+        const auto& exec = *replies.back();
+        if (error.empty() && (detail::is_error(exec) || detail::elements(exec) != queued)) {
+            error = "the transaction failed" + (detail::is_error(exec) ? ": " + detail::text_of(exec) : std::string());
+        }
+        for (std::size_t i = 0; error.empty() && i < queued; ++i)
+            if (detail::is_error(detail::element(exec, i))) error = detail::text_of(detail::element(exec, i));
+        if (moved && net.clustered()) {
+            // The slot moves (resharding, failover): learn the map again
+            // and read again; a slot half migrated settles within seconds.
+            last = error;
+            net.reset();
+            std::this_thread::sleep_for(std::chrono::milliseconds(attempt == 0 ? 0 : 50));
+            continue;
+        }
+        if (!error.empty()) throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': " + error);
+        auto part = [&](std::size_t i) -> const redisReply& { return detail::element(exec, i); };
+        {
+            const auto& t = part(0);
+            if (detail::elements(t) == 2) {
+                const auto sec = detail::parse_integer(detail::text_of(detail::element(t, 0)));
+                const auto usec = detail::parse_integer(detail::text_of(detail::element(t, 1)));
+                if (sec && usec) out.server_time_ms = static_cast<std::int64_t>(*sec * 1000 + *usec / 1000);
+            }
+        }
+        out.totals = pairs_of(part(1));
+        out.meta = pairs_of(part(2));
+        out.seen = pairs_of(part(3));
+        for (std::size_t i = 0; i < out.ids.size(); ++i) {
+            out.marks.push_back(pairs_of(part(4 + 2 * i)));
+            out.gauges.push_back(pairs_of(part(5 + 2 * i)));
+        }
+        return out;
+    }
+    throw detail::command_failure(net.where() + ": reading namespace '" + ns + "' stripe " + std::to_string(stripe) +
+                                  ": the cluster kept redirecting (last: " + last + ")");
+}
+
+}  // namespace
+
 fleet_snapshot read_fleet(const connection_options& o, const std::string& ns) {
     detail::check_id("namespace", ns);
-    detail::connection c(o);
-    std::vector<std::string> ids;
-    {
-        const auto r = c.must({"HKEYS", keys::reporters(ns)});
-        for (std::size_t i = 0; i < detail::elements(*r); ++i) ids.push_back(detail::text_of(detail::element(*r, i)));
-        std::sort(ids.begin(), ids.end());
-    }
-    // One transaction: the totals and the watermarks they came from agree.
-    c.append({"MULTI"});
-    c.append({"TIME"});
-    c.append({"HGETALL", keys::totals(ns)});
-    c.append({"HGETALL", keys::meta(ns)});
-    c.append({"HGETALL", keys::reporters(ns)});
-    for (const auto& id : ids) {
-        c.append({"HGETALL", keys::watermarks(ns, id)});
-        c.append({"HGETALL", keys::gauges(ns, id)});
-    }
-    c.append({"EXEC"});
-    c.send();
-    const std::size_t queued = 4 + 2 * ids.size();
-    for (std::size_t i = 0; i < queued + 1; ++i) {  // +OK, then +QUEUED each
-        const auto r = c.next_reply();
-        if (detail::is_error(*r)) {
-            // Drain what is left, then say why.
-            for (std::size_t k = i + 1; k < queued + 2; ++k) c.next_reply();
-            throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': " + detail::text_of(*r));
-        }
-    }
-    const auto exec = c.next_reply();
-    if (detail::is_error(*exec) || detail::elements(*exec) != queued) {
-        throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': the transaction failed" +
-                                      (detail::is_error(*exec) ? ": " + detail::text_of(*exec) : std::string()));
-    }
-    auto part = [&](std::size_t i) -> const redisReply& { return detail::element(*exec, i); };
-    for (std::size_t i = 0; i < queued; ++i)
-        if (detail::is_error(part(i))) throw detail::command_failure(c.where() + ": " + detail::text_of(part(i)));
-
+    detail::router net(o);
     fleet_snapshot f;
     f.fleet_namespace = ns;
     {
-        const auto& t = part(0);
-        if (detail::elements(t) == 2) {
-            const auto sec = detail::parse_integer(detail::text_of(detail::element(t, 0)));
-            const auto usec = detail::parse_integer(detail::text_of(detail::element(t, 1)));
-            if (sec && usec) f.server_time_ms = static_cast<std::int64_t>(*sec * 1000 + *usec / 1000);
+        const auto r = net.run(keys::config(ns), {"HGET", keys::config(ns), "stripes"});
+        if (detail::is_error(*r)) throw detail::command_failure(net.where() + ": reading namespace '" + ns + "': " + detail::text_of(*r));
+        if (!detail::is_nil(*r)) {  // none: flushed before stripes existed, or never: one stripe
+            const auto k = detail::parse_integer(detail::text_of(*r));
+            if (!k || *k < 1 || *k > keys::max_stripes) {
+                throw detail::command_failure(net.where() + ": namespace '" + ns + "' records " + detail::text_of(*r) + " stripes (" +
+                                              keys::config(ns) + "): not 1 to " + std::to_string(keys::max_stripes));
+            }
+            f.stripes = static_cast<std::uint32_t>(*k);
         }
     }
-    for (auto& [k, v] : pairs_of(part(1))) f.totals.emplace(std::move(k), std::move(v));
-    for (auto& [name, text] : pairs_of(part(2))) {
-        fleet_object obj;
-        obj.name = name;
-        const auto j = nlohmann::json::parse(text, nullptr, false);
-        if (!j.is_discarded() && j.is_object()) {
-            obj.kind = json_string(j, "kind");
-            obj.type = json_string(j, "type");
-            obj.metric = json_string(j, "metric");
-            obj.help = json_string(j, "help");
-            obj.unit = json_string(j, "unit");
-            obj.label = json_string(j, "label");
+    std::map<std::string, gauge_sum> totals, sums;
+    for (std::uint32_t stripe = 0; stripe < f.stripes; ++stripe) {
+        stripe_read part = read_stripe(net, ns, stripe);
+        if (stripe == 0) f.server_time_ms = part.server_time_ms;
+        for (const auto& [k, v] : part.totals) totals[k].add(v);
+        for (auto& [name, text] : part.meta) {
+            if (f.objects.count(name) != 0) continue;
+            fleet_object obj;
+            obj.name = name;
+            const auto j = nlohmann::json::parse(text, nullptr, false);
+            if (!j.is_discarded() && j.is_object()) {
+                obj.kind = json_string(j, "kind");
+                obj.type = json_string(j, "type");
+                obj.metric = json_string(j, "metric");
+                obj.help = json_string(j, "help");
+                obj.unit = json_string(j, "unit");
+                obj.label = json_string(j, "label");
+            }
+            f.objects.emplace(name, std::move(obj));
         }
-        f.objects.emplace(name, std::move(obj));
-    }
-    std::map<std::string, std::string> seen;
-    for (auto& [k, v] : pairs_of(part(3))) seen.emplace(std::move(k), std::move(v));
-    std::map<std::string, gauge_sum> sums;
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        fleet_reporter r;
-        r.id = ids[i];
-        const auto bar1 = r.id.find('|'), bar2 = r.id.rfind('|');
-        if (bar1 != std::string::npos && bar2 != bar1) {
-            r.host = r.id.substr(0, bar1);
-            r.segment = r.id.substr(bar1 + 1, bar2 - bar1 - 1);
-            r.incarnation = std::strtoull(r.id.c_str() + bar2 + 1, nullptr, 16);
-        }
-        if (const auto it = seen.find(r.id); it != seen.end()) {
-            const auto space = it->second.find(' ');
-            if (const auto ms = detail::parse_integer(it->second.substr(0, space))) r.last_flush_ms = static_cast<std::int64_t>(*ms);
-            if (space != std::string::npos) {
-                const auto j = nlohmann::json::parse(it->second.substr(space + 1), nullptr, false);
-                if (!j.is_discarded() && j.is_object()) {
-                    r.pid = static_cast<std::int64_t>(json_double(j, "pid"));
-                    r.interval = json_double(j, "interval");
-                    r.gauge_ttl = json_double(j, "gauge_ttl");
+        std::map<std::string, std::string> seen(part.seen.begin(), part.seen.end());
+        for (std::size_t i = 0; i < part.ids.size(); ++i) {
+            fleet_reporter r;
+            r.id = part.ids[i];
+            r.stripe = stripe;
+            const auto bar1 = r.id.find('|'), bar2 = r.id.rfind('|');
+            if (bar1 != std::string::npos && bar2 != bar1) {
+                r.host = r.id.substr(0, bar1);
+                r.segment = r.id.substr(bar1 + 1, bar2 - bar1 - 1);
+                r.incarnation = std::strtoull(r.id.c_str() + bar2 + 1, nullptr, 16);
+            }
+            if (const auto it = seen.find(r.id); it != seen.end()) {
+                const auto space = it->second.find(' ');
+                if (const auto ms = detail::parse_integer(it->second.substr(0, space))) r.last_flush_ms = static_cast<std::int64_t>(*ms);
+                if (space != std::string::npos) {
+                    const auto j = nlohmann::json::parse(it->second.substr(space + 1), nullptr, false);
+                    if (!j.is_discarded() && j.is_object()) {
+                        r.pid = static_cast<std::int64_t>(json_double(j, "pid"));
+                        r.interval = json_double(j, "interval");
+                        r.gauge_ttl = json_double(j, "gauge_ttl");
+                    }
                 }
             }
+            r.age_seconds = static_cast<double>(part.server_time_ms - r.last_flush_ms) / 1000.0;
+            for (auto& [k, v] : part.marks[i]) r.watermarks.emplace(std::move(k), std::move(v));
+            for (auto& [k, v] : part.gauges[i]) {
+                if (!k.empty() && k[0] == '\0') continue;  // the read stamp
+                r.gauges.emplace(std::move(k), std::move(v));
+            }
+            // A reporter's gauges count while its gauge hash lives (Redis
+            // expires it gauge_ttl after its last flush).
+            r.live = !r.gauges.empty() || (r.gauge_ttl > 0 && r.age_seconds <= r.gauge_ttl);
+            for (const auto& [k, v] : r.gauges) sums[k].add(v);
+            f.reporters.push_back(std::move(r));
         }
-        r.age_seconds = static_cast<double>(f.server_time_ms - r.last_flush_ms) / 1000.0;
-        for (auto& [k, v] : pairs_of(part(4 + 2 * i))) r.watermarks.emplace(std::move(k), std::move(v));
-        for (auto& [k, v] : pairs_of(part(5 + 2 * i))) {
-            if (!k.empty() && k[0] == '\0') continue;  // the read stamp
-            r.gauges.emplace(std::move(k), std::move(v));
-        }
-        // A reporter's gauges count while its gauge hash lives (Redis
-        // expires it gauge_ttl after its last flush).
-        r.live = !r.gauges.empty() || (r.gauge_ttl > 0 && r.age_seconds <= r.gauge_ttl);
-        for (const auto& [k, v] : r.gauges) sums[k].add(v);
-        f.reporters.push_back(std::move(r));
     }
+    std::sort(f.reporters.begin(), f.reporters.end(), [](const fleet_reporter& a, const fleet_reporter& b) { return a.id < b.id; });
+    for (const auto& [k, s] : totals) f.totals.emplace(k, s.text());
     for (const auto& [k, s] : sums) f.gauges.emplace(k, s.text());
     return f;
 }

@@ -13,6 +13,7 @@
 //      a watermark first) changed nothing: read again and resend.
 // A connection lost anywhere in between leaves the cache cold: whatever
 // Redis applied or not, the next round reads the watermarks it holds.
+#include "cluster.hpp"
 #include "common.hpp"
 #include "connection.hpp"
 #include "fields.hpp"
@@ -23,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -47,25 +49,39 @@ struct segment_state {
     std::optional<segment_view> view;
     std::uint64_t incarnation = 0;
     std::string reporter, info;       // of the current incarnation
+    std::uint32_t stripe = 0;         // the reporter's stripe (known once the namespace's stripes are)
     std::string problem;              // the segment's last logged problem; empty: fine
     bool announced = false;
     std::unordered_map<std::string, std::string> marks;  // field -> watermark Redis holds ("" none)
     bool warm = false;
     std::unordered_set<std::string> logged;              // objects and fields already reported
     std::unordered_set<std::string> meta_sent;  // objects whose metadata Redis has
-    std::string old_gauges;           // a previous incarnation's gauge hash, to delete
+    std::string old_reporter;         // a previous incarnation, whose gauge hash is to be deleted
     bool registered = false;          // in the namespaces set
 };
 
 /// What each pipelined reply answers.
-enum class expect { meta, namespaces, del, hmget, flush, gauges };
+enum class expect { meta, hmget, flush, gauges };
 
 struct pending {
     expect what;
     segment_state* s = nullptr;
     std::vector<const detail::field*> fields;          // flush, gauges
     std::vector<std::string> names;                    // hmget, meta
+    std::vector<std::string> args;                     // the command, sent again if a cluster redirects it
 };
+
+// A namespace's stripes, decided once: the number recorded at its first
+// flush; for a namespace flushed before stripes existed (its stripe-0
+// reporters hash exists, no record), 1, so no reporter moves to another
+// stripe and counts again. One atomic step (both keys in stripe 0's slot).
+constexpr std::string_view stripes_script = R"lua(
+local k = redis.call('HGET', KEYS[1], 'stripes')
+if k then return k end
+if redis.call('EXISTS', KEYS[2]) == 1 then k = '1' else k = ARGV[1] end
+redis.call('HSET', KEYS[1], 'stripes', k)
+return k
+)lua";
 
 std::string stamp_now() {
     timespec t{};
@@ -89,7 +105,11 @@ struct flusher::impl {
     std::string host;
     double gauge_ttl = 0;
     std::vector<segment_state> segments;
-    std::unique_ptr<detail::connection> conn;
+    std::unique_ptr<detail::router> net;
+    detail::connection* conn = nullptr;  // the node of the segment being flushed
+    std::map<std::string, std::uint32_t> ns_stripes;  // namespace -> its recorded stripes (known since the router's last reset)
+    std::unordered_set<std::string> stripes_logged;
+    std::uint32_t proposed_stripes = 1;
     flush_stats stats;
     bool ever_flushed = false, failing = false;
     std::uint64_t failed_attempts = 0;
@@ -107,6 +127,10 @@ struct flusher::impl {
         detail::check_id("host id", host);
         if (!o.fleet_namespace.empty()) detail::check_id("namespace", o.fleet_namespace);
         gauge_ttl = o.gauge_ttl > 0 ? o.gauge_ttl : std::max(5 * o.interval, 2.0);
+        if (o.stripes > keys::max_stripes) {
+            throw std::invalid_argument("stripes: " + std::to_string(o.stripes) + " is more than " + std::to_string(keys::max_stripes));
+        }
+        proposed_stripes = o.stripes != 0 ? o.stripes : o.connection.cluster.empty() ? 1 : 16;
         for (const auto& name : o.segments) {
             procsafe::detail::check_segment_name(name);
             segment_state s;
@@ -128,23 +152,78 @@ struct flusher::impl {
     void hook(std::string_view point) const {
         if (o.test_hook) o.test_hook(point);
     }
-    std::string where() const { return "redis " + o.connection.redis.str(); }
+    std::string where() const { return net ? net->where() : "redis " + o.connection.redis.str(); }
 
-    void connect() {
-        if (conn) return;
-        conn = std::make_unique<detail::connection>(o.connection);
+    /// Every new connection (to the server, or to a master of the cluster:
+    /// the first, one promoted, one that joined) loads the function library.
+    void on_connect(detail::connection& c) {
         ++stats.connects;
         for (auto& s : segments) s.warm = false;  // it may be another server, or one restored from elsewhere
         // FUNCTION LOAD without REPLACE: the versioned library is loaded
         // once and persists; a user without the right to load it relies on
         // an administrator having loaded it (docs/redis.md).
-        auto r = conn->run({"FUNCTION", "LOAD", std::string(function_library())});
+        auto r = c.run({"FUNCTION", "LOAD", std::string(function_library())});
         if (detail::is_error(*r)) {
             const std::string why = detail::text_of(*r);
             if (why.find("already exists") == std::string::npos && why != load_refused) {
-                log(where() + ": FUNCTION LOAD refused (" + why + "); FCALL works only if procsafe_1 is loaded");
+                log(c.where() + ": FUNCTION LOAD refused (" + why + "); FCALL works only if procsafe_1 is loaded");
                 load_refused = why;
             }
+        }
+    }
+
+    void connect() {
+        if (!net) net = std::make_unique<detail::router>(o.connection, [this](detail::connection& c) { on_connect(c); });
+    }
+
+    /// The stripes of s's namespace (asked once per namespace since the
+    /// last reset), and s's stripe among them.
+    void place(segment_state& s) {
+        auto it = ns_stripes.find(s.ns);
+        if (it == ns_stripes.end()) {
+            const std::string config = keys::config(s.ns);
+            auto r = net->run(config, {"EVAL", std::string(stripes_script), "2", config, keys::reporters(s.ns),
+                                       std::to_string(proposed_stripes)});
+            if (detail::is_error(*r) && detail::text_of(*r).find("NOPERM") != std::string::npos) {
+                // A user without EVAL (the ACL of flushers before stripes):
+                // the number recorded, or else 1 stripe, not recorded (the
+                // layout before stripes; a later first flush with EVAL sees
+                // this one's reporters and records 1).
+                const std::string why = detail::text_of(*r);
+                r = net->run(config, {"HGET", config, "stripes"});
+                if (detail::is_nil(*r)) {
+                    if (stripes_logged.insert(s.ns).second) {
+                        log("namespace '" + s.ns + "': its stripes cannot be recorded (EVAL: " + why +
+                            "); flushing to 1 stripe (docs/redis.md: the flusher's ACL)");
+                    }
+                    it = ns_stripes.emplace(s.ns, 1).first;
+                    s.stripe = 0;
+                    return;
+                }
+            }
+            if (detail::is_error(*r)) throw detail::command_failure(where() + ": the stripes of namespace '" + s.ns + "': " + detail::text_of(*r));
+            const auto k = detail::parse_integer(detail::text_of(*r));
+            if (!k || *k < 1 || *k > keys::max_stripes) {
+                throw detail::command_failure(where() + ": namespace '" + s.ns + "' records " + detail::text_of(*r) +
+                                              " stripes (" + keys::config(s.ns) + "): not 1 to " + std::to_string(keys::max_stripes));
+            }
+            const auto recorded = static_cast<std::uint32_t>(*k);
+            if (o.stripes != 0 && recorded != o.stripes && stripes_logged.insert(s.ns).second) {
+                log("namespace '" + s.ns + "' is spread over " + std::to_string(recorded) + " stripes since its first flush; " +
+                    std::to_string(o.stripes) + " asked for, " + std::to_string(recorded) + " used (docs/redis.md: changing them)");
+            }
+            it = ns_stripes.emplace(s.ns, recorded).first;
+        }
+        s.stripe = keys::stripe_of(s.reporter, it->second);
+    }
+
+    /// Replies of a pipeline sent to one node: redirections followed.
+    void settle(std::vector<detail::reply>& replies, std::vector<pending>& sent, const std::string& key, flush_result& res) {
+        for (std::size_t i = 0; i < sent.size(); ++i) {
+            if (!detail::is_redirect(*replies[i])) continue;
+            ++res.redirects;
+            ++stats.redirects;
+            replies[i] = net->settle(std::move(replies[i]), key, sent[i].args);
         }
     }
 
@@ -165,7 +244,7 @@ struct flusher::impl {
             const std::uint64_t inc = s.view->incarnation();
             if (inc != s.incarnation || s.reporter.empty()) {
                 const std::string before = s.reporter;
-                if (!before.empty()) s.old_gauges = keys::gauges(s.ns, before);
+                if (!before.empty()) s.old_reporter = before;
                 s.incarnation = inc;
                 s.reporter = keys::reporter(host, s.name, inc);
                 nlohmann::json info = {{"host", host},
@@ -207,22 +286,27 @@ struct flusher::impl {
     }
 
     /// HMGET the watermarks of `names` into s.marks.
+    flush_result* warnings_result = nullptr;  // this round's result (redirects counted there)
+
     void read_marks(segment_state& s, const std::vector<std::string>& names) {
         if (names.empty()) return;
-        const std::string key = keys::watermarks(s.ns, s.reporter);
+        const std::string key = keys::watermarks(s.ns, s.reporter, s.stripe);
         std::vector<pending> sent;
         for (std::size_t at = 0; at < names.size(); at += o.batch) {
             const std::size_t end = std::min(names.size(), at + o.batch);
             std::vector<std::string> args{"HMGET", key};
             args.insert(args.end(), names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
             conn->append(args);
-            pending p{expect::hmget, &s, {}, {}};
+            pending p{expect::hmget, &s, {}, {}, {}};
             p.names.assign(names.begin() + static_cast<std::ptrdiff_t>(at), names.begin() + static_cast<std::ptrdiff_t>(end));
+            p.args = std::move(args);
             sent.push_back(std::move(p));
         }
         conn->send();
         std::vector<detail::reply> replies;
         for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+        flush_result ignored;
+        settle(replies, sent, key, warnings_result != nullptr ? *warnings_result : ignored);
         for (std::size_t i = 0; i < sent.size(); ++i) {
             const auto& r = *replies[i];
             if (detail::is_error(r)) throw detail::command_failure(where() + ": HMGET: " + detail::text_of(r));
@@ -236,6 +320,23 @@ struct flusher::impl {
     /// One attempt at one segment; returns the batches that conflicted.
     std::size_t attempt(segment_state& s, flush_result& res) {
         using detail::rule;
+        place(s);
+        const std::string tag = keys::totals(s.ns, s.stripe);  // every key of this attempt is in its slot
+        conn = &net->node_for(tag);
+        // Once per namespace and connection, outside the pipeline (its own
+        // slot on a cluster): the index of namespaces.
+        if (!s.registered) {
+            auto r = net->run(keys::namespaces, {"SADD", std::string(keys::namespaces), s.ns});
+            if (detail::is_error(*r)) throw detail::command_failure(where() + ": SADD: " + detail::text_of(*r));
+            s.registered = true;
+        }
+        if (!s.old_reporter.empty()) {  // a previous incarnation's gauges stop counting now
+            const std::string old = keys::gauges(s.ns, s.old_reporter, keys::stripe_of(s.old_reporter, ns_stripes[s.ns]));
+            auto r = net->run(old, {"DEL", old});
+            if (detail::is_error(*r)) throw detail::command_failure(where() + ": DEL: " + detail::text_of(*r));
+            s.old_reporter.clear();
+        }
+        conn = &net->node_for(tag);
         const auto with_meta = [&s](const std::string& name) { return s.meta_sent.count(name) == 0; };
         detail::collected c = detail::collect(s.view->objects(), with_meta);
         auto counted = [](const detail::field& f) { return f.how != rule::gauge; };
@@ -300,8 +401,8 @@ struct flusher::impl {
         // The pipeline.
         std::vector<pending> sent;
         {
-            std::vector<std::string> args{"HSET", keys::meta(s.ns)};
-            pending p{expect::meta, &s, {}, {}};
+            std::vector<std::string> args{"HSET", keys::meta(s.ns, s.stripe)};
+            pending p{expect::meta, &s, {}, {}, {}};
             for (const auto& [name, json] : c.meta) {
                 args.push_back(name);
                 args.push_back(json);
@@ -309,26 +410,19 @@ struct flusher::impl {
             }
             if (!p.names.empty()) {
                 conn->append(args);
+                p.args = std::move(args);
                 sent.push_back(std::move(p));
             }
         }
-        if (!s.registered) {
-            conn->append({"SADD", std::string(keys::namespaces), s.ns});
-            sent.push_back({expect::namespaces, &s, {}, {}});
-        }
-        if (!s.old_gauges.empty()) {
-            conn->append({"DEL", s.old_gauges});
-            sent.push_back({expect::del, &s, {}, {}});
-        }
-        const std::string totals = keys::totals(s.ns), marks = keys::watermarks(s.ns, s.reporter),
-                          reporters = keys::reporters(s.ns);
+        const std::string totals = keys::totals(s.ns, s.stripe), marks = keys::watermarks(s.ns, s.reporter, s.stripe),
+                          reporters = keys::reporters(s.ns, s.stripe);
         auto flush_batches = [&](const std::vector<tuple>& tuples, const char* mode, bool even_if_empty) {
             for (std::size_t at = 0; at < tuples.size() || (even_if_empty && at == 0); at += o.batch) {
                 const std::size_t end = std::min(tuples.size(), at + o.batch);
                 std::vector<std::string> args{"FCALL", std::string(flush_function), "3", totals, marks, reporters,
                                               s.reporter, s.info, mode};
                 args.reserve(args.size() + 4 * (end - at));
-                pending p{expect::flush, &s, {}, {}};
+                pending p{expect::flush, &s, {}, {}, {}};
                 for (std::size_t i = at; i < end; ++i) {
                     const auto& t = tuples[i];
                     args.push_back(t.f->name);
@@ -338,6 +432,7 @@ struct flusher::impl {
                     p.fields.push_back(t.f);
                 }
                 conn->append(args);
+                p.args = std::move(args);
                 sent.push_back(std::move(p));
                 ++res.fcalls;
                 if (tuples.empty()) break;
@@ -347,19 +442,20 @@ struct flusher::impl {
         flush_batches(ints, "i", reals.empty() && gauges.empty());
         flush_batches(reals, "f", false);
         if (!gauges.empty()) {
-            const std::string g = keys::gauges(s.ns, s.reporter), stamp = stamp_now(),
+            const std::string g = keys::gauges(s.ns, s.reporter, s.stripe), stamp = stamp_now(),
                               ttl = std::to_string(static_cast<long long>(std::ceil(gauge_ttl * 1000)));
             for (std::size_t at = 0; at < gauges.size(); at += o.batch) {
                 const std::size_t end = std::min(gauges.size(), at + o.batch);
                 std::vector<std::string> args{"FCALL", std::string(gauges_function), "2", g, reporters,
                                               s.reporter, s.info, ttl, stamp};
-                pending p{expect::gauges, &s, {}, {}};
+                pending p{expect::gauges, &s, {}, {}, {}};
                 for (std::size_t i = at; i < end; ++i) {
                     args.push_back(gauges[i]->name);
                     args.push_back(gauges[i]->text);
                     p.fields.push_back(gauges[i]);
                 }
                 conn->append(args);
+                p.args = std::move(args);
                 sent.push_back(std::move(p));
                 ++res.fcalls;
             }
@@ -369,6 +465,7 @@ struct flusher::impl {
         std::vector<detail::reply> replies;
         replies.reserve(sent.size());
         for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+        settle(replies, sent, tag, res);
 
         // What Redis accepted.
         std::size_t conflicts = 0;
@@ -384,8 +481,6 @@ struct flusher::impl {
                 case expect::meta:
                     for (std::size_t k = 0; k < p.names.size(); ++k) s.meta_sent.insert(p.names[k]);
                     break;
-                case expect::namespaces: s.registered = true; break;
-                case expect::del: s.old_gauges.clear(); break;
                 case expect::hmget: break;
                 case expect::flush: {
                     if (detail::elements(r) < 1) {
@@ -427,6 +522,7 @@ struct flusher::impl {
         const double t0 = detail::now_seconds();
         flush_result res;
         warnings = &res.warnings;
+        warnings_result = &res;
         ++stats.rounds;
         bool redis_failed = false;
         try {
@@ -471,12 +567,15 @@ struct flusher::impl {
         } catch (const std::exception& e) {
             // The connection's state is unknown (a reply lost, a pipeline
             // half read): drop it; what Redis holds is read again.
-            conn.reset();
-            for (auto& s : segments) s.warm = false;
+            if (net) net->reset();
+            conn = nullptr;
+            ns_stripes.clear();
+            for (auto& s : segments) s.warm = false, s.registered = false;
             redis_failed = true;
             res.error = e.what();
         }
         warnings = nullptr;
+        warnings_result = nullptr;
         res.ok = !redis_failed && res.segments == segments.size();
         res.reached_redis = !redis_failed;
         res.seconds = detail::now_seconds() - t0;

@@ -146,7 +146,7 @@ public:
     void stop() { ::kill(pid_, SIGSTOP); }
     void resume() { ::kill(pid_, SIGCONT); }
 
-    /// PING answered PONG (any error reply, NOAUTH included, counts as alive).
+    /// PING answered: PONG, or an error other than LOADING (NOAUTH included).
     bool ping() const {
         timeval tv{0, 200'000};
         redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
@@ -154,7 +154,10 @@ public:
         if (c != nullptr && c->err == 0) {
             redisSetTimeout(c, tv);
             auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
-            ok = r != nullptr && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR);
+            // NOAUTH counts as up (a server with requirepass); LOADING does
+            // not: it answers every command so until its AOF is read.
+            ok = r != nullptr && (r->type == REDIS_REPLY_STATUS ||
+                                  (r->type == REDIS_REPLY_ERROR && std::string(r->str, r->len).rfind("LOADING", 0) != 0));
             if (r != nullptr) freeReplyObject(r);
         }
         if (c != nullptr) redisFree(c);

@@ -38,11 +38,15 @@ inline std::string id_check(const std::string& id) { return id_problem(id); }
 /// Where Redis is and how to log in: the options every subcommand takes.
 struct connection_args {
     std::string redis = "127.0.0.1:6379";
+    std::string cluster;  // seeds, "HOST:PORT,HOST:PORT"
     std::string password_file, user;
     double connect_timeout = 1.0, command_timeout = 2.0;
 
     void add_to(CLI::App& app) {
-        app.add_option("--redis", redis, "Redis as HOST:PORT")->capture_default_str();
+        auto* one = app.add_option("--redis", redis, "Redis as HOST:PORT")->capture_default_str();
+        app.add_option("--redis-cluster", cluster,
+                       "a Redis Cluster: some of its nodes as HOST:PORT[,HOST:PORT...] (the slot map is learned from them)")
+            ->excludes(one);
         app.add_option("--password-file", password_file,
                        "a file whose first line is the password (else PROCSAFE_REDIS_PASSWORD)");
         app.add_option("--user", user, "the ACL user (else PROCSAFE_REDIS_USER; none: the default user)");
@@ -53,6 +57,7 @@ struct connection_args {
     connection_options resolve() const {
         connection_options o;
         o.redis = endpoint::parse(redis);
+        if (!cluster.empty()) o.cluster = endpoint::parse_list(cluster);
         o.auth = password_file.empty() ? credentials::from_environment() : credentials::from_file(password_file, user);
         if (!user.empty()) o.auth.user = user;
         o.connect_timeout = connect_timeout;
@@ -79,6 +84,9 @@ public:
         seconds_option(flush_->add_option("--gauge-ttl", flush_opts_.gauge_ttl,
                                           "how long a gauge value counts after its last flush (default: max(5 x interval, 2))"),
                        0.001, 604800);
+        flush_->add_option("--stripes", flush_opts_.stripes,
+                           "hash slots a new namespace is spread over (recorded at its first flush; default: 1, 16 on a cluster)")
+            ->check(CLI::Range(1u, keys::max_stripes));
         flush_->add_option("--batch", flush_opts_.batch, "fields per FCALL")->capture_default_str()->check(CLI::PositiveNumber);
         seconds_option(flush_->add_option("--max-backoff", flush_opts_.max_backoff, "the longest wait between attempts"), 0.001, 3600)
             ->capture_default_str();
