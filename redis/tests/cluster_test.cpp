@@ -411,15 +411,40 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
     }
     progress(5, "the start");
 
-    // 1. The master of host0's stripe is SIGKILLed: its replica takes over.
+    // 1. The master of host0's stripe is SIGKILLed: its replica takes over,
+    //    without host0's last flushes. Its replica is stopped and its link cut
+    //    first: the two flushes host0 then makes reach the master only (as
+    //    Redis' asynchronous replication may leave them); the totals and the
+    //    watermarks go back together, the flusher sends the difference again.
     const auto t1 = clock_type::now();
     const int victim = cluster.master_of_slot(hosts[0].slot);
     const int replica = cluster.replica_of(victim);
+    const std::string host0_marks = pr::keys::watermarks(
+        ns, pr::keys::reporter(hosts[0].id, hosts[0].segment, procsafe::segment_view::open(hosts[0].segment).incarnation()),
+        hosts[0].stripe);
+    cluster.stop(replica);
+    REQUIRE(cluster.command(victim, {"CLIENT", "KILL", "TYPE", "replica"}).integer == 1);
+    {
+        const auto base = hosts[0].ok.load();
+        const auto deadline = clock_type::now() + std::chrono::seconds(5);
+        while (hosts[0].ok.load() < base + 2 && clock_type::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const std::string acknowledged = cluster.command(victim, {"HGET", host0_marks, "requests"}).str;
     cluster.kill9(victim);
+    cluster.resume(replica);
+    std::string kept;  // what the replica has, read before its promotion (a node timeout away) lets a flush in
+    {
+        procsafe_test::raw_client r(replica);
+        REQUIRE(r.run({"READONLY"}).str == "OK");
+        kept = r.hget(host0_marks, "requests");
+    }
     const int promoted = cluster.wait_failover(hosts[0].slot);
     const double failover_s = seconds_since(t1);
     CHECK(promoted == replica);
     const int promotions = promoted == replica ? 1 : 0;
+    INFO("host0's watermark of requests: " << acknowledged << " on the old master, " << kept << " on the replica promoted");
+    REQUIRE(!acknowledged.empty());
+    CHECK((kept.empty() ? 0 : std::stoll(kept)) < std::stoll(acknowledged));  // writes lost with the master
     progress(5, "the failover");
     const double recovered_s = seconds_since(t1);
 
@@ -427,6 +452,9 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
     //    them, resharded to it in the background while the flushers go on.
     const auto t2 = clock_type::now();
     const int added = cluster.add_master();
+    // redis-cli add-node copies the functions; a node joined otherwise
+    // (CLUSTER MEET) has none: the flusher loads the library where it goes.
+    REQUIRE(cluster.command(added, {"FUNCTION", "DELETE", "procsafe_1"}).str == "OK");
     int from = 0, moved = 0, resharded_stripe_slot = -1;
     {
         // redis-cli moves a source's lowest slots first: of the stripes with
@@ -463,10 +491,20 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
     struct forced {
         std::string step;
         pr::flush_result r;
+        std::string keys;  // of the slot, on the source and the target, when the flush failed
     };
     std::vector<forced> forced_flushes;
+    auto keys_in_slot = [&](int port) {
+        std::string k;
+        for (const auto& e : cluster.command(port, {"CLUSTER", "GETKEYSINSLOT", std::to_string(hosts[3].slot), "20"}).elements)
+            k += (k.empty() ? "" : " ") + e.str;
+        return k;
+    };
     cluster.migrate_slot(hosts[3].slot, mig_to, [&](std::string_view step) {
-        forced_flushes.push_back({std::string(step), hosts[3].flusher->flush_once()});
+        forced f{std::string(step), hosts[3].flusher->flush_once(), {}};
+        if (!f.r.ok) f.keys = "source " + std::to_string(mig_from) + ": [" + keys_in_slot(mig_from) + "], target " +
+                              std::to_string(mig_to) + ": [" + keys_in_slot(mig_to) + "]";
+        forced_flushes.push_back(std::move(f));
     });
     const double migrate_s = seconds_since(t3);
     CHECK(cluster.master_of_slot(hosts[3].slot) == mig_to);
@@ -502,16 +540,18 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
 
     std::printf("cluster failover test (3+3 nodes up in %.1f s): %llu flushes (%llu failed rounds), %llu redirects, %llu "
                 "connects, %llu conflicts, %llu fields sent; 1 master SIGKILLed, %d replica promoted in %.1f s (flushing "
-                "again %.1f s after the kill); add-node + a %d-slot reshard%s in %.1f s; slot %d moved step by step in %.1f s\n",
+                "again %.1f s after the kill; host0's watermark of requests went back from %s to %s); add-node + a %d-slot "
+                "reshard%s in %.1f s; slot %d moved step by step in %.1f s\n",
                 cluster_up, static_cast<unsigned long long>(rounds), static_cast<unsigned long long>(failed_rounds),
                 static_cast<unsigned long long>(redirects), static_cast<unsigned long long>(connects),
                 static_cast<unsigned long long>(conflicts), static_cast<unsigned long long>(fields), promotions, failover_s,
-                recovered_s, moved, resharded_stripe_slot >= 0 ? " (a stripe's slot among them)" : "", reshard_s,
+                recovered_s, acknowledged.c_str(), kept.empty() ? "(none)" : kept.c_str(), moved, resharded_stripe_slot >= 0 ? " (a stripe's slot among them)" : "", reshard_s,
                 hosts[3].slot, migrate_s);
     std::size_t forced_ok = 0, forced_redirected = 0;
     for (const auto& f : forced_flushes) {
         std::printf("  flush forced after '%s': %s, %zu fields, %zu redirects%s%s\n", f.step.c_str(), f.r.ok ? "ok" : "failed",
                     f.r.fields, f.r.redirects, f.r.ok ? "" : ": ", f.r.ok ? "" : f.r.error.c_str());
+        if (!f.keys.empty()) std::printf("    the slot's keys then: %s\n", f.keys.c_str());
         forced_ok += f.r.ok ? 1 : 0;
         forced_redirected += f.r.redirects > 0 ? 1 : 0;
     }
@@ -535,6 +575,19 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
     CHECK(fleet.reporters.size() == 4);
     CHECK(fleet.stripes == stripes);
     CHECK(redirects > 0);
+    // Every master holding a reporter's watermarks (FCALLs went there since
+    // they moved there) has the library: the flusher loads it on
+    // connecting, the added master included (its copy was deleted).
+    int masters_with_reporters = 0;
+    for (int m : cluster.master_ports()) {
+        const auto scan = cluster.command(m, {"SCAN", "0", "MATCH", "*:wm:*", "COUNT", "100000"});
+        REQUIRE(scan.elements.size() == 2);
+        if (scan.elements[1].elements.empty() && m != mig_to) continue;
+        ++masters_with_reporters;
+        INFO("master " << m << (m == added ? " (added)" : ""));
+        CHECK(cluster.command(m, {"FUNCTION", "LIST", "LIBRARYNAME", "procsafe_1"}).elements.size() == 1);
+    }
+    CHECK(masters_with_reporters >= 1);  // the spread over masters: the routing test
     // Every key of the slot on the target, the slot still open: the source
     // answers ASK, the flush follows it.
     const auto at_moved = std::find_if(forced_flushes.begin(), forced_flushes.end(), [](const forced& f) { return f.step == "moved"; });

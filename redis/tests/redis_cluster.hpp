@@ -188,6 +188,21 @@ public:
         n.pid = -1;
     }
 
+    /// SIGSTOP / SIGCONT of that node (a replica stopped, its link cut with
+    /// CLIENT KILL TYPE replica on its master, misses what the master
+    /// accepts meanwhile: a failover then loses it, as Redis' asynchronous
+    /// replication may). Stop a node for less than the node timeout, or the
+    /// others mark it failing.
+    void stop(int port) {
+        node& n = find(port);
+        if (n.pid <= 0) throw std::logic_error("redis_cluster: node " + std::to_string(port) + " is not running");
+        ::kill(n.pid, SIGSTOP);
+    }
+    void resume(int port) {
+        node& n = find(port);
+        if (n.pid > 0) ::kill(n.pid, SIGCONT);
+    }
+
     /// Waits until, seen from every live node, cluster_state is ok, the
     /// nodes agree on the slots, and `slot` is served by a live master;
     /// returns its port. Throws on timeout with the nodes' CLUSTER NODES.
@@ -504,8 +519,9 @@ private:
 
     /// "" when, seen from every live node: cluster_state:ok, every slot
     /// served by a live master, the same slot map everywhere, every live
-    /// node known and not failing, every replica's link to its master up,
-    /// (with `closed`) no slot importing or migrating. Else what is not so.
+    /// node known and not failing, every replica's link to its master up
+    /// and a write on its master acknowledged by it, (with `closed`) no slot
+    /// importing or migrating. Else what is not so.
     std::string stable_problem(bool closed) const {
         std::vector<int> reference;
         int reference_port = 0;
@@ -542,6 +558,42 @@ private:
             } catch (const std::exception& e) {
                 return "node " + std::to_string(p) + ": " + e.what();
             }
+        }
+        return fed_problem(reference);
+    }
+
+    /// "" when a write on every master with live replicas reaches them all.
+    /// master_link_status:up is not enough: after a diskless sync, Redis 7
+    /// starts a replica's command stream at its first REPLCONF ACK that
+    /// finds it online, up to a second later (replicationCron); a master
+    /// killed before that takes everything it accepted with it.
+    std::string fed_problem(const std::vector<int>& owner) const {
+        if (owner.size() != 16384) return {};
+        try {
+            const auto entries = nodes_of(any_live());
+            for (const auto& m : entries) {
+                if (!m.has("master") || m.failing() || !alive(m.port)) continue;
+                long long replicas = 0;
+                for (const auto& e : entries) replicas += e.has("slave") && e.master_id == m.id && !e.failing() && alive(e.port) ? 1 : 0;
+                if (replicas == 0) continue;
+                // A key of one of its slots: a write that reaches its replicas, then removed.
+                std::string key;
+                for (int i = 0; i < 1000 && key.empty(); ++i) {
+                    std::string k = "procsafe-fixture-probe:{" + std::to_string(i) + "}";
+                    const auto slot = command(m.port, {"CLUSTER", "KEYSLOT", k}).integer;
+                    if (slot >= 0 && slot < 16384 && owner[static_cast<std::size_t>(slot)] == m.port) key = std::move(k);
+                }
+                if (key.empty()) continue;
+                raw_client c(m.port);
+                if (c.run({"SET", key, "1"}).error()) return "master " + std::to_string(m.port) + ": SET of a probe refused";
+                const long long acked = c.run({"WAIT", std::to_string(replicas), "100"}).integer;
+                c.run({"DEL", key});
+                if (acked < replicas)
+                    return "master " + std::to_string(m.port) + ": " + std::to_string(acked) + " of its " + std::to_string(replicas) +
+                           " replicas acknowledged a write";
+            }
+        } catch (const std::exception& e) {
+            return std::string("a probe write: ") + e.what();
         }
         return {};
     }
