@@ -7,8 +7,9 @@
 //     function library, a namespace keeps the stripes of its first flush;
 //   - failover, exact totals: four hosts count (a worker process each)
 //     while their flushers flush every few ms; the master of a slot holding
-//     a stripe is SIGKILLed and its replica takes over, a master is added
-//     and slots resharded to it in the background, one stripe's slot is
+//     a stripe is SIGKILLed and its replica takes over (cut off first: it
+//     lacks the last flushes), a master is added (its function library
+//     deleted) and slots resharded to it in the background, one stripe's slot is
 //     moved step by step with a flush forced between the steps (ASK,
 //     TRYAGAIN, MOVED); at the end every fleet total equals the sum of what
 //     the hosts counted, exactly;
