@@ -255,21 +255,24 @@ int main(int argc, char** argv) {
     procsafe::redis::cli::commands redis;
     redis.add_to(app);
     (*pages)[app.get_subcommand("flush")] = {
-        "procsafe flush [--redis HOST:PORT] [--host-id ID] [--namespace NAME] [--interval SECONDS] [--once] SEGMENT...",
+        "procsafe flush [--redis HOST:PORT | --redis-cluster SEEDS] [--host-id ID] [--namespace NAME] [--interval SECONDS] [--once] "
+        "SEGMENT...",
         "Carries the segments' counters to Redis, so that a fleet of hosts keeps exact totals there: each "
         "flush sends every counter's cumulative value, and a Redis function adds the difference from what "
         "this host reported last. A retry, a replay after the flusher was killed or a reply lost on the "
         "network changes nothing twice; Redis killed and restarted from its AOF loses nothing. Gauges "
-        "are kept per host and expire when their host stops flushing.\n"
+        "are kept per host and expire when their host stops flushing. With --redis-cluster it routes to a "
+        "Redis Cluster (MOVED, ASK, failover), a new namespace spread over --stripes hash slots.\n"
         "The password comes from PROCSAFE_REDIS_PASSWORD or --password-file, never from the command line. "
         "SIGINT or SIGTERM makes a last flush and exits 0; a wait on Redis is not interrupted, so against a "
         "Redis that does not answer (stopped, a partition) it exits within 2 x (--connect-timeout + "
         "--command-timeout) of the signal (about 2 x --command-timeout against a stopped server). "
         "docs/redis.md has the key layout and the rules.",
         "procsafe flush web --redis 10.0.0.5:6379 --host-id web-17 --interval 1\n"
-        "procsafe flush web jobs --redis 10.0.0.5:6379 --namespace shop --once --retry-for 30"};
+        "procsafe flush web jobs --redis 10.0.0.5:6379 --namespace shop --once --retry-for 30\n"
+        "procsafe flush web --redis-cluster 10.0.0.5:7000,10.0.0.6:7000 --stripes 48"};
     (*pages)[app.get_subcommand("fleet")] = {
-        "procsafe fleet show|export [--redis HOST:PORT] [--namespace NAME] ...",
+        "procsafe fleet show|export [--redis HOST:PORT | --redis-cluster SEEDS] [--namespace NAME] ...",
         "Reads the fleet totals that procsafe flush keeps in Redis: show prints them with the reporters "
         "they came from (--json for a program), export writes them in the Prometheus text format.",
         "procsafe fleet show --redis 10.0.0.5:6379 --namespace web\n"

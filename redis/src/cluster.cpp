@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
+#include <unordered_map>
 #include <chrono>
 #include <thread>
 
@@ -18,6 +20,7 @@ namespace {
 constexpr int slot_count = 16384;
 constexpr int max_hops = 5;       // redirections followed for one command
 constexpr int max_retries = 20;   // TRYAGAIN / CLUSTERDOWN: waits of 50 ms, then again
+constexpr std::size_t max_masters = 1000;
 
 constexpr std::array<std::uint16_t, 256> crc16_table() {
     std::array<std::uint16_t, 256> t{};
@@ -38,28 +41,6 @@ std::uint16_t crc16(std::string_view s) {
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
-/// "MOVED 3999 127.0.0.1:6381" -> slot and endpoint. An empty host (Redis
-/// 7: "the same host as this connection") takes `host`.
-bool parse_redirect(std::string_view text, std::uint16_t& slot, endpoint& to, const std::string& host) {
-    const auto sp1 = text.find(' ');
-    const auto sp2 = sp1 == std::string_view::npos ? sp1 : text.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos) return false;
-    const auto n = parse_integer(text.substr(sp1 + 1, sp2 - sp1 - 1));
-    if (!n || *n < 0 || *n >= slot_count) return false;
-    std::string_view where = text.substr(sp2 + 1);
-    try {
-        if (!where.empty() && where.front() == ':') {
-            to = endpoint::parse(host + std::string(where));
-        } else {
-            to = endpoint::parse(where);
-        }
-    } catch (const std::exception&) {
-        return false;
-    }
-    slot = static_cast<std::uint16_t>(*n);
-    return true;
-}
-
 void nap_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 }  // namespace
@@ -71,6 +52,36 @@ std::uint16_t key_slot(std::string_view key) {
         if (close != std::string_view::npos && close > open + 1) key = key.substr(open + 1, close - open - 1);
     }
     return static_cast<std::uint16_t>(crc16(key) & (slot_count - 1));
+}
+
+static bool host_ok(std::string_view host) {
+    if (host.empty() || host.size() > 255) return false;
+    for (const char c : host)
+        if (c <= ' ' || c > '~') return false;
+    return true;
+}
+
+bool parse_redirect(std::string_view text, std::uint16_t& slot, endpoint& to, const std::string& host) {
+    // "MOVED 3999 127.0.0.1:6381", "ASK 3999 ::1:6381" (Redis writes an
+    // IPv6 address without brackets), "MOVED 3999 :6381" (Redis 7: the
+    // host of this connection).
+    const auto sp1 = text.find(' ');
+    const auto sp2 = sp1 == std::string_view::npos ? sp1 : text.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos) return false;
+    const auto n = parse_integer(text.substr(sp1 + 1, sp2 - sp1 - 1));
+    if (!n || *n < 0 || *n >= slot_count) return false;
+    std::string_view where = text.substr(sp2 + 1);
+    const auto colon = where.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    std::string_view h = where.substr(0, colon);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    const auto port = parse_integer(where.substr(colon + 1));
+    if (!port || *port < 1 || *port > 65535) return false;
+    to.host = h.empty() ? host : std::string(h);
+    to.port = static_cast<int>(*port);
+    if (!host_ok(to.host)) return false;
+    slot = static_cast<std::uint16_t>(*n);
+    return true;
 }
 
 bool is_redirect(const redisReply& r) {
@@ -97,13 +108,18 @@ void router::reset() noexcept {
     nodes_.clear();
 }
 
-connection& router::connect_to(const endpoint& e) {
+connection& router::connection_to(const endpoint& e) {
     const std::string k = e.str();
     if (const auto it = conns_.find(k); it != conns_.end()) return *it->second;
     connection_options co = o_;
     co.redis = e;
     co.cluster.clear();
-    auto c = std::make_unique<connection>(co);
+    std::unique_ptr<connection> c;
+    try {
+        c = std::make_unique<connection>(co);
+    } catch (const command_failure& e) {  // AUTH refused: no connection, as when refused
+        throw io_failure(e.what());
+    }
     ++connects_;
     if (on_connect_) on_connect_(*c);
     return *conns_.emplace(k, std::move(c)).first->second;
@@ -131,10 +147,11 @@ void router::refresh() {
             // read from a node we trust as much as the data it holds, but
             // checked: slots in range, ports in range, bounded counts.
             std::vector<endpoint> nodes;
+            std::unordered_map<std::string, std::int16_t> index;  // endpoint text -> in nodes
             std::vector<std::int16_t> slots(slot_count, -1);
             std::size_t covered = 0;
             const std::size_t ranges = elements(*r);
-            if (ranges > slot_count) throw command_failure(c.where() + ": CLUSTER SLOTS: too many ranges");
+            if (ranges > slot_count) throw command_failure(c.where() + ": CLUSTER SLOTS: " + std::to_string(ranges) + " ranges, more than the slots");
             for (std::size_t i = 0; i < ranges; ++i) {
                 const auto& range = element(*r, i);
                 if (elements(range) < 3) continue;
@@ -142,22 +159,22 @@ void router::refresh() {
                 if (elements(m) < 2) continue;
                 const auto lo = parse_integer(text_of(element(range, 0))), hi = parse_integer(text_of(element(range, 1)));
                 const auto port = parse_integer(text_of(element(m, 1)));
-                std::string host = text_of(element(m, 0));
                 if (!lo || !hi || !port || *lo < 0 || *hi >= slot_count || *lo > *hi || *port <= 0 || *port > 65535) continue;
+                const auto& h = element(m, 0);
+                std::string host = h.type == REDIS_REPLY_STRING && h.len <= 255 ? text_of(h) : std::string("?");
                 if (host.empty()) host = e.host;  // "the host you asked"
-                if (host == "?") continue;        // its endpoint is unknown
+                if (!host_ok(host)) continue;     // "?" (unknown), or not a host name: that range is not served
                 endpoint at;
-                at.host = host;
+                at.host = std::move(host);
                 at.port = static_cast<int>(*port);
-                auto it = std::find_if(nodes.begin(), nodes.end(), [&](const endpoint& x) { return x.str() == at.str(); });
-                if (it == nodes.end()) {
-                    if (nodes.size() >= 16000) continue;
+                auto [it, added] = index.emplace(at.str(), static_cast<std::int16_t>(nodes.size()));
+                if (added) {
+                    if (nodes.size() >= max_masters) throw command_failure(c.where() + ": CLUSTER SLOTS: more than " + std::to_string(max_masters) + " masters");
                     nodes.push_back(at);
-                    it = nodes.end() - 1;
                 }
                 for (auto s = *lo; s <= *hi; ++s) {
                     if (slots[static_cast<std::size_t>(s)] < 0) ++covered;
-                    slots[static_cast<std::size_t>(s)] = static_cast<std::int16_t>(it - nodes.begin());
+                    slots[static_cast<std::size_t>(s)] = it->second;
                 }
             }
             if (covered == 0) {
@@ -184,9 +201,17 @@ const endpoint& router::owner(std::uint16_t slot) {
 }
 
 connection& router::node_for(std::string_view key) {
-    if (!clustered()) return connect_to(o_.redis);
-    return connect_to(owner(key_slot(key)));
+    if (!clustered()) return connection_to(o_.redis);
+    return connection_to(owner(key_slot(key)));
 }
+
+std::string router::host_of_slot(std::uint16_t slot) const {
+    if (!clustered()) return o_.redis.host;
+    if (slots_.empty() || slots_[slot] < 0) return o_.cluster.front().host;
+    return nodes_[static_cast<std::size_t>(slots_[slot])].host;
+}
+
+std::string router::host_of(std::string_view key) const { return host_of_slot(key_slot(key)); }
 
 std::vector<endpoint> router::masters() {
     if (!clustered()) return {o_.redis};
@@ -206,44 +231,66 @@ reply router::settle(reply r, std::string_view key, const std::vector<std::strin
 
 reply router::follow(reply r, std::uint16_t slot, const std::vector<std::string>& args, int hops) {
     int retries = 0;
+    std::optional<endpoint> asked;  // the node an ASK sent this command to: a TRYAGAIN from it is asked there again
+    auto ask = [&](const endpoint& to) {
+        connection& c = connection_to(to);
+        c.append({"ASKING"});
+        c.append(args);
+        c.send();
+        reply asking = c.next_reply();
+        reply answer = c.next_reply();
+        if (is_error(*asking)) throw command_failure(c.where() + ": ASKING: " + text_of(*asking));
+        return answer;
+    };
     while (is_redirect(*r)) {
         const std::string text = text_of(*r);
         if (!clustered()) {
-            throw command_failure(where() + ": " + args.front() + ": " + text +
+            throw command_failure(where() + ": " + args.front() + ": " + text.substr(0, 200) +
                                   " (a Redis Cluster node: give its nodes with --redis-cluster)");
         }
         if (starts_with(text, "TRYAGAIN") || starts_with(text, "CLUSTERDOWN")) {
-            // A slot half migrated with some keys moved, or a failover
-            // under way: the same question again shortly.
-            if (++retries > max_retries) throw command_failure(where() + ": " + args.front() + ": " + text + " (still, after 1 s)");
+            // A slot half migrated with some of the keys moved, or a
+            // failover under way: the same question again shortly.
+            if (++retries > max_retries) {
+                throw command_failure(where() + ": " + args.front() + ": " + text.substr(0, 200) + " (still, after 1 s)");
+            }
             nap_ms(50);
-            if (starts_with(text, "CLUSTERDOWN")) slots_.clear();
-            r = connect_to(owner(slot)).run(args);
+            if (starts_with(text, "CLUSTERDOWN")) slots_.clear(), asked.reset();
+            r = asked ? ask(*asked) : connection_to(owner(slot)).run(args);
             continue;
         }
-        if (++hops > max_hops) throw command_failure(where() + ": " + args.front() + ": redirected " + std::to_string(max_hops) + " times (last: " + text + ")");
+        if (++hops > max_hops) {
+            throw command_failure(where() + ": " + args.front() + ": redirected " + std::to_string(max_hops) +
+                                  " times (last: " + text.substr(0, 200) + ")");
+        }
         std::uint16_t to_slot = 0;
         endpoint to;
-        const std::string here = nodes_.empty() ? o_.cluster.front().host : owner(slot).host;
-        if (!parse_redirect(text, to_slot, to, here)) throw command_failure(where() + ": " + args.front() + ": " + text);
+        const std::string here = host_of_slot(slot);
+        if (!parse_redirect(text, to_slot, to, here)) {
+            throw command_failure(where() + ": " + args.front() + ": a redirection not understood: " + text.substr(0, 200));
+        }
+        if (to_slot != slot) {  // not this command's slot: a node confused, or the map: learn it again
+            slots_.clear();
+            asked.reset();
+            r = connection_to(owner(slot)).run(args);
+            continue;
+        }
         if (starts_with(text, "MOVED ")) {
             // The slot is served elsewhere now: remember it; the rest of
             // the map is learned again at the next refresh.
-            auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const endpoint& x) { return x.str() == to.str(); });
-            if (it == nodes_.end() && nodes_.size() < 16000) {
-                nodes_.push_back(to);
-                it = nodes_.end() - 1;
+            asked.reset();
+            if (!slots_.empty()) {
+                auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const endpoint& x) { return x.str() == to.str(); });
+                if (it == nodes_.end() && nodes_.size() < max_masters) {
+                    nodes_.push_back(to);
+                    it = nodes_.end() - 1;
+                }
+                if (it != nodes_.end()) slots_[slot] = static_cast<std::int16_t>(it - nodes_.begin());
             }
-            if (!slots_.empty() && it != nodes_.end()) slots_[to_slot] = static_cast<std::int16_t>(it - nodes_.begin());
-            r = connect_to(to).run(args);
+            r = connection_to(to).run(args);
         } else {  // ASK: this command only, on the importing node, after ASKING
-            connection& c = connect_to(to);
-            c.append({"ASKING"});
-            c.append(args);
-            c.send();
-            reply asking = c.next_reply();
-            r = c.next_reply();
-            if (is_error(*asking)) throw command_failure(c.where() + ": ASKING: " + text_of(*asking));
+            asked = to;
+            r = ask(to);
         }
     }
     return r;

@@ -32,6 +32,12 @@ std::uint16_t key_slot(std::string_view key);
 /// The reply is a redirection or a cluster in flux: MOVED, ASK, TRYAGAIN, CLUSTERDOWN.
 bool is_redirect(const redisReply& r);
 
+/// The slot and node of "MOVED SLOT HOST:PORT" or "ASK SLOT HOST:PORT"
+/// (HOST an IPv6 address without brackets, or empty: `host`). False for
+/// anything else, a host of more than 255 bytes or with a byte that is not
+/// printable ASCII included.
+bool parse_redirect(std::string_view text, std::uint16_t& slot, endpoint& to, const std::string& host);
+
 class router {
 public:
     /// Each new connection to a node is passed to on_connect (the flusher
@@ -64,6 +70,13 @@ public:
     /// one server. Throws: io_failure.
     std::vector<endpoint> masters();
 
+    /// The host of `key`'s master as the map names it (the seed's host when
+    /// no map is known): what "MOVED SLOT :PORT" means.
+    std::string host_of(std::string_view key) const;
+
+    /// The connection to one node (made if needed).  Throws: io_failure.
+    connection& connection_to(const endpoint& e);
+
     /// Drops every connection and forgets the slot map (after an I/O error:
     /// a pipeline's state is unknown, and the node may be gone).
     void reset() noexcept;
@@ -75,10 +88,9 @@ public:
     std::string where() const;
 
 private:
-    struct node;
-    connection& connect_to(const endpoint& e);
     void refresh();
     const endpoint& owner(std::uint16_t slot);
+    std::string host_of_slot(std::uint16_t slot) const;
     reply follow(reply r, std::uint16_t slot, const std::vector<std::string>& args, int hops);
 
     connection_options o_;

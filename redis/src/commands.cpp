@@ -4,6 +4,7 @@
 // The `procsafe` command's flush and fleet subcommands, options parsed.
 #include "common.hpp"
 
+#include <procsafe/metadata.hpp>
 #include <procsafe/redis.hpp>
 
 #include <atomic>
@@ -76,13 +77,25 @@ std::string where_of(const connection_options& o) {
     return s;
 }
 
-std::vector<fleet_snapshot> read_all(const fleet_options& o) {
+/// The namespaces asked for, read. A name in the index that cannot be a
+/// namespace (anyone who may flush may add one) is skipped, said on stderr.
+std::vector<fleet_snapshot> read_all(const fleet_options& o, const char* command) {
     std::vector<fleet_snapshot> out;
     const auto names = o.fleet_namespace.empty() ? fleet_namespaces(o.connection) : std::vector<std::string>{o.fleet_namespace};
     out.reserve(names.size());
-    for (const auto& ns : names) out.push_back(read_fleet(o.connection, ns));
+    for (const auto& ns : names) {
+        if (const std::string why = id_problem(ns); !why.empty() && o.fleet_namespace.empty()) {
+            std::fprintf(stderr, "procsafe %s: the index %s holds a name that is not a namespace: %s: skipped\n", command,
+                         std::string(keys::namespaces).c_str(), why.c_str());
+            continue;
+        }
+        out.push_back(read_fleet(o.connection, ns));
+    }
     return out;
 }
+
+/// Text from Redis, for a terminal: printable ASCII, the rest escaped.
+std::string esc(const std::string& s) { return procsafe::detail::escape_bytes(s); }
 
 }  // namespace
 
@@ -123,7 +136,7 @@ int run_flush(const flush_options& given) {
 
 int run_fleet_show(const fleet_options& o, bool json) {
     try {
-        const auto fleets = read_all(o);
+        const auto fleets = read_all(o, "fleet show");
         if (json) {
             std::fputs(json_text(fleets).c_str(), stdout);
             std::fflush(stdout);
@@ -134,6 +147,7 @@ int run_fleet_show(const fleet_options& o, bool json) {
         for (const auto& f : fleets) {
             std::size_t live = 0;
             for (const auto& r : f.reporters) live += r.live ? 1 : 0;
+            for (const auto& w : f.warnings) std::fprintf(stderr, "procsafe fleet show: namespace '%s': %s\n", f.fleet_namespace.c_str(), w.c_str());
             std::printf("namespace '%s' (redis %s%s): %zu reporter%s, %zu live\n", f.fleet_namespace.c_str(), where.c_str(),
                         f.stripes == 1 ? "" : (", " + std::to_string(f.stripes) + " stripes").c_str(), f.reporters.size(),
                         f.reporters.size() == 1 ? "" : "s", live);
@@ -142,13 +156,13 @@ int run_fleet_show(const fleet_options& o, bool json) {
             for (const auto& [k, v] : f.gauges) width = std::max(width, k.size() + 8);
             width = std::min<std::size_t>(width, 72);
             std::printf("  %-*s  %s\n", static_cast<int>(width), "field", "fleet total");
-            for (const auto& [k, v] : f.totals) std::printf("  %-*s  %s\n", static_cast<int>(width), k.c_str(), v.c_str());
+            for (const auto& [k, v] : f.totals) std::printf("  %-*s  %s\n", static_cast<int>(width), esc(k).c_str(), esc(v).c_str());
             for (const auto& [k, v] : f.gauges) {
-                std::printf("  %-*s  %s\n", static_cast<int>(width), (k + " (gauge)").c_str(), v.c_str());
+                std::printf("  %-*s  %s\n", static_cast<int>(width), esc(k + " (gauge)").c_str(), esc(v).c_str());
             }
             std::printf("  %-48s %-14s %8s %7s %s\n", "reporter (host|segment|incarnation)", "last flush", "pid", "fields", "");
             for (const auto& r : f.reporters) {
-                std::printf("  %-48s %-14s %8lld %7zu %s\n", r.id.c_str(), age_text(r.age_seconds).c_str(),
+                std::printf("  %-48s %-14s %8lld %7zu %s\n", esc(r.id).c_str(), age_text(r.age_seconds).c_str(),
                             static_cast<long long>(r.pid), r.watermarks.size() + r.gauges.size(), r.live ? "live" : "");
             }
         }
@@ -161,7 +175,7 @@ int run_fleet_show(const fleet_options& o, bool json) {
 
 int run_fleet_export(const fleet_options& o, const std::string& output) {
     try {
-        const std::string text = prometheus_text(read_all(o));
+        const std::string text = prometheus_text(read_all(o, "fleet export"));
         if (output.empty() || output == "-") {
             std::fwrite(text.data(), 1, text.size(), stdout);
             std::fflush(stdout);

@@ -7,6 +7,7 @@
 #include "common.hpp"
 #include "connection.hpp"
 
+#include <procsafe/metadata.hpp>
 #include <procsafe/prometheus.hpp>
 #include <procsafe/redis.hpp>
 
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <thread>
 #include <cmath>
+#include <optional>
 #include <set>
 
 namespace procsafe::redis {
@@ -88,14 +90,17 @@ struct stripe_read {
 stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_t stripe) {
     const std::string tag = keys::totals(ns, stripe);
     std::string last;
+    std::optional<endpoint> asked;  // an ASK's node: the transaction goes there, after ASKING
     for (int attempt = 0; attempt < 20; ++attempt) {
         stripe_read out;
         const auto hk = net.run(tag, {"HKEYS", keys::reporters(ns, stripe)});
         if (detail::is_error(*hk)) throw detail::command_failure(net.where() + ": reading namespace '" + ns + "': " + detail::text_of(*hk));
         for (std::size_t i = 0; i < detail::elements(*hk); ++i) out.ids.push_back(detail::text_of(detail::element(*hk, i)));
         std::sort(out.ids.begin(), out.ids.end());
-        // One transaction: the totals and the watermarks they came from agree.
-        detail::connection& c = net.node_for(tag);
+        // One transaction: the totals and the watermarks they came from
+        // agree. (ASKING holds for a whole MULTI ... EXEC.)
+        detail::connection& c = asked ? net.connection_to(*asked) : net.node_for(tag);
+        if (asked) c.append({"ASKING"});
         c.append({"MULTI"});
         c.append({"TIME"});
         c.append({"HGETALL", keys::totals(ns, stripe)});
@@ -108,14 +113,19 @@ stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_
         c.append({"EXEC"});
         c.send();
         const std::size_t queued = 4 + 2 * out.ids.size();
+        if (asked) c.next_reply();  // ASKING's +OK (an error shows in what follows)
         std::vector<detail::reply> replies;
         for (std::size_t i = 0; i < queued + 2; ++i) replies.push_back(c.next_reply());  // +OK, +QUEUED each, EXEC
         std::string error;
-        bool moved = false;
-        for (std::size_t i = 0; i + 1 < replies.size() && error.empty(); ++i) {
-            if (!detail::is_error(*replies[i])) continue;
-            error = detail::text_of(*replies[i]);
-            moved = detail::is_redirect(*replies[i]);
+        const redisReply* redirect = nullptr;
+        for (const auto& r : replies) {  // EXEC included: a slot that moved since the commands were queued
+            if (!detail::is_error(*r)) continue;
+            if (error.empty()) error = detail::text_of(*r);
+            if (detail::is_redirect(*r)) {
+                redirect = r.get();
+                error = detail::text_of(*r);
+                break;
+            }
         }
         const auto& exec = *replies.back();
         if (error.empty() && (detail::is_error(exec) || detail::elements(exec) != queued)) {
@@ -123,15 +133,29 @@ stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_
         }
         for (std::size_t i = 0; error.empty() && i < queued; ++i)
             if (detail::is_error(detail::element(exec, i))) error = detail::text_of(detail::element(exec, i));
-        if (moved && net.clustered()) {
-            // The slot moves (resharding, failover): learn the map again
-            // and read again; a slot half migrated settles within seconds.
+        if (redirect != nullptr && net.clustered()) {
+            // The slot moves (a resharding, a failover): MOVED, learn the
+            // map again; ASK, read on the importing node; TRYAGAIN, a slot
+            // half migrated, settles within seconds.
             last = error;
-            net.reset();
-            std::this_thread::sleep_for(std::chrono::milliseconds(attempt == 0 ? 0 : 50));
+            std::uint16_t slot = 0;
+            endpoint to;
+            const std::string here = asked ? asked->host : net.host_of(tag);
+            if (error.rfind("ASK ", 0) == 0 && detail::parse_redirect(error, slot, to, here)) {
+                asked = to;
+            } else {
+                asked.reset();
+                if (error.rfind("MOVED ", 0) == 0 || error.rfind("CLUSTERDOWN", 0) == 0) net.reset();
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
             continue;
         }
-        if (!error.empty()) throw detail::command_failure(c.where() + ": reading namespace '" + ns + "': " + error);
+        if (!error.empty()) {
+            std::string why = c.where();
+            why += ": reading namespace '" + ns + "': ";
+            why += error;
+            throw detail::command_failure(why);
+        }
         auto part = [&](std::size_t i) -> const redisReply& { return detail::element(exec, i); };
         {
             const auto& t = part(0);
@@ -151,7 +175,7 @@ stripe_read read_stripe(detail::router& net, const std::string& ns, std::uint32_
         return out;
     }
     throw detail::command_failure(net.where() + ": reading namespace '" + ns + "' stripe " + std::to_string(stripe) +
-                                  ": the cluster kept redirecting (last: " + last + ")");
+                                  ": the cluster kept redirecting (last: " + last.substr(0, 200) + ")");
 }
 
 }  // namespace
@@ -225,11 +249,26 @@ fleet_snapshot read_fleet(const connection_options& o, const std::string& ns) {
             // A reporter's gauges count while its gauge hash lives (Redis
             // expires it gauge_ttl after its last flush).
             r.live = !r.gauges.empty() || (r.gauge_ttl > 0 && r.age_seconds <= r.gauge_ttl);
+            // A reporter lives in one stripe, stripe_of(id, K). Found in
+            // another, or in two, its counts may be in the totals twice:
+            // K was changed or lost under it (docs/redis.md).
+            if (const auto home = keys::stripe_of(r.id, f.stripes); home != stripe) {
+                f.warnings.push_back("reporter '" + procsafe::detail::escape_bytes(r.id) + "' found in stripe " + std::to_string(stripe) + ", not in its stripe " +
+                                     std::to_string(home) + " of " + std::to_string(f.stripes) +
+                                     ": the namespace's stripes changed under it; its counts may be in the totals twice");
+            }
             for (const auto& [k, v] : r.gauges) sums[k].add(v);
             f.reporters.push_back(std::move(r));
         }
     }
     std::sort(f.reporters.begin(), f.reporters.end(), [](const fleet_reporter& a, const fleet_reporter& b) { return a.id < b.id; });
+    for (std::size_t i = 1; i < f.reporters.size(); ++i) {
+        if (f.reporters[i].id == f.reporters[i - 1].id) {
+            f.warnings.push_back("reporter '" + procsafe::detail::escape_bytes(f.reporters[i].id) + "' found in stripes " +
+                                 std::to_string(f.reporters[i - 1].stripe) + " and " + std::to_string(f.reporters[i].stripe) +
+                                 ": its counts are in the totals twice");
+        }
+    }
     for (const auto& [k, s] : totals) f.totals.emplace(k, s.text());
     for (const auto& [k, s] : sums) f.gauges.emplace(k, s.text());
     return f;
@@ -379,7 +418,10 @@ void add_fleet(exposition& text, const fleet_snapshot& f) {
 
 std::string prometheus_text(const std::vector<fleet_snapshot>& fleets) {
     exposition text;
-    for (const auto& f : fleets) add_fleet(text, f);
+    for (const auto& f : fleets) {
+        for (const auto& w : f.warnings) text.comment("namespace '" + f.fleet_namespace + "': " + w);
+        add_fleet(text, f);
+    }
     return text.str();
 }
 
@@ -436,7 +478,8 @@ std::string json_text(const std::vector<fleet_snapshot>& fleets) {
                        {"totals", json_map(f.totals)},
                        {"gauges", json_map(f.gauges)},
                        {"objects", objects},
-                       {"reporters", reporters}});
+                       {"reporters", reporters},
+                       {"warnings", f.warnings}});
     }
     return nlohmann::json{{"namespaces", all}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

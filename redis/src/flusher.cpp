@@ -51,6 +51,7 @@ struct segment_state {
     std::string reporter, info;       // of the current incarnation
     std::uint32_t stripe = 0;         // the reporter's stripe (known once the namespace's stripes are)
     std::string problem;              // the segment's last logged problem; empty: fine
+    std::string refused;              // what Redis last refused of its commands; empty: nothing
     bool announced = false;
     std::unordered_map<std::string, std::string> marks;  // field -> watermark Redis holds ("" none)
     bool warm = false;
@@ -71,17 +72,6 @@ struct pending {
     std::vector<std::string> args;                     // the command, sent again if a cluster redirects it
 };
 
-// A namespace's stripes, decided once: the number recorded at its first
-// flush; for a namespace flushed before stripes existed (its stripe-0
-// reporters hash exists, no record), 1, so no reporter moves to another
-// stripe and counts again. One atomic step (both keys in stripe 0's slot).
-constexpr std::string_view stripes_script = R"lua(
-local k = redis.call('HGET', KEYS[1], 'stripes')
-if k then return k end
-if redis.call('EXISTS', KEYS[2]) == 1 then k = '1' else k = ARGV[1] end
-redis.call('HSET', KEYS[1], 'stripes', k)
-return k
-)lua";
 
 std::string stamp_now() {
     timespec t{};
@@ -107,7 +97,7 @@ struct flusher::impl {
     std::vector<segment_state> segments;
     std::unique_ptr<detail::router> net;
     detail::connection* conn = nullptr;  // the node of the segment being flushed
-    std::map<std::string, std::uint32_t> ns_stripes;  // namespace -> its recorded stripes (known since the router's last reset)
+    std::map<std::string, std::uint32_t> ns_stripes;  // namespace -> its recorded stripes, for the process's life
     std::unordered_set<std::string> stripes_logged;
     std::uint32_t proposed_stripes = 1;
     flush_stats stats;
@@ -180,41 +170,67 @@ struct flusher::impl {
     /// last reset), and s's stripe among them.
     void place(segment_state& s) {
         auto it = ns_stripes.find(s.ns);
-        if (it == ns_stripes.end()) {
-            const std::string config = keys::config(s.ns);
-            auto r = net->run(config, {"EVAL", std::string(stripes_script), "2", config, keys::reporters(s.ns),
-                                       std::to_string(proposed_stripes)});
-            if (detail::is_error(*r) && detail::text_of(*r).find("NOPERM") != std::string::npos) {
-                // A user without EVAL (the ACL of flushers before stripes):
-                // the number recorded, or else 1 stripe, not recorded (the
-                // layout before stripes; a later first flush with EVAL sees
-                // this one's reporters and records 1).
-                const std::string why = detail::text_of(*r);
-                r = net->run(config, {"HGET", config, "stripes"});
-                if (detail::is_nil(*r)) {
-                    if (stripes_logged.insert(s.ns).second) {
-                        log("namespace '" + s.ns + "': its stripes cannot be recorded (EVAL: " + why +
-                            "); flushing to 1 stripe (docs/redis.md: the flusher's ACL)");
-                    }
-                    it = ns_stripes.emplace(s.ns, 1).first;
-                    s.stripe = 0;
-                    return;
-                }
-            }
-            if (detail::is_error(*r)) throw detail::command_failure(where() + ": the stripes of namespace '" + s.ns + "': " + detail::text_of(*r));
-            const auto k = detail::parse_integer(detail::text_of(*r));
-            if (!k || *k < 1 || *k > keys::max_stripes) {
-                throw detail::command_failure(where() + ": namespace '" + s.ns + "' records " + detail::text_of(*r) +
-                                              " stripes (" + keys::config(s.ns) + "): not 1 to " + std::to_string(keys::max_stripes));
-            }
-            const auto recorded = static_cast<std::uint32_t>(*k);
-            if (o.stripes != 0 && recorded != o.stripes && stripes_logged.insert(s.ns).second) {
-                log("namespace '" + s.ns + "' is spread over " + std::to_string(recorded) + " stripes since its first flush; " +
-                    std::to_string(o.stripes) + " asked for, " + std::to_string(recorded) + " used (docs/redis.md: changing them)");
-            }
-            it = ns_stripes.emplace(s.ns, recorded).first;
-        }
+        if (it == ns_stripes.end()) it = ns_stripes.emplace(s.ns, stripes_of(s.ns)).first;
         s.stripe = keys::stripe_of(s.reporter, it->second);
+    }
+
+    /// Logs a line about a namespace once (and puts it in this round's
+    /// warnings: `--once` prints those).
+    void note(const std::string& ns, const std::string& line) {
+        if (!stripes_logged.insert(ns).second) return;
+        log(line);
+        if (warnings != nullptr) warnings->push_back(line);
+    }
+
+    /// The stripes namespace `ns` recorded, recording them first if none
+    /// are: the proposed number, or 1 for a namespace flushed before
+    /// stripes (its stripe-0 reporters hash exists, nothing recorded), so
+    /// no reporter of it moves to another stripe and counts again. HSETNX:
+    /// the first flusher's number wins. Known for this process's life (a
+    /// reporter never changes stripe while its flusher runs).
+    std::uint32_t stripes_of(const std::string& ns) {
+        const std::string config = keys::config(ns);
+        auto recorded = [&](const redisReply& r) -> std::uint32_t {
+            const auto k = detail::parse_integer(detail::text_of(r));
+            if (!k || *k < 1 || *k > keys::max_stripes) {
+                throw detail::command_failure(where() + ": namespace '" + ns + "' records " + detail::text_of(r).substr(0, 64) +
+                                              " stripes (" + config + "): not 1 to " + std::to_string(keys::max_stripes));
+            }
+            return static_cast<std::uint32_t>(*k);
+        };
+        auto asked = [&](std::uint32_t k) {
+            if (o.stripes != 0 && k != o.stripes) {
+                note(ns, "namespace '" + ns + "' is spread over " + std::to_string(k) + " stripes since its first flush; " +
+                             std::to_string(o.stripes) + " asked for, " + std::to_string(k) + " used (docs/redis.md: changing them)");
+            }
+            return k;
+        };
+        auto r = net->run(config, {"HGET", config, "stripes"});
+        if (detail::is_error(*r)) throw detail::command_failure(where() + ": HGET " + config + ": " + detail::text_of(*r));
+        if (!detail::is_nil(*r)) return asked(recorded(*r));
+        std::string why;
+        r = net->run(config, {"EXISTS", keys::reporters(ns)});
+        if (detail::is_error(*r)) {
+            why = "EXISTS: " + detail::text_of(*r);
+        } else {
+            const std::string k = detail::text_of(*r) == "1" ? "1" : std::to_string(proposed_stripes);
+            r = net->run(config, {"HSETNX", config, "stripes", k});
+            if (detail::is_error(*r)) {
+                why = "HSETNX: " + detail::text_of(*r);
+            } else {
+                r = net->run(config, {"HGET", config, "stripes"});
+                if (detail::is_error(*r)) throw detail::command_failure(where() + ": HGET " + config + ": " + detail::text_of(*r));
+                if (!detail::is_nil(*r)) return asked(recorded(*r));
+                why = "deleted as soon as recorded";
+            }
+        }
+        // A user without +exists +hsetnx (the ACL of flushers before
+        // stripes): one stripe, not recorded, the layout before stripes. A
+        // later first flush that can record sees this one's reporters and
+        // records 1; the reader flags a reporter found off its stripe.
+        note(ns, "namespace '" + ns + "': its stripes cannot be recorded (" + why +
+                     "); flushing to 1 stripe (docs/redis.md: the flusher's ACL)");
+        return 1;
     }
 
     /// Replies of a pipeline sent to one node: redirections followed.
@@ -465,7 +481,12 @@ struct flusher::impl {
         std::vector<detail::reply> replies;
         replies.reserve(sent.size());
         for (std::size_t i = 0; i < sent.size(); ++i) replies.push_back(conn->next_reply());
+        const std::size_t redirected = res.redirects;
         settle(replies, sent, tag, res);
+        // The slot moved (a resharding, a failover by takeover): what this
+        // flusher remembers of the watermarks may be of the old master's
+        // data: read them again next time.
+        const bool moved = res.redirects != redirected;
 
         // What Redis accepted.
         std::size_t conflicts = 0;
@@ -512,6 +533,7 @@ struct flusher::impl {
                 case expect::gauges: res.gauges += p.fields.size(); break;
             }
         }
+        if (moved) s.warm = false;
         if (!error.empty()) throw detail::command_failure(error);
         return conflicts;
     }
@@ -547,6 +569,16 @@ struct flusher::impl {
                         segment_problem(s, e.what());
                         if (res.error.empty()) res.error = "segment '" + s.name + "': " + s.problem;
                         break;
+                    } catch (const detail::command_failure& e) {
+                        // Redis refused this segment's commands (its slot
+                        // stuck in a migration, OOM, a function missing):
+                        // every reply was read, the connection is sound;
+                        // the other segments go on.
+                        s.warm = false;
+                        if (s.refused != e.what()) log("segment '" + s.name + "': " + e.what());
+                        s.refused = e.what();
+                        if (res.error.empty()) res.error = e.what();
+                        break;
                     }
                     res.conflicts += conflicts;
                     stats.conflicts += conflicts;
@@ -559,6 +591,8 @@ struct flusher::impl {
                     continue;
                 }
                 ++res.segments;
+                if (!s.refused.empty()) log("segment '" + s.name + "': flushing again");
+                s.refused.clear();
                 if (stale) {  // its last values are flushed: the name is another segment now, or none
                     log("segment '" + s.name + "': removed or recreated; its last values flushed, opening it again");
                     s.view.reset();
@@ -569,7 +603,6 @@ struct flusher::impl {
             // half read): drop it; what Redis holds is read again.
             if (net) net->reset();
             conn = nullptr;
-            ns_stripes.clear();
             for (auto& s : segments) s.warm = false, s.registered = false;
             redis_failed = true;
             res.error = e.what();

@@ -148,6 +148,22 @@ TEST_CASE("redis cli: flush --once, fleet show, fleet export, and their errors",
     r = run_cli(dir, {"flush", name, "--command-timeout", "1e300", "--once"});
     CHECK(r.status == 2);
     CHECK(r.err == "procsafe flush: --command-timeout: must be seconds from 0.001 to 60, not '1e300'\n");
+    r = run_cli(dir, {"flush", name, "--redis-cluster", "", "--once"});
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --redis-cluster: '': an empty HOST:PORT in the list\n");
+    r = run_cli(dir, {"flush", name, "--redis-cluster", "a:1,b:0", "--once"});
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --redis-cluster: 'b:0': the port must be 1 to 65535\n");
+    r = run_cli(dir, {"flush", name, "--redis", "a:1", "--redis-cluster", "b:2", "--once"});
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --redis excludes --redis-cluster\n");
+    r = run_cli(dir, {"flush", name, "--stripes", "0", "--once"});
+    CHECK(r.status == 2);
+    CHECK(r.err == "procsafe flush: --stripes: Value 0 not in range 1 to 1024\n");
+    r = run_cli(dir, {"fleet", "show", "--redis-cluster", "127.0.0.1:1", "--connect-timeout", "0.5"});
+    CHECK(r.status == 1);
+    CHECK(r.err == "procsafe fleet show: redis cluster 127.0.0.1:1: no node gave the slot map (last: redis 127.0.0.1:1: "
+                   "Connection refused)\n");
 
     // fleet show: text and JSON.
     r = run_cli(dir, {"fleet", "show", "--redis", server.address()}, {"PROCSAFE_REDIS_PASSWORD=cli-pw"});

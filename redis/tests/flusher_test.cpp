@@ -16,7 +16,9 @@
 
 #include <procsafe/procsafe.hpp>
 #include <procsafe/redis.hpp>
+#include <procsafe/segment_view.hpp>
 
+#include "cluster.hpp"  // redis/src: hash slots
 #include "fields.hpp"  // redis/src: what a flush sends, without a server
 
 #include <atomic>
@@ -27,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -784,4 +787,314 @@ TEST_CASE("redis: an object whose label values repeat is skipped and logged, nev
     CHECK(c.skipped[0].object == "responses");
     CHECK(c.skipped[0].why.find("responses{code=\"200\"}") != std::string::npos);
     CHECK(c.skipped[0].why.find("repeated") != std::string::npos);
+}
+
+TEST_CASE("redis: hash slots as Redis Cluster computes them", "[redis]") {
+    // CLUSTER KEYSLOT's answers (Redis Cluster specification).
+    CHECK(procsafe::redis::detail::key_slot("123456789") == 0x31C3);  // CRC16-XMODEM's check value
+    CHECK(procsafe::redis::detail::key_slot("foo") == 12182);
+    CHECK(procsafe::redis::detail::key_slot("{user1000}.following") == procsafe::redis::detail::key_slot("user1000"));
+    CHECK(procsafe::redis::detail::key_slot("foo{}{bar}") != procsafe::redis::detail::key_slot("bar"));  // "{}": the whole key
+    CHECK(procsafe::redis::detail::key_slot("foo{{bar}}zap") == procsafe::redis::detail::key_slot("{bar"));
+    // Every key of a stripe shares its slot; stripes of one namespace differ.
+    const std::string rep = pr::keys::reporter("h", "s", 7);
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::totals("ns", 3)) == procsafe::redis::detail::key_slot(pr::keys::watermarks("ns", rep, 3)));
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::totals("ns", 3)) == procsafe::redis::detail::key_slot(pr::keys::reporters("ns", 3)));
+    CHECK(procsafe::redis::detail::key_slot(pr::keys::config("ns")) == procsafe::redis::detail::key_slot(pr::keys::totals("ns")));
+    CHECK(pr::keys::totals("ns") == "{procsafe:ns}:total");  // stripe 0: the layout before stripes
+    CHECK(pr::keys::totals("ns", 5) == "{procsafe:ns|5}:total");
+    CHECK(pr::keys::totals("a", 1) != pr::keys::totals("a:1"));  // '|' is no namespace's character
+    CHECK(pr::keys::stripe_of(rep, 1) == 0);
+    std::set<std::uint32_t> seen;
+    for (int i = 0; i < 200; ++i) seen.insert(pr::keys::stripe_of(pr::keys::reporter("host-" + std::to_string(i), "web", 1), 16));
+    CHECK(seen.size() == 16);
+}
+
+TEST_CASE("redis: a namespace spread over stripes: recorded at its first flush, summed by the reader", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    log_lines log;
+    constexpr int hosts = 12;
+    std::vector<std::string> names;
+    std::vector<removed_at_exit> cleanup;
+    cleanup.reserve(hosts);  // never moved: a moved-from one would remove its segment
+    std::vector<procsafe::segment> segs;
+    std::int64_t expected = 0;
+    for (int h = 0; h < hosts; ++h) {
+        names.push_back(unique_name("rstripe") + "_" + std::to_string(h));
+        cleanup.push_back({names.back()});
+        segs.push_back(procsafe::segment::create(names.back(), 1 << 16));
+        segs.back().construct<procsafe::atomic_counter<std::int64_t>>("c").store(1000 + h);
+        expected += 1000 + h;
+    }
+    std::set<std::uint32_t> stripes_used;
+    for (int h = 0; h < hosts; ++h) {
+        auto o = options_for(server, {names[h]}, "host-" + std::to_string(h), "striped", log);
+        o.stripes = 8;
+        pr::flusher f(o);
+        const auto r = f.flush_once();
+        INFO(r.error);
+        REQUIRE(r.ok);
+        const auto inc = procsafe::segment_view::open(names[h]).incarnation();
+        const auto rep = pr::keys::reporter("host-" + std::to_string(h), names[h], inc);
+        const auto stripe = pr::keys::stripe_of(rep, 8);
+        stripes_used.insert(stripe);
+        CHECK(redis.hget(pr::keys::watermarks("striped", rep, stripe), "c") == std::to_string(1000 + h));
+    }
+    CHECK(stripes_used.size() > 1);
+    CHECK(redis.hget(pr::keys::config("striped"), "stripes") == "8");
+    auto f = pr::read_fleet(connection_to(server), "striped");
+    CHECK(f.stripes == 8);
+    CHECK(f.totals.at("c") == std::to_string(expected));
+    CHECK(f.reporters.size() == hosts);
+    CHECK(f.objects.count("c") == 1);
+
+    // A flusher asking for other stripes uses the recorded ones, and says so once.
+    segs[0].find<procsafe::atomic_counter<std::int64_t>>("c").fetch_add(5);
+    expected += 5;
+    {
+        auto o = options_for(server, {names[0]}, "host-0", "striped", log);
+        o.stripes = 4;
+        pr::flusher g(o);
+        REQUIRE(g.flush_once().ok);
+        REQUIRE(g.flush_once().ok);
+    }
+    CHECK(log.count("is spread over 8 stripes since its first flush; 4 asked for, 8 used") == 1);
+    CHECK(redis.hget(pr::keys::config("striped"), "stripes") == "8");
+    CHECK(pr::read_fleet(connection_to(server), "striped").totals.at("c") == std::to_string(expected));
+
+    // A namespace flushed before stripes existed (its reporters in stripe
+    // 0, nothing recorded) stays one stripe: no reporter moves and counts again.
+    REQUIRE(redis.run({"HSET", pr::keys::reporters("old"), "h|s|0000000000000001", "1 {}"}).integer == 1);
+    {
+        auto o = options_for(server, {names[1]}, "host-1", "old", log);
+        o.stripes = 8;
+        pr::flusher g(o);
+        REQUIRE(g.flush_once().ok);
+    }
+    CHECK(redis.hget(pr::keys::config("old"), "stripes") == "1");
+    CHECK(pr::read_fleet(connection_to(server), "old").stripes == 1);
+    CHECK(pr::read_fleet(connection_to(server), "old").totals.at("c") == "1001");
+
+    // A record that is not 1 to 1024 stops flusher and reader, naming it.
+    REQUIRE(redis.run({"HSET", pr::keys::config("bad"), "stripes", "0"}).integer == 1);
+    {
+        auto o = options_for(server, {names[2]}, "host-2", "bad", log);
+        const auto r = pr::flusher(o).flush_once();
+        CHECK_FALSE(r.ok);
+        CHECK(r.error.find("namespace 'bad' records 0 stripes ({procsafe:bad}:config): not 1 to 1024") != std::string::npos);
+    }
+    REQUIRE(redis.run({"HSET", pr::keys::config("bad"), "stripes", "99999999999999999999999"}).integer == 0);
+    CHECK_THROWS_WITH(pr::read_fleet(connection_to(server), "bad"),
+                      Catch::Matchers::Contains("namespace 'bad' records 99999999999999999999999 stripes"));
+    auto o = options_for(server, {names[2]}, "host-2", "x", log);
+    o.stripes = 1025;
+    CHECK_THROWS_AS(pr::flusher(o), std::invalid_argument);
+}
+
+TEST_CASE("redis: a Redis Cluster node given as one server: the error says to use --redis-cluster", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    // A cluster of one master holding every slot: enough for MOVED-free
+    // routing, and a server that answers MOVED when asked as one server is
+    // simulated by a key of a slot it does not hold: a one-node cluster
+    // holds all of them, so the error is forced with CLUSTER DELSLOTS.
+    redis_server server({"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}, true);
+    raw_client redis(server.port());
+    const auto name = unique_name("rcnode");
+    removed_at_exit cleanup{name};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    seg.construct<procsafe::atomic_counter<std::int64_t>>("c").store(3);
+    log_lines log;
+    auto o = options_for(server, {name}, "h", "one", log);
+    const auto r = pr::flusher(o).flush_once();  // no slot served: CLUSTERDOWN
+    CHECK_FALSE(r.ok);
+    CHECK(r.error.find("give its nodes with --redis-cluster") != std::string::npos);
+    // Given as a cluster: still no slot served; the error says so, bounded.
+    o.connection.cluster = {pr::endpoint::parse(server.address())};
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto c = pr::flusher(o).flush_once();
+    CHECK_FALSE(c.ok);
+    CHECK(c.error.find("no node gave the slot map") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    // Every slot added: the one-node cluster counts.
+    std::vector<std::string> add{"CLUSTER", "ADDSLOTSRANGE", "0", "16383"};
+    REQUIRE(redis.run(add).str == "OK");
+    REQUIRE(eventually([&] { return redis.run({"CLUSTER", "INFO"}).str.find("cluster_state:ok") != std::string::npos; }));
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    pr::connection_options co;
+    co.cluster = o.connection.cluster;
+    CHECK(pr::read_fleet(co, "one").totals.at("c") == "3");
+    CHECK(pr::read_fleet(co, "one").stripes == 16);
+    CHECK(pr::fleet_namespaces(co) == std::vector<std::string>{"one"});
+}
+
+TEST_CASE("redis: a stripe's slot moved to a master holding older watermarks: the next flush reads them again", "[redis]") {
+    // A takeover (CLUSTER FAILOVER TAKEOVER, or a replica promoted while the
+    // old master lived on) can leave the slot on a node that never got the
+    // last flush the old one acknowledged. The flusher meets a MOVED, not a
+    // lost connection: it must not trust what it remembers of the
+    // watermarks. Staged on two nodes: the slot is handed to B with its
+    // keys as they were before the last flush.
+    PROCSAFE_NEED_REDIS();
+    const std::vector<std::string> cluster{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                           "--cluster-node-timeout", "2000"};
+    redis_server a(cluster, true), b(cluster, true);
+    raw_client ra(a.port()), rb(b.port());
+    REQUIRE(ra.run({"CLUSTER", "ADDSLOTSRANGE", "0", "8191"}).str == "OK");
+    REQUIRE(rb.run({"CLUSTER", "ADDSLOTSRANGE", "8192", "16383"}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "MEET", "127.0.0.1", std::to_string(b.port())}).str == "OK");
+    const std::string id_a = ra.run({"CLUSTER", "MYID"}).str, id_b = rb.run({"CLUSTER", "MYID"}).str;
+    REQUIRE(eventually([&] {
+        return rb.run({"CLUSTER", "INFO"}).str.find("cluster_state:ok") != std::string::npos &&
+               ra.run({"CLUSTER", "INFO"}).str.find("cluster_known_nodes:2") != std::string::npos;
+    }));
+    // Two segments, each its own namespace: one in a slot of A, one in a
+    // slot of B, so the flusher is connected to both before the move.
+    auto slot_of = [](const std::string& ns) { return procsafe::redis::detail::key_slot(pr::keys::totals(ns)); };
+    std::string name, other;
+    for (int i = 0; name.empty() || other.empty(); ++i) {
+        const std::string n = unique_name("rmv") + "_" + std::to_string(i);
+        (slot_of(n) < 8192 ? name : other) = n;
+    }
+    removed_at_exit cleanup{name}, cleanup_other{other};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    auto seg_other = procsafe::segment::create(other, 1 << 16);
+    seg_other.construct<procsafe::atomic_counter<std::int64_t>>("c").store(1);
+    log_lines log;
+    pr::flush_options o;
+    o.connection.cluster = {pr::endpoint::parse(a.address())};
+    o.segments = {name, other};
+    o.host_id = "h";
+    o.stripes = 1;
+    o.log = log.fn();
+    pr::flusher f(o);
+    c.store(10);
+    REQUIRE(f.flush_once().ok);
+    const auto rep = pr::keys::reporter("h", name, procsafe::segment_view::open(name).incarnation());
+    const std::vector<std::string> keys{pr::keys::totals(name), pr::keys::watermarks(name, rep), pr::keys::reporters(name),
+                                        pr::keys::meta(name), pr::keys::config(name)};
+    const std::string slot = std::to_string(procsafe::redis::detail::key_slot(keys[0]));
+    std::vector<std::string> before;  // the slot's keys as the last flush will not have left them
+    for (const auto& k : keys) before.push_back(ra.run({"DUMP", k}).str);
+    c.store(25);
+    REQUIRE(f.flush_once().ok);  // A acknowledges 25
+    CHECK(ra.hget(keys[0], "c") == "25");
+    // A's last write never reaches B: B takes the slot with the keys of before.
+    REQUIRE(rb.run({"CLUSTER", "SETSLOT", slot, "IMPORTING", id_a}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "SETSLOT", slot, "MIGRATING", id_b}).str == "OK");
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (before[i].empty()) continue;
+        REQUIRE(rb.run({"ASKING"}).str == "OK");
+        REQUIRE(rb.run({"RESTORE", keys[i], "0", before[i]}).str == "OK");
+        ra.run({"DEL", keys[i]});
+    }
+    REQUIRE(rb.run({"CLUSTER", "SETSLOT", slot, "NODE", id_b}).str == "OK");
+    REQUIRE(ra.run({"CLUSTER", "SETSLOT", slot, "NODE", id_b}).str == "OK");
+    CHECK(rb.hget(keys[0], "c") == "10");
+    REQUIRE(f.stats().connects == 2);  // A and B: no new connection makes it cold
+    // The counter does not change again. The next round meets MOVED; the
+    // one after reads B's watermark (10) and sends the 15 B never got.
+    const auto r1 = f.flush_once();
+    REQUIRE(r1.ok);
+    CHECK(r1.redirects >= 1);
+    REQUIRE(f.flush_once().ok);
+    CHECK(rb.hget(keys[0], "c") == "25");
+    pr::connection_options co;
+    co.cluster = o.connection.cluster;
+    CHECK(pr::read_fleet(co, name).totals.at("c") == "25");
+}
+
+TEST_CASE("redis: redirections parsed as Redis writes them, hostile ones refused", "[redis]") {
+    namespace d = procsafe::redis::detail;
+    std::uint16_t slot = 0;
+    pr::endpoint to;
+    REQUIRE(d::parse_redirect("MOVED 3999 127.0.0.1:6381", slot, to, "h"));
+    CHECK((slot == 3999 && to.host == "127.0.0.1" && to.port == 6381));
+    REQUIRE(d::parse_redirect("ASK 7870 ::1:23111", slot, to, "h"));  // IPv6 without brackets (Redis 7.0)
+    CHECK((slot == 7870 && to.host == "::1" && to.port == 23111));
+    REQUIRE(d::parse_redirect("MOVED 5 :6390", slot, to, "10.0.0.5"));  // "this connection's host"
+    CHECK((to.host == "10.0.0.5" && to.port == 6390));
+    REQUIRE(d::parse_redirect("MOVED 5 [fe80::1]:7000", slot, to, "h"));
+    CHECK((to.host == "fe80::1" && to.port == 7000));
+    CHECK_FALSE(d::parse_redirect("MOVED 16384 a:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED -1 a:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a:0", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a:70000", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 a", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 x\nprocsafe flush: forged:1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED 5 " + std::string(300, 'a') + ":1", slot, to, "h"));
+    CHECK_FALSE(d::parse_redirect("MOVED", slot, to, "h"));
+}
+
+TEST_CASE("redis: stripes changed under a running flusher: it keeps its own, and the reader flags a reporter that moved", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    const auto name = unique_name("rkeep"), other = unique_name("rkeep2");
+    removed_at_exit cleanup{name}, cleanup_other{other};
+    auto seg = procsafe::segment::create(name, 1 << 16);
+    auto& c = seg.construct<procsafe::atomic_counter<std::int64_t>>("c");
+    c.store(100);
+    log_lines log;
+    auto o = options_for(server, {name}, "h", "keep", log);
+    o.stripes = 16;
+    pr::flusher f(o);
+    REQUIRE(f.flush_once().ok);
+    // K rewritten (by hand, or lost and recorded again), then a failed
+    // round (the connection killed): the flusher's reporter stays where
+    // its watermarks are, nothing counts twice.
+    const auto rep = pr::keys::reporter("h", name, procsafe::segment_view::open(name).incarnation());
+    std::uint32_t k = 2;  // a number of stripes that puts this reporter elsewhere
+    while (pr::keys::stripe_of(rep, k) == pr::keys::stripe_of(rep, 16)) ++k;
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", std::to_string(k)}).integer == 0);
+    redis.run({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+    c.store(130);
+    CHECK_FALSE(f.flush_once().ok);  // the killed connection
+    REQUIRE(f.flush_once().ok);
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", "16"}).integer == 0);
+    auto fleet = pr::read_fleet(connection_to(server), "keep");
+    CHECK(fleet.totals.at("c") == "130");
+    CHECK(fleet.warnings.empty());
+    // A flusher started while 4 is recorded puts the reporter in its
+    // stripe of 4: counted twice, and the reader says so.
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", std::to_string(k)}).integer == 0);
+    o.stripes = 0;
+    REQUIRE(pr::flusher(o).flush_once().ok);
+    REQUIRE(redis.run({"HSET", pr::keys::config("keep"), "stripes", "16"}).integer == 0);
+    fleet = pr::read_fleet(connection_to(server), "keep");
+    CHECK(fleet.totals.at("c") == "260");
+    REQUIRE(fleet.warnings.size() == 2);
+    CHECK(fleet.warnings[0].find("found in stripe " + std::to_string(pr::keys::stripe_of(rep, k)) + ", not in its stripe " +
+                                 std::to_string(pr::keys::stripe_of(rep, 16)) + " of 16") != std::string::npos);
+    CHECK(fleet.warnings[1].find("its counts are in the totals twice") != std::string::npos);
+    CHECK(pr::prometheus_text({fleet}).find("# procsafe: namespace 'keep': reporter 'h|" + name) == 0);
+}
+
+TEST_CASE("redis: a segment whose commands Redis refuses does not stop the others", "[redis]") {
+    PROCSAFE_NEED_REDIS();
+    redis_server server;
+    raw_client redis(server.port());
+    const auto a = unique_name("rrefa"), b = unique_name("rrefb");
+    removed_at_exit ca{a}, cb{b};
+    auto sa = procsafe::segment::create(a, 1 << 16), sb = procsafe::segment::create(b, 1 << 16);
+    sa.construct<procsafe::atomic_counter<std::int64_t>>("c").store(1);
+    sb.construct<procsafe::atomic_counter<std::int64_t>>("c").store(2);
+    REQUIRE(redis.run({"HSET", pr::keys::config(a), "stripes", "zero"}).integer == 1);  // a's namespace: refused
+    log_lines log;
+    auto o = options_for(server, {a, b}, "h", "", log);
+    pr::flusher f(o);
+    const auto r = f.flush_once();
+    CHECK_FALSE(r.ok);
+    CHECK(r.reached_redis);
+    CHECK(r.segments == 1);
+    CHECK(r.error.find("namespace '" + a + "' records zero stripes") != std::string::npos);
+    CHECK(pr::read_fleet(connection_to(server), b).totals.at("c") == "2");
+    CHECK_FALSE(f.flush_once().ok);
+    CHECK(log.count("records zero stripes") == 1);  // logged when it changes, not each round
+    REQUIRE(redis.run({"DEL", pr::keys::config(a)}).integer == 1);
+    REQUIRE(f.flush_once().ok);
+    CHECK(log.count("segment '" + a + "': flushing again") == 1);
+    CHECK(pr::read_fleet(connection_to(server), a).totals.at("c") == "1");
 }

@@ -19,10 +19,12 @@
 #include <hiredis.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -79,16 +81,35 @@ inline int free_port() {
     return ntohs(a.sin_port);
 }
 
+/// A free port P for a Redis Cluster node: its cluster bus listens on
+/// P + 10000, which must be a port (P < 55536) and free too.
+inline int free_cluster_port() {
+    for (int i = 0; i < 200; ++i) {
+        const int p = free_port();
+        if (p >= 55536) continue;
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(static_cast<std::uint16_t>(p + 10000));
+        const bool bus_free = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        if (fd >= 0) ::close(fd);
+        if (bus_free) return p;
+    }
+    throw std::runtime_error("no free port P with P + 10000 free (a cluster node's bus)");
+}
+
 class redis_server {
 public:
     /// Starts one; `extra` are more redis-server options ("--requirepass", "pw").
-    explicit redis_server(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+    /// cluster_bus: a port P whose P + 10000 is free too (--cluster-enabled yes).
+    explicit redis_server(std::vector<std::string> extra = {}, bool cluster_bus = false) : extra_(std::move(extra)) {
         program_ = find_redis_server();
         if (program_.empty()) throw std::runtime_error("redis-server not found");
         char tmpl[] = "/tmp/procsafe-redis-XXXXXX";
         if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
         dir_ = tmpl;
-        port_ = free_port();
+        port_ = cluster_bus ? free_cluster_port() : free_port();
         start();
     }
     ~redis_server() {
@@ -132,13 +153,25 @@ public:
             int status = 0;
             if (::waitpid(pid_, &status, WNOHANG) == pid_) {
                 pid_ = -1;
-                throw std::runtime_error("redis-server exited at start (see " + dir_ + "/redis.log)");
+                throw std::runtime_error("redis-server exited at start: " + log_tail());
             }
             if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("redis-server did not answer in 10 s");
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     }
     /// SIGKILL: what was acknowledged is in the AOF (appendfsync always).
+    /// The last lines of its log (it is removed with the server).
+    std::string log_tail() const {
+        std::ifstream in(dir_ + "/redis.log");
+        std::vector<std::string> lines;
+        for (std::string l; std::getline(in, l);) {
+            lines.push_back(l);
+            if (lines.size() > 4) lines.erase(lines.begin());
+        }
+        std::string s;
+        for (const auto& l : lines) s += "\n  " + l;
+        return s.empty() ? "(no log)" : s;
+    }
     void kill9() {
         ::kill(pid_, SIGKILL);
         reap(std::chrono::seconds(10));

@@ -257,6 +257,10 @@ struct fleet_snapshot {
     std::map<std::string, std::string> gauges;
     std::map<std::string, fleet_object> objects;  ///< by object name
     std::vector<fleet_reporter> reporters;        ///< by id
+    /// What makes the totals doubtful, one line each, printable: a reporter
+    /// found off its stripe or in two (the namespace's stripes changed
+    /// under it). Printed by `fleet show`, commented in `fleet export`.
+    std::vector<std::string> warnings;
 };
 
 /// The namespaces flushed to this Redis (or cluster), sorted.  Throws: std::runtime_error.

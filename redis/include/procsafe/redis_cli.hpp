@@ -25,6 +25,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -46,7 +47,15 @@ struct connection_args {
         auto* one = app.add_option("--redis", redis, "Redis as HOST:PORT")->capture_default_str();
         app.add_option("--redis-cluster", cluster,
                        "a Redis Cluster: some of its nodes as HOST:PORT[,HOST:PORT...] (the slot map is learned from them)")
-            ->excludes(one);
+            ->excludes(one)
+            ->check([](const std::string& seeds) -> std::string {
+                try {
+                    endpoint::parse_list(seeds);
+                    return {};
+                } catch (const std::invalid_argument& e) {
+                    return e.what();
+                }
+            });
         app.add_option("--password-file", password_file,
                        "a file whose first line is the password (else PROCSAFE_REDIS_PASSWORD)");
         app.add_option("--user", user, "the ACL user (else PROCSAFE_REDIS_USER; none: the default user)");
