@@ -676,6 +676,7 @@ TEST_CASE("redis cluster: the stripes recorded, lost in a failover, then propose
     for (const auto& r : fleet.reporters)
         std::printf("  reporter %s on stripe %u: watermark %s\n", r.id.c_str(), r.stripe,
                     r.watermarks.count("requests") != 0 ? r.watermarks.at("requests").c_str() : "(none)");
+    for (const auto& w : fleet.warnings) std::printf("  read_fleet's warning: %s\n", w.c_str());
     for (std::uint32_t st : {s8, s16}) {
         const auto t = cluster.command(cluster.master_of_slot(stripe_slot(cluster, ns, st)), {"HGET", pr::keys::totals(ns, st), "requests"});
         std::printf("  stripe %u's total of requests: %s\n", st, t.str.empty() ? "(none)" : t.str.c_str());
