@@ -160,16 +160,23 @@ public:
             if (e.has("master") && e.serves(slot)) return e.port;
         throw std::runtime_error("redis_cluster: no master serves slot " + std::to_string(slot));
     }
-    /// The port of a live replica of the master at `master_port`.
+    /// The port of a live replica of the master at `master_port` (as a live
+    /// node sees it; after a wait for a stable cluster, as all see it).
+    /// Waits (10 s at most) while the node asked sees none healthy.
     int replica_of(int master_port) const {
-        const auto entries = nodes_of(any_live());
-        std::string id;
-        for (const auto& e : entries)
-            if (e.port == master_port) id = e.id;
-        if (id.empty()) throw std::runtime_error("redis_cluster: no node at port " + std::to_string(master_port));
-        for (const auto& e : entries)
-            if (e.has("slave") && e.master_id == id && !e.failing() && alive(e.port)) return e.port;
-        throw std::runtime_error("redis_cluster: the master at " + std::to_string(master_port) + " has no live replica");
+        const auto deadline = clock::now() + seconds(10);
+        for (;;) {
+            const auto entries = nodes_of(any_live());
+            std::string id;
+            for (const auto& e : entries)
+                if (e.port == master_port) id = e.id;
+            if (id.empty()) throw std::runtime_error("redis_cluster: no node at port " + std::to_string(master_port));
+            for (const auto& e : entries)
+                if (e.has("slave") && e.master_id == id && !e.failing() && alive(e.port)) return e.port;
+            if (clock::now() > deadline)
+                throw std::runtime_error("redis_cluster: the master at " + std::to_string(master_port) + " has no live replica\n" + views());
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
     }
     /// CLUSTER MYID of the node at `port`.
     std::string id_of(int port) const {
@@ -519,11 +526,13 @@ private:
 
     /// "" when, seen from every live node: cluster_state:ok, every slot
     /// served by a live master, the same slot map everywhere, every live
-    /// node known and not failing, every replica's link to its master up
-    /// and a write on its master acknowledged by it, (with `closed`) no slot
+    /// node known and not failing, the same replicas of the same masters
+    /// everywhere, every replica's link to its master up and a write on its
+    /// master acknowledged by it, (with `closed`) no slot
     /// importing or migrating. Else what is not so.
     std::string stable_problem(bool closed) const {
         std::vector<int> reference;
+        std::string reference_roles;
         int reference_port = 0;
         const auto live = ports();
         for (int p : live) {
@@ -546,9 +555,25 @@ private:
                     if (!alive(owner[static_cast<std::size_t>(s)]))
                         return "node " + std::to_string(p) + ": slot " + std::to_string(s) + " served by " +
                                std::to_string(owner[static_cast<std::size_t>(s)]) + ", not a live node";
-                if (reference.empty()) reference = std::move(owner), reference_port = p;
-                else if (owner != reference)
+                // Who replicates whom among the live nodes: "PORT>MASTER_PORT" (a
+                // node learns a replica's role by gossip, after redis-cli is done).
+                std::map<std::string, int> port_of_id;
+                for (const auto& e : entries) port_of_id[e.id] = e.port;
+                std::set<std::string> roles;
+                for (const auto& e : entries)
+                    if (alive(e.port))
+                        roles.insert(std::to_string(e.port) +
+                                     (e.has("slave") ? ">" + std::to_string(port_of_id.count(e.master_id) != 0 ? port_of_id[e.master_id] : 0) : ""));
+                std::string role_text;
+                for (const auto& r : roles) role_text += r + " ";
+                if (reference.empty()) {
+                    reference = std::move(owner), reference_roles = role_text, reference_port = p;
+                } else if (owner != reference) {
                     return "nodes " + std::to_string(reference_port) + " and " + std::to_string(p) + " disagree on the slots";
+                } else if (role_text != reference_roles) {
+                    return "nodes " + std::to_string(reference_port) + " and " + std::to_string(p) + " disagree on the replicas: " +
+                           reference_roles + "/ " + role_text;
+                }
                 for (const auto& e : entries)
                     if (e.has("myself") && e.has("slave")) {
                         const auto repl = command(p, {"INFO", "replication"}).str;
