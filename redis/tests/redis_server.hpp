@@ -268,9 +268,18 @@ public:
     explicit raw_client(int port, const std::string& password = {}) {
         timeval tv{2, 0};
         c_ = redisConnectWithTimeout("127.0.0.1", port, tv);
-        if (c_ == nullptr || c_->err != 0) throw std::runtime_error("raw_client: cannot connect");
+        if (c_ == nullptr || c_->err != 0) {
+            const std::string why = c_ != nullptr ? c_->errstr : "out of memory";
+            if (c_ != nullptr) redisFree(c_);  // no destructor runs for a constructor that throws
+            throw std::runtime_error("raw_client: cannot connect to " + std::to_string(port) + ": " + why);
+        }
         redisSetTimeout(c_, tv);
-        if (!password.empty()) run({"AUTH", password});
+        try {
+            if (!password.empty()) run({"AUTH", password});
+        } catch (...) {
+            redisFree(c_);
+            throw;
+        }
     }
     ~raw_client() {
         if (c_ != nullptr) redisFree(c_);
