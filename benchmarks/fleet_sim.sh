@@ -13,6 +13,7 @@
 #
 #   benchmarks/fleet_sim.sh [--quick] [--generator PATH] [--runs N]
 #                           [--hosts N] [--counters C] [--seconds T]
+#                           [--only a,b,c]   (the parts above to run)
 #
 # --quick: a few seconds, small sizes, no replicas (the ctest smoke test
 # bench.fleet_sim_quick). Exit status 1 when a total is not exact or a
@@ -27,6 +28,7 @@ runs=3
 hosts=2000
 counters=100
 seconds=10
+only=a,b,c
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
         --hosts) hosts=$2; shift 2 ;;
         --counters) counters=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
         *) echo "fleet_sim.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -72,17 +75,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nobody listens on, nor on PORT + 10000 (a cluster node's bus), and
-# not handed out before.
+# A port nobody listens on, nor on PORT + 10000 (a cluster node's bus), not
+# handed out before, both below Linux' ephemeral ports (32768 and up: an
+# outgoing connection's local port cannot be bound). Sets `port`.
 used_ports=" "
 free_port() {
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 20000))
+        p=$((10000 + RANDOM % 12700))
         case "$used_ports" in *" $p "*|*" $((p + 10000)) "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then
             used_ports="$used_ports$p $((p + 10000)) "
-            echo "$p"
+            port=$p
             return 0
         fi
     done
@@ -116,7 +120,11 @@ start_server() {
     redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize no --protected-mode yes \
         --save "" --appendonly yes --appendfsync everysec --logfile "$dir/redis.log" "$@" >/dev/null 2>&1 &
     pids+=($!)
-    wait_for 10 "redis-server on port $port (see $dir/redis.log)" pong "$port"
+    wait_for 20 "redis-server on port $port" pong "$port" || {
+        echo "fleet_sim.sh: its log ($dir/redis.log):" >&2
+        tail -5 "$dir/redis.log" >&2
+        return 1
+    }
 }
 
 # start_cluster MASTERS REPLICAS_PER_MASTER: sets cluster_ports (masters first).
@@ -124,7 +132,8 @@ start_cluster() {
     local masters=$1 replicas=$2 n=$(($1 * ($2 + 1))) p addrs=()
     cluster_ports=()
     for _ in $(seq "$n"); do
-        p=$(free_port) || return 1
+        free_port || return 1
+        p=$port
         start_server "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 || return 1
         cluster_ports+=("$p")
         addrs+=("127.0.0.1:$p")
@@ -181,41 +190,50 @@ jsonl="/tmp/procsafe-fleet-sim-$$.jsonl"
 [ "$quick" = 1 ] && jsonl="$top/runs.jsonl"
 : >"$jsonl"
 
+part() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
 # (a) one server.
-port=$(free_port) || exit 1
-start_server "$port" || exit 1
-flush_ports=("$port")
-scenario 1server-1ns --redis "127.0.0.1:$port" "${size[@]}"
-if [ "$quick" = 0 ]; then
-    # Hosts of 1,000 counters (a watermark hash of 1,000 fields: Redis'
-    # hashtable encoding; 100 fields are a listpack): the CPU per change,
-    # the memory per reporter, read_fleet() of 200 x 1,000.
-    scenario 1server-1000ctrs --redis "127.0.0.1:$port" --hosts $((hosts / 10)) --counters $((counters * 10)) --seconds "$seconds" --runs "$runs"
+if part a; then
+    free_port || exit 1
+    start_server "$port" || exit 1
+    flush_ports=("$port")
+    scenario 1server-1ns --redis "127.0.0.1:$port" "${size[@]}"
+    if [ "$quick" = 0 ]; then
+        # Hosts of 1,000 counters (a watermark hash of 1,000 fields: Redis'
+        # hashtable encoding; 100 fields are a listpack): the CPU per change,
+        # the memory per reporter, read_fleet() of 200 x 1,000.
+        scenario 1server-1000ctrs --redis "127.0.0.1:$port" --hosts $((hosts / 10)) --counters $((counters * 10)) --seconds "$seconds" --runs "$runs"
+    fi
+    stop_all
 fi
-stop_all
 
 # (b) 3 masters, no replicas.
-start_cluster 3 0 || exit 1
-flush_ports=("${masters_ports[@]}")
-if [ "$quick" = 1 ]; then
-    scenario 3m-1ns-K16 --redis-cluster "$seeds" "${size[@]}" --stripes 16
-    scenario 3m-4ns-K1 --redis-cluster "$seeds" "${size[@]}" --namespaces 4
-else
-    scenario 3m-1ns-K1 --redis-cluster "$seeds" "${size[@]}" --stripes 1
-    scenario 3m-1ns-K16 --redis-cluster "$seeds" "${size[@]}" --stripes 16
-    scenario 3m-1ns-K48 --redis-cluster "$seeds" "${size[@]}" --stripes 48
-    scenario 3m-48ns-K1 --redis-cluster "$seeds" "${size[@]}" --namespaces 48
-    scenario 3m-1ns-K48-chg10 --redis-cluster "$seeds" "${size[@]}" --stripes 48 --changed 0.1
+if part b; then
+    start_cluster 3 0 || exit 1
+    flush_ports=("${masters_ports[@]}")
+    if [ "$quick" = 1 ]; then
+        scenario 3m-1ns-K16 --redis-cluster "$seeds" "${size[@]}" --stripes 16
+        scenario 3m-4ns-K1 --redis-cluster "$seeds" "${size[@]}" --namespaces 4
+    else
+        scenario 3m-1ns-K1 --redis-cluster "$seeds" "${size[@]}" --stripes 1
+        scenario 3m-1ns-K16 --redis-cluster "$seeds" "${size[@]}" --stripes 16
+        scenario 3m-1ns-K48 --redis-cluster "$seeds" "${size[@]}" --stripes 48
+        scenario 3m-48ns-K1 --redis-cluster "$seeds" "${size[@]}" --namespaces 48
+        scenario 3m-1ns-K48-chg10 --redis-cluster "$seeds" "${size[@]}" --stripes 48 --changed 0.1
+    fi
+    stop_all
 fi
-stop_all
 
 # (c) 3 masters and 3 replicas: the replicas' cost; WAIT 1 1000 after each
 # host's flush.
-if [ "$quick" = 0 ]; then
+if [ "$quick" = 0 ] && part c; then
     start_cluster 3 1 || exit 1
     flush_ports=("${masters_ports[@]}")
     scenario 3+3-1ns-K48 --redis-cluster "$seeds" "${size[@]}" --stripes 48
     scenario 3+3-K48-WAIT --redis-cluster "$seeds" "${size[@]}" --stripes 48 --wait-replicas 1 --wait-timeout 1000
+    # One host a window: a flush's own latency, with and without WAIT.
+    scenario 3+3-K48-d1 --redis-cluster "$seeds" "${size[@]}" --stripes 48 --depth 1
+    scenario 3+3-K48-d1-WAIT --redis-cluster "$seeds" "${size[@]}" --stripes 48 --depth 1 --wait-replicas 1 --wait-timeout 1000
     stop_all
 fi
 
