@@ -700,6 +700,12 @@ int main(int argc, char** argv) {
                    &run_result::warmup_seconds, &run_result::memory_per_reporter, &run_result::read_seconds, &run_result::read_exec_ms, &run_result::read_bytes,
                    &run_result::seconds})
         med(f);
+    auto med_count = [&](std::uint64_t run_result::*f) {
+        std::vector<double> v;
+        for (const auto& r : results) v.push_back(static_cast<double>(r.*f));
+        m.*f = static_cast<std::uint64_t>(std::llround(median(v)));
+    };
+    for (auto f : {&run_result::flushes, &run_result::changes, &run_result::fcalls, &run_result::redirects, &run_result::wait_short}) med_count(f);
     bool exact = true;
     for (const auto& r : results) exact = exact && r.exact;
     m.exact = exact;
