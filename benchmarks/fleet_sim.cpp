@@ -186,6 +186,8 @@ struct node_probe {
         return info_field(s, "used_cpu_sys_children") + info_field(s, "used_cpu_user_children");
     }
     double memory() { return info_field(info("memory"), "used_memory"); }
+    /// Bytes of the replication stream (what a replica and the AOF receive); 0 without replicas.
+    double repl_offset() { return info_field(info("replication"), "master_repl_offset"); }
 };
 
 pd::connection* open_node(const options& o, const pr::endpoint& e) {
@@ -264,7 +266,7 @@ struct run_result {
     double changed = 1, seconds = 0, warmup_seconds = 0;
     std::uint64_t flushes = 0, changes = 0, fcalls = 0, redirects = 0, wait_short = 0;
     double flushes_s = 0, changes_s = 0, us_per_change = 0, replica_us_per_change = 0, max_share = 0, max_util = 0;
-    double client_us_per_change = 0, children_us_per_change = 0, p50_ms = 0, p99_ms = 0;
+    double client_us_per_change = 0, children_us_per_change = 0, repl_bytes_per_change = 0, p50_ms = 0, p99_ms = 0;
     std::vector<double> shares;
     double memory_per_reporter = 0, wm_hash_bytes = 0, reporters_hash_bytes = 0;
     double read_seconds = 0, read_bytes = 0, read_exec_ms = 0;
@@ -356,8 +358,11 @@ public:
 
         // The measured rounds.
         std::vector<double> cpu0;
-        double kids0 = 0, kids1 = 0;
-        for (auto& p : probes) cpu0.push_back(p.cpu()), kids0 += p.master ? p.children_cpu() : 0;
+        double kids0 = 0, kids1 = 0, repl0 = 0, repl1 = 0;
+        for (auto& p : probes) {
+            cpu0.push_back(p.cpu());
+            if (p.master) kids0 += p.children_cpu(), repl0 += p.repl_offset();
+        }
         const double c0 = own_cpu();
         t0_ = now();
         while (!done_) round(false, o_.seconds);
@@ -368,7 +373,7 @@ public:
         for (std::size_t i = 0; i < probes.size(); ++i) {
             used.push_back(probes[i].cpu() - cpu0[i]);
             (probes[i].master ? masters_cpu : replicas_cpu) += used.back();
-            if (probes[i].master) kids1 += probes[i].children_cpu();
+            if (probes[i].master) kids1 += probes[i].children_cpu(), repl1 += probes[i].repl_offset();
         }
         r.seconds = wall;
         r.flushes = flushes_;
@@ -383,6 +388,7 @@ public:
         r.replica_us_per_change = replicas_cpu * per;
         r.client_us_per_change = (c1 - c0) * per;
         r.children_us_per_change = (kids1 - kids0) * per;
+        r.repl_bytes_per_change = r.replicas > 0 ? (repl1 - repl0) / static_cast<double>(changes_) : NAN;
         for (std::size_t i = 0; i < probes.size(); ++i) {
             if (!probes[i].master) continue;
             const double share = masters_cpu > 0 ? used[i] / masters_cpu : 0;
@@ -644,13 +650,13 @@ std::string json_of(const run_result& r, const char* kind) {
                   "\"namespaces\":%zu,\"stripes\":%u,\"changed\":%g,\"seconds\":%.3f,\"flushes\":%" PRIu64 ",\"field_changes\":%" PRIu64
                   ",\"fcalls\":%" PRIu64 ",\"redirects\":%" PRIu64 ",\"wait_short\":%" PRIu64
                   ",\"flushes_per_s\":%.1f,\"field_changes_per_s\":%.0f,\"redis_cpu_us_per_change\":%.4f,"
-                  "\"replicas_cpu_us_per_change\":%.4f,\"aof_rewrite_cpu_us_per_change\":%.4f,\"generator_cpu_us_per_change\":%.4f,\"max_master_share\":%.3f,"
+                  "\"replicas_cpu_us_per_change\":%.4f,\"replication_bytes_per_change\":%.1f,\"aof_rewrite_cpu_us_per_change\":%.4f,\"generator_cpu_us_per_change\":%.4f,\"max_master_share\":%.3f,"
                   "\"max_master_cpu_utilization\":%.3f,\"master_shares\":%s,\"flush_latency_p50_ms\":%.3f,\"flush_latency_p99_ms\":%.3f,"
                   "\"first_flush_seconds\":%.3f,\"memory_per_reporter_bytes\":%.0f,\"wm_hash_bytes\":%.0f,\"reporters_hash_bytes\":%.0f,"
                   "\"read_fleet_seconds\":%.3f,\"read_fleet_exec_ms\":%.3f,\"read_fleet_watermarks\":%" PRIu64 ",\"read_fleet_bytes\":%.0f,\"exact\":%s,\"problem\":\"%s\"}",
                   kind, r.scenario.c_str(), r.masters, r.replicas, r.hosts, r.counters, r.namespaces, r.stripes, r.changed, r.seconds,
                   r.flushes, r.changes, r.fcalls, r.redirects, r.wait_short, r.flushes_s, r.changes_s, r.us_per_change,
-                  r.replica_us_per_change, r.children_us_per_change, r.client_us_per_change, r.max_share, r.max_util, shares.c_str(), r.p50_ms, r.p99_ms,
+                  r.replica_us_per_change, r.repl_bytes_per_change, r.children_us_per_change, r.client_us_per_change, r.max_share, r.max_util, shares.c_str(), r.p50_ms, r.p99_ms,
                   r.warmup_seconds, r.memory_per_reporter, r.wm_hash_bytes, r.reporters_hash_bytes, r.read_seconds, r.read_exec_ms, r.read_fields,
                   r.read_bytes, r.exact ? "true" : "false", r.problem.c_str());
     return buf;
@@ -696,7 +702,7 @@ int main(int argc, char** argv) {
         m.*f = median(v);
     };
     for (auto f : {&run_result::flushes_s, &run_result::changes_s, &run_result::us_per_change, &run_result::replica_us_per_change,
-                   &run_result::client_us_per_change, &run_result::children_us_per_change, &run_result::max_share, &run_result::max_util, &run_result::p50_ms, &run_result::p99_ms,
+                   &run_result::client_us_per_change, &run_result::children_us_per_change, &run_result::repl_bytes_per_change, &run_result::max_share, &run_result::max_util, &run_result::p50_ms, &run_result::p99_ms,
                    &run_result::warmup_seconds, &run_result::memory_per_reporter, &run_result::read_seconds, &run_result::read_exec_ms, &run_result::read_bytes,
                    &run_result::seconds})
         med(f);
