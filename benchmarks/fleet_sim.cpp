@@ -28,7 +28,7 @@
 //       [--counters C] [--namespaces M] [--stripes K] [--seconds T]
 //       [--changed FRACTION] [--rate FLUSHES_PER_S] [--batch B] [--depth D]
 //       [--wait-replicas R [--wait-timeout MS]] [--runs N] [--label TEXT]
-//       [--ns-prefix P]
+//       [--ns-prefix P] [--function procsafe|batched]
 #include "cluster.hpp"
 #include "common.hpp"
 #include "connection.hpp"
@@ -67,7 +67,53 @@ struct options {
     std::size_t batch = 2000, depth = 8;
     int wait_replicas = 0, wait_timeout_ms = 1000, runs = 1;
     std::string label = "run", ns_prefix = "sim";
+    bool batched = false;  // --function batched: the experiment below, not procsafe's function
 };
+
+// An experiment, not what procsafe sends: procsafe_flush_1's rules with
+// fewer commands inside the function (one HMGET of the watermarks and one
+// HSET of them per 1,000 fields, where procsafe_flush_1 calls HGET and HSET
+// once a field), to measure what the function's shape costs.
+constexpr std::string_view batched_library = R"lua(#!lua name=procsafe_sim_batched
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+local function flush(keys, args)
+  local n = #args
+  if #keys ~= 3 or n < 3 or (n - 3) % 4 ~= 0 then return redis.error_reply('ERR procsafe_sim_batched_flush: arguments') end
+  local totals, marks, reporters = keys[1], keys[2], keys[3]
+  local m = (n - 3) / 4
+  local conflicts = {}
+  for c = 1, m, 1000 do
+    local last = math.min(m, c + 999)
+    local names = {}
+    for j = c, last do names[#names + 1] = args[4 * j] end
+    local got = redis.call('HMGET', marks, unpack(names))
+    for j = c, last do
+      local mark = got[j - c + 1]
+      if not mark then mark = '' end
+      if mark ~= args[4 * j + 1] then conflicts[#conflicts + 1] = args[4 * j] end
+    end
+  end
+  if #conflicts > 0 then return {'conflict', conflicts} end
+  local failed, sets = {}, {}
+  for i = 4, n, 4 do
+    local r = redis.pcall('HINCRBY', totals, args[i], args[i + 3])
+    if type(r) == 'table' and r.err then
+      failed[#failed + 1] = args[i]
+      failed[#failed + 1] = r.err
+    else
+      sets[#sets + 1] = args[i]
+      sets[#sets + 1] = args[i + 2]
+    end
+  end
+  for c = 1, #sets, 1000 do redis.call('HSET', marks, unpack(sets, c, math.min(#sets, c + 999))) end
+  redis.call('HSET', reporters, args[1], now_ms() .. ' ' .. args[2])
+  return {'ok', failed}
+end
+redis.register_function('procsafe_sim_batched_flush', flush)
+)lua";
 
 [[noreturn]] void usage(const std::string& why) {
     std::fprintf(stderr,
@@ -75,7 +121,7 @@ struct options {
                  "usage: procsafe-fleet-sim (--redis H:P | --redis-cluster H:P,...) [--hosts N] [--counters C]\n"
                  "       [--namespaces M] [--stripes K] [--seconds T] [--changed FRACTION] [--rate FLUSHES_PER_S]\n"
                  "       [--batch B] [--depth D] [--wait-replicas R] [--wait-timeout MS] [--runs N] [--label TEXT]\n"
-                 "       [--ns-prefix P] [--interval S]\n",
+                 "       [--ns-prefix P] [--interval S] [--function procsafe|batched]\n",
                  why.c_str());
     std::exit(2);
 }
@@ -117,6 +163,10 @@ options parse(int argc, char** argv) {
             else if (a == "--interval") o.interval = number(a, v, 0.01, 86400);
             else if (a == "--label") o.label = v;
             else if (a == "--ns-prefix") o.ns_prefix = v;
+            else if (a == "--function") {
+                if (std::string(v) != "procsafe" && std::string(v) != "batched") usage("--function: procsafe or batched");
+                o.batched = std::string(v) == "batched";
+            }
             else usage("unknown option " + a);
         } catch (const std::invalid_argument& e) {
             usage(a + ": " + e.what());
@@ -278,9 +328,11 @@ struct run_result {
 class simulation {
 public:
     simulation(const options& o, int run) : o_(o), net_(o.conn, [](pd::connection& c) {
-        auto r = c.run({"FUNCTION", "LOAD", std::string(pr::function_library())});
-        if (pd::is_error(*r) && pd::text_of(*r).find("already exists") == std::string::npos)
-            throw pd::command_failure(c.where() + ": FUNCTION LOAD: " + pd::text_of(*r));
+        for (const std::string_view lib : {pr::function_library(), batched_library}) {
+            auto r = c.run({"FUNCTION", "LOAD", std::string(lib)});
+            if (pd::is_error(*r) && pd::text_of(*r).find("already exists") == std::string::npos)
+                throw pd::command_failure(c.where() + ": FUNCTION LOAD: " + pd::text_of(*r));
+        }
     }) {
         for (std::size_t i = 0; i < o.counters; ++i) names_.push_back("sim_requests{index=\"" + std::to_string(i) + "\"}");
         for (std::size_t m = 0; m < o.namespaces; ++m) {
@@ -462,7 +514,8 @@ private:
         // As the flusher: at least one call a flush (it records the flush time).
         for (std::size_t at = 0; at < changed.size() || at == 0; at += o_.batch) {
             const std::size_t end = std::min(changed.size(), at + o_.batch);
-            sent_cmd s{sent_cmd::fcall, hi, {"FCALL", std::string(pr::flush_function), "3", h.totals, h.marks, h.reporters, h.reporter, h.info, "i"}, {}};
+            const std::string function = o_.batched ? "procsafe_sim_batched_flush" : std::string(pr::flush_function);
+            sent_cmd s{sent_cmd::fcall, hi, {"FCALL", function, "3", h.totals, h.marks, h.reporters, h.reporter, h.info, "i"}, {}};
             s.args.reserve(s.args.size() + 4 * (end - at));
             for (std::size_t k = at; k < end; ++k) {
                 const std::uint32_t i = changed[k];
@@ -659,7 +712,12 @@ std::string json_of(const run_result& r, const char* kind) {
                   r.replica_us_per_change, r.repl_bytes_per_change, r.children_us_per_change, r.client_us_per_change, r.max_share, r.max_util, shares.c_str(), r.p50_ms, r.p99_ms,
                   r.warmup_seconds, r.memory_per_reporter, r.wm_hash_bytes, r.reporters_hash_bytes, r.read_seconds, r.read_exec_ms, r.read_fields,
                   r.read_bytes, r.exact ? "true" : "false", r.problem.c_str());
-    return buf;
+    // A figure that could not be measured (no replicas, no flush) is null, not nan.
+    std::string out = buf;
+    for (const std::string bad : {":-nan", ":nan", ":-inf", ":inf"}) {
+        for (std::size_t at; (at = out.find(bad)) != std::string::npos;) out.replace(at, bad.size(), ":null");
+    }
+    return out;
 }
 
 void print_header() {
