@@ -170,8 +170,42 @@ struct flusher::impl {
     /// last reset), and s's stripe among them.
     void place(segment_state& s) {
         auto it = ns_stripes.find(s.ns);
-        if (it == ns_stripes.end()) it = ns_stripes.emplace(s.ns, stripes_of(s.ns)).first;
+        if (it == ns_stripes.end()) {
+            const std::uint32_t k = stripes_of(s.ns);
+            replicated(s.ns);
+            it = ns_stripes.emplace(s.ns, k).first;
+        }
         s.stripe = keys::stripe_of(s.reporter, it->second);
+    }
+
+    /// The record of the namespace's stripes is on a replica (when its
+    /// master has any) before a reporter uses it: replication is
+    /// asynchronous, and a record lost in a failover would let another
+    /// flusher record another number, under which reporters would move to
+    /// other stripes and count again. Once per namespace and process.
+    void replicated(const std::string& ns) {
+        const std::string config = keys::config(ns);
+        std::size_t replicas = 0;
+        if (net->clustered()) {  // the replicas the cluster knows, connected or not (a cut off one loses the record too)
+            const auto id = net->run(config, {"CLUSTER", "MYID"});
+            if (detail::is_error(*id)) throw detail::command_failure(where() + ": CLUSTER MYID: " + detail::text_of(*id));
+            const auto r = net->run(config, {"CLUSTER", "REPLICAS", detail::text_of(*id)});
+            if (detail::is_error(*r)) throw detail::command_failure(where() + ": CLUSTER REPLICAS: " + detail::text_of(*r));
+            replicas = detail::elements(*r);
+        } else {  // one server: the replicas connected to it
+            const auto role = net->run(config, {"ROLE"});
+            if (detail::is_error(*role) || detail::elements(*role) < 3 || detail::text_of(detail::element(*role, 0)) != "master") return;
+            replicas = detail::elements(detail::element(*role, 2));
+        }
+        if (replicas == 0) return;
+        const auto ms = std::to_string(std::max(1L, std::lround(o.connection.command_timeout * 500)));
+        auto r = net->run(config, {"WAIT", "1", ms});
+        if (detail::is_error(*r)) throw detail::command_failure(where() + ": WAIT: " + detail::text_of(*r));
+        if (detail::text_of(*r) == "0") {
+            throw detail::command_failure(where() + ": namespace '" + ns + "': the record of its stripes is on none of its master's " +
+                                          std::to_string(replicas) + " replica" + (replicas == 1 ? "" : "s") + " after " + ms +
+                                          " ms (WAIT); not flushed until it is");
+        }
     }
 
     /// Logs a line about a namespace once (and puts it in this round's
