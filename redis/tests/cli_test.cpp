@@ -4,6 +4,7 @@
 // The flush and fleet subcommands, run by both programs that take them: the
 // procsafe command (when it is built) and procsafe-redis. Exit statuses, one line on stderr per error, passwords from the
 // environment or a file, fleet show (text and JSON), fleet export.
+#include "cli_run.hpp"
 #include "redis_server.hpp"
 
 #include "support/process.hpp"
@@ -33,22 +34,8 @@ namespace {
 using procsafe_test::redis_server;
 using procsafe_test::unique_name;
 
-struct cli_result {
-    int status = -1;
-    std::string out, err;
-    std::size_t err_lines() const {
-        std::size_t n = 0;
-        for (char c : err) n += c == '\n' ? 1 : 0;
-        return n;
-    }
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
+using procsafe_test::cli_result;
+using procsafe_test::slurp;
 
 /// The programs that take flush and fleet.
 std::vector<std::string> cli_programs() {
@@ -64,28 +51,7 @@ std::string program;
 
 /// Runs `program` with `args` and exactly the environment `env`.
 cli_result run_cli(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env = {}) {
-    args.insert(args.begin(), program);
-    std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    env.push_back("PATH=/usr/bin:/bin");
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const std::string out = dir + "/cli.out", err = dir + "/cli.err";
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid = -1;
-    cli_result r;
-    if (::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()) == 0) {
-        const int status = procsafe_test::wait_bounded(pid, std::chrono::seconds(60));
-        r.status = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+    return procsafe_test::run_program(program, dir, std::move(args), std::move(env));
 }
 
 struct removed_at_exit {

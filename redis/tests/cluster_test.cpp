@@ -16,7 +16,9 @@
 //   - the command line: flush --redis-cluster --once, fleet show --json and
 //     fleet export through the cluster.
 // Each test starts its own cluster (3 masters, 3 replicas) and removes it.
+#include "cli_run.hpp"
 #include "redis_cluster.hpp"
+#include "workload.hpp"
 
 #include "support/process.hpp"
 #include "support/skip.hpp"
@@ -54,17 +56,11 @@ using procsafe_test::redis_cluster;
 using procsafe_test::unique_name;
 namespace pr = procsafe::redis;
 using clock_type = std::chrono::steady_clock;
-__extension__ typedef __int128 i128;
-using i64_array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
-const std::vector<double> latency_bounds{0.001, 0.01, 0.1};
 
-std::string text(i128 v) {
-    if (v == 0) return "0";
-    const bool negative = v < 0;
-    std::string s;
-    for (; v != 0; v /= 10) s.insert(s.begin(), static_cast<char>('0' + (negative ? -(v % 10) : v % 10)));
-    return negative ? "-" + s : s;
-}
+using i64_array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
+using namespace procsafe_test::workload;
+// No gauge; the workers pause more: 6 or 7 nodes and the flushers share the CPUs.
+constexpr shape cluster_shape{false, 64, 500};
 
 double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 
@@ -121,73 +117,6 @@ int slot_of(const redis_cluster& c, const std::string& key) {
 /// The slot of a namespace's stripe (its keys' hash tag).
 int stripe_slot(const redis_cluster& c, const std::string& ns, std::uint32_t stripe) {
     return slot_of(c, pr::keys::totals(ns, stripe));
-}
-
-/// The objects of a host's segment.
-void construct_objects(procsafe::segment& seg) {
-    seg.construct<procsafe::sharded_counter<std::int64_t>>("requests", procsafe::metadata{.help = "Requests."});
-    // Starts above 2^53: a double could not hold the totals exactly.
-    seg.construct<procsafe::atomic_counter<std::uint64_t>>("bytes", procsafe::metadata{.unit = "bytes"}, (1ULL << 53) + 1);
-    seg.construct<i64_array>("responses", procsafe::metadata{.label = "code", .label_values = {"200", "404", "500"}}, 3);
-    seg.construct<procsafe::mutex_counter<std::int64_t>>("jobs");
-    seg.construct<procsafe::histogram>("latency", procsafe::metadata{.unit = "seconds"}, latency_bounds);
-}
-
-/// A worker process: counts in `seg` until `stop` is set.
-pid_t start_worker(procsafe::segment& seg, procsafe::atomic_counter<int>& stop, int seed) {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid != 0) return pid;
-    int rc = 0;
-    try {
-        auto& requests = seg.find<procsafe::sharded_counter<std::int64_t>>("requests");
-        auto& bytes = seg.find<procsafe::atomic_counter<std::uint64_t>>("bytes");
-        auto& responses = seg.find<i64_array>("responses");
-        auto& jobs = seg.find<procsafe::mutex_counter<std::int64_t>>("jobs");
-        auto& latency = seg.find<procsafe::histogram>("latency");
-        std::uint64_t x = static_cast<std::uint64_t>(seed) * 0x9E3779B97F4A7C15ULL + 1;
-        for (std::uint64_t i = 0; stop.value() == 0; ++i) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            requests.increment();
-            bytes.increment(1'000'003 + (x & 0xffff));
-            responses[static_cast<std::size_t>(x % 3)].increment();
-            if (i % 16 == 0) jobs.increment();
-            if (i % 8 == 0) latency.observe(static_cast<double>(x % 2000) * 1e-4);
-            if (i % 64 == 63) ::usleep(500);  // leave the nodes and the flushers the CPUs
-        }
-    } catch (...) {
-        rc = 1;
-    }
-    ::_exit(rc);
-}
-
-/// A segment's values, added into `sum` under the flusher's field names.
-void add_local(const std::string& segment, std::map<std::string, i128>& sum, double& latency_sum) {
-    const auto view = procsafe::segment_view::open(segment);
-    for (const auto& o : view.objects()) {
-        auto as_int = [](const procsafe::number& n) -> i128 {
-            if (const auto* i = std::get_if<std::int64_t>(&n)) return *i;
-            if (const auto* u = std::get_if<std::uint64_t>(&n)) return *u;
-            throw std::logic_error("not an integer");
-        };
-        if (o.histogram) {
-            std::uint64_t cumulative = 0;
-            for (std::size_t b = 0; b < o.histogram->counts.size(); ++b) {
-                cumulative += o.histogram->counts[b];
-                std::ostringstream le;
-                if (b < latency_bounds.size()) le << latency_bounds[b];
-                else le << "+Inf";
-                sum["latency_bucket{le=\"" + le.str() + "\"}"] += cumulative;
-            }
-            sum["latency_count"] += o.histogram->count;
-            latency_sum += o.histogram->sum;
-        } else if (o.name == "responses") {
-            for (std::size_t i = 0; i < o.values.size(); ++i)
-                sum["responses{code=\"" + o.label_values[i] + "\"}"] += as_int(o.values[i]);
-        } else {
-            sum[o.name] += as_int(o.values.at(0));
-        }
-    }
 }
 
 /// Flushes until a flush succeeds (30 s at most); the last result.
@@ -343,14 +272,14 @@ TEST_CASE("redis cluster: a master killed, a master added, a reshard, a slot mov
         h.segment = unique_name("rclf");
         procsafe::segment::remove(h.segment);
         h.seg.emplace(procsafe::segment::create(h.segment, 1 << 20));
-        construct_objects(*h.seg);
+        construct_objects(*h.seg, cluster_shape);
         const auto reporter = pr::keys::reporter(h.id, h.segment, procsafe::segment_view::open(h.segment).incarnation());
         h.stripe = pr::keys::stripe_of(reporter, stripes);
         h.slot = stripe_slot(cluster, ns, h.stripe);
     }
     for (int i = 0; i < 4; ++i) {
         auto& h = hosts[static_cast<std::size_t>(i)];
-        h.worker = start_worker(*h.seg, stop_workers, i);
+        h.worker = start_worker(*h.seg, stop_workers, i, cluster_shape);
         REQUIRE(h.worker > 0);
         auto o = options_for(cluster, {h.segment}, h.id, ns, stripes, log);
         o.connection.command_timeout = 0.5;
@@ -690,45 +619,7 @@ TEST_CASE("redis cluster: the stripes recorded, lost in a failover, then propose
 }
 
 #if defined(PROCSAFE_REDIS_CLI)
-namespace {
-
-struct cli_result {
-    int status = -1;
-    std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-cli_result run_program(const std::string& program, const std::string& dir, std::vector<std::string> args) {
-    args.insert(args.begin(), program);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::string path = "PATH=/usr/bin:/bin";
-    char* envp[] = {path.data(), nullptr};
-    const std::string out = dir + "/cli.out", err = dir + "/cli.err";
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid = -1;
-    cli_result r;
-    if (::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp) == 0) {
-        const int status = procsafe_test::wait_bounded(pid, std::chrono::seconds(60));
-        r.status = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-}
-
-}  // namespace
+using procsafe_test::run_program;
 
 TEST_CASE("redis cluster cli: flush --redis-cluster --once, fleet show --json, fleet export", "[redis][cluster]") {
     PROCSAFE_NEED_REDIS_CLUSTER();

@@ -14,6 +14,7 @@
 //
 // PROCSAFE_FAULT_SECONDS sets the chaos phase's length (default 45).
 #include "redis_server.hpp"
+#include "workload.hpp"
 
 #include "support/process.hpp"
 #include "support/skip.hpp"
@@ -47,19 +48,9 @@ namespace {
 using procsafe_test::redis_server;
 using procsafe_test::unique_name;
 namespace pr = procsafe::redis;
-__extension__ typedef __int128 i128;
 
 using clock_type = std::chrono::steady_clock;
-using i64_array = procsafe::counter_array<std::int64_t, procsafe::atomic_sync>;
-const std::vector<double> latency_bounds{0.001, 0.01, 0.1};
-
-std::string text(i128 v) {
-    if (v == 0) return "0";
-    const bool negative = v < 0;
-    std::string s;
-    for (; v != 0; v /= 10) s.insert(s.begin(), static_cast<char>('0' + (negative ? -(v % 10) : v % 10)));
-    return negative ? "-" + s : s;
-}
+using namespace procsafe_test::workload;
 
 double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 
@@ -69,46 +60,6 @@ struct host {
     std::optional<procsafe::segment> seg;
     pid_t worker = -1, flusher = -1;
 };
-
-/// The objects of a host's segment, constructed fresh.
-void construct_objects(procsafe::segment& seg) {
-    seg.construct<procsafe::sharded_counter<std::int64_t>>("requests", procsafe::metadata{.help = "Requests."});
-    // Starts above 2^53: a double could not hold the totals exactly.
-    seg.construct<procsafe::atomic_counter<std::uint64_t>>("bytes", procsafe::metadata{.unit = "bytes"}, (1ULL << 53) + 1);
-    seg.construct<i64_array>("responses", procsafe::metadata{.label = "code", .label_values = {"200", "404", "500"}}, 3);
-    seg.construct<procsafe::mutex_counter<std::int64_t>>("jobs");
-    seg.construct<procsafe::histogram>("latency", procsafe::metadata{.unit = "seconds"}, latency_bounds);
-    seg.construct<procsafe::live_gauge<std::int64_t>>("busy");
-}
-
-/// A worker: counts until `stop` is set (in memory shared with the test).
-pid_t start_worker(procsafe::segment& seg, procsafe::atomic_counter<int>& stop, int seed) {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid != 0) return pid;
-    int rc = 0;
-    try {
-        auto& requests = seg.find<procsafe::sharded_counter<std::int64_t>>("requests");
-        auto& bytes = seg.find<procsafe::atomic_counter<std::uint64_t>>("bytes");
-        auto& responses = seg.find<i64_array>("responses");
-        auto& jobs = seg.find<procsafe::mutex_counter<std::int64_t>>("jobs");
-        auto& latency = seg.find<procsafe::histogram>("latency");
-        seg.find<procsafe::live_gauge<std::int64_t>>("busy").set(seed + 1);
-        std::uint64_t x = static_cast<std::uint64_t>(seed) * 0x9E3779B97F4A7C15ULL + 1;
-        for (std::uint64_t i = 0; stop.value() == 0; ++i) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            requests.increment();
-            bytes.increment(1'000'003 + (x & 0xffff));
-            responses[static_cast<std::size_t>(x % 3)].increment();
-            if (i % 16 == 0) jobs.increment();
-            if (i % 8 == 0) latency.observe(static_cast<double>(x % 2000) * 1e-4);
-            if (i % 256 == 255) ::usleep(200);  // leave the flushers and Redis some CPU
-        }
-    } catch (...) {
-        rc = 1;
-    }
-    ::_exit(rc);
-}
 
 pid_t spawn_flusher(const std::string& cli, const std::vector<std::string>& args, const std::string& log,
                     const std::string& password) {
@@ -135,36 +86,6 @@ int wait_exit(pid_t pid) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
-/// The segment's values, added into `sum` under the flusher's field names.
-void add_local(const std::string& segment, std::map<std::string, i128>& sum, double& latency_sum) {
-    const auto view = procsafe::segment_view::open(segment);
-    for (const auto& o : view.objects()) {
-        auto as_int = [](const procsafe::number& n) -> i128 {
-            if (const auto* i = std::get_if<std::int64_t>(&n)) return *i;
-            if (const auto* u = std::get_if<std::uint64_t>(&n)) return *u;
-            throw std::logic_error("not an integer");
-        };
-        if (o.name == "busy") continue;
-        if (o.histogram) {
-            std::uint64_t cumulative = 0;
-            for (std::size_t b = 0; b < o.histogram->counts.size(); ++b) {
-                cumulative += o.histogram->counts[b];
-                std::ostringstream le;
-                if (b < latency_bounds.size()) le << latency_bounds[b];
-                else le << "+Inf";
-                sum["latency_bucket{le=\"" + le.str() + "\"}"] += cumulative;
-            }
-            sum["latency_count"] += o.histogram->count;
-            latency_sum += o.histogram->sum;
-        } else if (o.name == "responses") {
-            for (std::size_t i = 0; i < o.values.size(); ++i)
-                sum["responses{code=\"" + o.label_values[i] + "\"}"] += as_int(o.values[i]);
-        } else {
-            sum[o.name] += as_int(o.values.at(0));
-        }
-    }
 }
 
 /// Adds up N of "flushing again after N failed attempts" in a flusher log,

@@ -49,16 +49,7 @@ inline std::string find_redis_cli() {
         const std::string beside = server.substr(0, server.rfind('/') + 1) + "redis-cli";
         if (::access(beside.c_str(), X_OK) == 0) return beside;
     }
-    const char* path = std::getenv("PATH");
-    const std::string p = path != nullptr ? path : "/usr/bin:/bin";
-    std::size_t at = 0;
-    while (at <= p.size()) {
-        const std::size_t end = std::min(p.find(':', at), p.size());
-        const std::string candidate = p.substr(at, end - at) + "/redis-cli";
-        if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-        at = end + 1;
-    }
-    return {};
+    return find_on_path("redis-cli");
 }
 
 class redis_cluster {

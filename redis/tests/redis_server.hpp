@@ -42,20 +42,25 @@ extern char** environ;
 
 namespace procsafe_test {
 
-/// The redis-server program: PROCSAFE_REDIS_SERVER if set, else the one on
-/// PATH; "" when there is none.
-inline std::string find_redis_server() {
-    if (const char* given = std::getenv("PROCSAFE_REDIS_SERVER")) return ::access(given, X_OK) == 0 ? given : "";
+/// `program` on PATH, or "" when there is none.
+inline std::string find_on_path(const std::string& program) {
     const char* path = std::getenv("PATH");
     const std::string p = path != nullptr ? path : "/usr/bin:/bin";
     std::size_t at = 0;
     while (at <= p.size()) {
         const std::size_t end = std::min(p.find(':', at), p.size());
-        const std::string candidate = p.substr(at, end - at) + "/redis-server";
+        const std::string candidate = p.substr(at, end - at) + "/" + program;
         if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
         at = end + 1;
     }
     return {};
+}
+
+/// The redis-server program: PROCSAFE_REDIS_SERVER if set, else the one on
+/// PATH; "" when there is none.
+inline std::string find_redis_server() {
+    if (const char* given = std::getenv("PROCSAFE_REDIS_SERVER")) return ::access(given, X_OK) == 0 ? given : "";
+    return find_on_path("redis-server");
 }
 
 /// True when a missing redis-server must fail the test (CI), not skip it.
