@@ -41,8 +41,8 @@ bool parse_redirect(std::string_view text, std::uint16_t& slot, endpoint& to, co
 class router {
 public:
     /// Each new connection to a node is passed to on_connect (the flusher
-    /// loads its function library there: every master has it, one that
-    /// joins or is promoted later included). on_connect may throw
+    /// loads its function library there: every master it sends to has
+    /// it, one that joins or is promoted later included). on_connect may throw
     /// io_failure.
     explicit router(connection_options o, std::function<void(connection&)> on_connect = {});
     ~router();
