@@ -3,8 +3,9 @@
 //
 // procsafe::redis against a Redis Cluster of the test's own (redis_cluster.hpp):
 //   - routing: three namespaces over 8 stripes each add up exactly, their
-//     stripes' keys are on more than one master, every master has the
-//     function library, a namespace keeps the stripes of its first flush;
+//     stripes' keys are on more than one master, every master written to
+//     has the function library, a namespace keeps the stripes of its first
+//     flush;
 //   - failover, exact totals: four hosts count (a worker process each)
 //     while their flushers flush every few ms; the master of a slot holding
 //     a stripe is SIGKILLed and its replica takes over (cut off first: it
