@@ -12,6 +12,9 @@ macro(procsafe_catch)
     if(NOT TARGET procsafe_catch_main)
       add_library(procsafe_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/main.cpp)
       target_link_libraries(procsafe_catch_main PUBLIC Catch2::Catch2)
+      # The tests' standard: Catch's string_view support (C++17) in main too,
+      # or clang (C++14 by default) leaves its StringMaker undefined.
+      target_compile_features(procsafe_catch_main PUBLIC cxx_std_20)
       procsafe_warnings(procsafe_catch_main)
     endif()
     set(_catch_main procsafe_catch_main)
